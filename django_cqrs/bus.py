@@ -1,0 +1,157 @@
+"""The command bus and the query bus.
+
+    from django_cqrs import command_bus, query_bus
+
+    result = command_bus.dispatch(PlaceOrder(customer_id=cid, items=items))
+    result.value       # what the handler returned (typed by ``Command[R]``)
+    result.position    # log position of the last event it recorded, or None
+    view = query_bus.dispatch(GetOrder(order_id=result.value))
+
+Each bus runs its message through the middleware chain configured in
+``DJANGO_CQRS["COMMAND_MIDDLEWARE"]`` / ``["QUERY_MIDDLEWARE"]`` (outermost first) and
+then through the one registered handler. A middleware is a callable that takes the next
+step and returns ``step(message, context) -> value``, like Django's own middleware.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from .commands import Command
+from .conf import cqrs_settings
+from .context import DispatchContext, activate, child_context, current_context
+from .exceptions import ConfigurationError
+from .messages import Message
+from .queries import Query
+from .registry import Registry
+
+R = TypeVar("R")
+Step = Callable[[Any, DispatchContext], Any]
+MiddlewareFactory = Callable[[Step], Step]
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandResult(Generic[R]):
+    """What a command dispatch produced."""
+
+    value: R
+    #: Global log position of the last event recorded by the command (None if none).
+    position: int | None
+    #: Positions of every event the command recorded, in order.
+    positions: tuple[int, ...] = ()
+    correlation_id: str = ""
+    command_id: str = ""
+
+
+class Bus:
+    """Shared machinery: registry lookup and the middleware chain."""
+
+    kind = "message"
+    base: type[Message] = Message
+    middleware_setting = ""
+
+    def __init__(
+        self, registry: Registry | None = None, middleware: Sequence[Any] | None = None
+    ) -> None:
+        self.registry = registry or Registry(self.kind, self.base)
+        self._explicit_middleware = middleware
+        self._chain: Step | None = None
+
+    def reset_middleware(self) -> None:
+        """Rebuild the chain from settings on the next dispatch."""
+        self._chain = None
+
+    def middleware(self) -> list[MiddlewareFactory]:
+        if self._explicit_middleware is not None:
+            return list(self._explicit_middleware)
+        return list(getattr(cqrs_settings, self.middleware_setting))
+
+    def chain(self) -> Step:
+        if self._chain is None:
+            step: Step = self._call_handler
+            for factory in reversed(self.middleware()):
+                if not callable(factory):
+                    raise ConfigurationError(
+                        f"{self.middleware_setting} entry {factory!r} is not callable"
+                    )
+                step = factory(step)
+            self._chain = step
+        return self._chain
+
+    def _call_handler(self, message: Any, ctx: DispatchContext) -> Any:
+        return self.registry.handler_for(type(message))(message)
+
+    def _check_message(self, message: Any) -> None:
+        if not isinstance(message, self.base):
+            raise TypeError(
+                f"{type(self).__name__}.dispatch() takes a {self.base.__name__}, "
+                f"got {type(message).__name__}"
+            )
+        # Fail before any middleware opens a transaction.
+        self.registry.handler_for(type(message))
+
+    def handler(self, message_type: type) -> Callable[[Any], Any]:
+        """Decorator registering a handler for ``message_type`` on this bus."""
+        return self.registry.decorator(message_type)
+
+
+class CommandBus(Bus):
+    """Dispatches each command to its one handler through the command middleware."""
+
+    kind = "command"
+    base = Command
+    middleware_setting = "COMMAND_MIDDLEWARE"
+
+    def dispatch(
+        self, command: Command[R], *, metadata: dict[str, Any] | None = None
+    ) -> CommandResult[R]:
+        """Run ``command`` through the middleware and its handler; return the result.
+
+        ``metadata`` may carry ``user``, ``correlation_id``, ``causation_id`` and any
+        other JSON values to store with the events the command records.
+        """
+        self._check_message(command)
+        parent = current_context()
+        ctx = child_context(command, metadata)
+        with activate(ctx):
+            value = self.chain()(command, ctx)
+        if parent is not None:
+            parent.positions.extend(ctx.positions)
+        return CommandResult(
+            value=value,
+            position=ctx.positions[-1] if ctx.positions else None,
+            positions=tuple(ctx.positions),
+            correlation_id=ctx.correlation_id,
+            command_id=ctx.message_id,
+        )
+
+
+class QueryBus(Bus):
+    """Dispatches each query to its one handler through the query middleware."""
+
+    kind = "query"
+    base = Query
+    middleware_setting = "QUERY_MIDDLEWARE"
+
+    def dispatch(self, query: Query[R], *, metadata: dict[str, Any] | None = None) -> R:
+        """Run ``query`` through the middleware and its handler; return the handler's value."""
+        self._check_message(query)
+        ctx = child_context(query, metadata)
+        value: R = self.chain()(query, ctx)
+        return value
+
+
+command_bus = CommandBus()
+query_bus = QueryBus()
+
+
+def command_handler(command_type: type[Command[Any]]) -> Callable[[Any], Any]:
+    """Register the decorated function as the handler of ``command_type``."""
+    return command_bus.handler(command_type)
+
+
+def query_handler(query_type: type[Query[Any]]) -> Callable[[Any], Any]:
+    """Register the decorated function as the handler of ``query_type``."""
+    return query_bus.handler(query_type)

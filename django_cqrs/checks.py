@@ -1,0 +1,251 @@
+"""System checks for django_cqrs; ids are stable and listed in docs/checks.md.
+
+    $ python manage.py check
+    ERRORS:
+    ?: (django_cqrs.E004) orders.PlaceOrder has two command handlers: ...
+        HINT: Keep one @command_handler per command type.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import AppConfig, apps
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+
+from .conf import DEFAULTS, IMPORT_STRINGS, SETTING_NAME, perform_import
+from .exceptions import CQRSError
+from .registry import Registry, describe
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E001 unknown keys, E002 bad dotted paths, E003 values of the wrong type."""
+    user = getattr(settings, SETTING_NAME, {})
+    if not isinstance(user, dict):
+        return [
+            Error(
+                f"settings.{SETTING_NAME} must be a dict, not {type(user).__name__}.",
+                hint=f"Set {SETTING_NAME} = {{...}} in your settings.",
+                id="django_cqrs.E003",
+            )
+        ]
+    messages: list[CheckMessage] = []
+    for key in sorted(set(user) - set(DEFAULTS)):
+        messages.append(
+            Error(
+                f"{SETTING_NAME} has an unknown key {key!r}.",
+                hint="Known keys: " + ", ".join(sorted(DEFAULTS)),
+                id="django_cqrs.E001",
+            )
+        )
+    for key in sorted(IMPORT_STRINGS & set(user)):
+        value = user[key]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            messages.append(
+                Error(
+                    f"{SETTING_NAME}[{key!r}] must be a list of dotted paths.",
+                    hint='For example ["django_cqrs.middleware.TransactionMiddleware"].',
+                    id="django_cqrs.E003",
+                )
+            )
+            continue
+        for path in value:
+            try:
+                perform_import(path, key)
+            except CQRSError as exc:
+                messages.append(
+                    Error(
+                        str(exc),
+                        hint="Check the spelling of the module and attribute names.",
+                        id="django_cqrs.E002",
+                    )
+                )
+    for key, expected in (
+        ("CONCURRENCY_RETRIES", int),
+        ("REBUILD_BATCH_SIZE", int),
+        ("AUTODISCOVER", bool),
+    ):
+        if key in user and not isinstance(user[key], expected):
+            messages.append(
+                Error(
+                    f"{SETTING_NAME}[{key!r}] must be {expected.__name__}, got {user[key]!r}.",
+                    hint=f"Default: {DEFAULTS[key]!r}.",
+                    id="django_cqrs.E003",
+                )
+            )
+    if isinstance(user.get("CONCURRENCY_RETRIES"), int) and user["CONCURRENCY_RETRIES"] < 0:
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['CONCURRENCY_RETRIES'] cannot be negative.",
+                hint="Use 0 to disable retries.",
+                id="django_cqrs.E003",
+            )
+        )
+    if isinstance(user.get("REBUILD_BATCH_SIZE"), int) and user["REBUILD_BATCH_SIZE"] < 1:
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['REBUILD_BATCH_SIZE'] must be at least 1.",
+                hint="Default: 2000.",
+                id="django_cqrs.E003",
+            )
+        )
+    database = user.get("DATABASE", DEFAULTS["DATABASE"])
+    if database not in settings.DATABASES:
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['DATABASE'] names {database!r}, which is not in DATABASES.",
+                hint="Use one of: " + ", ".join(settings.DATABASES),
+                id="django_cqrs.E003",
+            )
+        )
+    return messages
+
+
+def _duplicate_messages(registry: Registry) -> list[CheckMessage]:
+    return [
+        Error(
+            f"{c.message_type.message_name()} has two {registry.kind} handlers: "
+            f"{describe(c.first)} and {describe(c.second)}.",
+            hint=f"Keep exactly one @{registry.kind}_handler per {registry.kind} type.",
+            obj=c.message_type,
+            id="django_cqrs.E004",
+        )
+        for c in registry.conflicts
+    ]
+
+
+def _in_installed_app(cls: type) -> bool:
+    return apps.get_containing_app_config(cls.__module__) is not None
+
+
+def _subclasses(base: type) -> list[type]:
+    found: list[type] = []
+    stack = list(base.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        found.append(cls)
+        stack.extend(cls.__subclasses__())
+    return found
+
+
+@register(Tags.compatibility)
+def check_handlers(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E004 duplicate handlers, W001 commands and W002 queries without a handler."""
+    from .bus import command_bus, query_bus
+    from .commands import Command
+    from .queries import Query
+
+    messages = _duplicate_messages(command_bus.registry) + _duplicate_messages(query_bus.registry)
+    for bus, base, check_id in ((command_bus, Command, "W001"), (query_bus, Query, "W002")):
+        for cls in _subclasses(base):
+            if (
+                "__dataclass_fields__" in cls.__dict__
+                and _in_installed_app(cls)
+                and cls not in bus.registry
+                and not cls.__dict__.get("abstract", False)
+            ):
+                messages.append(
+                    Warning(
+                        f"{cls.message_name()} has no {bus.kind} handler.",
+                        hint=f"Decorate a function with @{bus.kind}_handler({cls.__name__}) in "
+                        "a `handlers` module of an installed app, or set `abstract = True` on "
+                        "a base class.",
+                        obj=cls,
+                        id=f"django_cqrs.{check_id}",
+                    )
+                )
+    return messages
+
+
+@register(Tags.models)
+def check_projections(
+    app_configs: list[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """E005 read models that are not ReadModels, E006 duplicate names, E007 no handlers."""
+    from .projections import all_projections
+    from .read_models import ReadModel
+
+    messages: list[CheckMessage] = []
+    seen: dict[str, type] = {}
+    for cls in all_projections():
+        name = cls.name
+        if name in seen and seen[name] is not cls:
+            messages.append(
+                Error(
+                    f"Two projections are named {name!r}: {seen[name].__module__}."
+                    f"{seen[name].__qualname__} and {cls.__module__}.{cls.__qualname__}.",
+                    hint="Set a distinct `name` on one of them.",
+                    obj=cls,
+                    id="django_cqrs.E006",
+                )
+            )
+        seen[name] = cls
+        if not cls.read_models:
+            messages.append(
+                Error(
+                    f"Projection {name} declares no read_models.",
+                    hint="Set read_models = [YourReadModel] so it can be rebuilt.",
+                    obj=cls,
+                    id="django_cqrs.E005",
+                )
+            )
+        for model in cls.read_models:
+            if not (isinstance(model, type) and issubclass(model, ReadModel)):
+                kind = "abstract " if getattr(getattr(model, "_meta", None), "abstract", 0) else ""
+                messages.append(
+                    Error(
+                        f"Projection {name} lists {model!r} in read_models, which is not a "
+                        f"concrete {kind}ReadModel.",
+                        hint="Read models subclass django_cqrs.read_models.ReadModel; "
+                        "aggregates and other tables are never emptied by a rebuild.",
+                        obj=cls,
+                        id="django_cqrs.E005",
+                    )
+                )
+            elif model._meta.abstract:
+                messages.append(
+                    Error(
+                        f"Projection {name} lists the abstract model {model.__name__}.",
+                        hint="List concrete read models only.",
+                        obj=cls,
+                        id="django_cqrs.E005",
+                    )
+                )
+        if not cls.handlers:
+            messages.append(
+                Warning(
+                    f"Projection {name} handles no events.",
+                    hint="Decorate methods with @handles(EventType).",
+                    obj=cls,
+                    id="django_cqrs.W003",
+                )
+            )
+    return messages
+
+
+@register(Tags.compatibility)
+def check_events(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E008 event fields whose types cannot be stored as JSON."""
+    from .events import registered_event_types
+    from .serialization import check_supported
+
+    messages: list[CheckMessage] = []
+    for cls in registered_event_types().values():
+        if "__dataclass_fields__" not in cls.__dict__ or not _in_installed_app(cls):
+            continue
+        for problem in check_supported(cls):
+            messages.append(
+                Error(
+                    f"Event {cls.event_type}: {problem}.",
+                    hint="Use str, int, float, bool, UUID, Decimal, datetime, date, Enum, "
+                    "dataclasses, list/tuple/dict of those, or X | None.",
+                    obj=cls,
+                    id="django_cqrs.E008",
+                )
+            )
+    return messages
+
+

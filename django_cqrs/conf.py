@@ -1,0 +1,129 @@
+"""Settings for django_cqrs, read lazily from one ``DJANGO_CQRS`` dict.
+
+    # settings.py
+    DJANGO_CQRS = {
+        "COMMAND_MIDDLEWARE": [
+            "django_cqrs.middleware.LoggingMiddleware",
+            "django_cqrs.middleware.RetryMiddleware",
+            "django_cqrs.middleware.TransactionMiddleware",
+        ],
+        "CONCURRENCY_RETRIES": 3,
+    }
+
+    from django_cqrs.conf import cqrs_settings
+    cqrs_settings.CONCURRENCY_RETRIES    # 3; reloaded on ``setting_changed``
+
+Unknown keys are reported by the system check ``django_cqrs.E001`` (and raise
+``ConfigurationError`` when read); dotted paths are imported on first use with an
+error that names the setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+from .exceptions import ConfigurationError
+
+SETTING_NAME = "DJANGO_CQRS"
+
+DEFAULTS: dict[str, Any] = {
+    # Command bus middleware, outermost first.
+    "COMMAND_MIDDLEWARE": [
+        "django_cqrs.middleware.LoggingMiddleware",
+        "django_cqrs.middleware.RetryMiddleware",
+        "django_cqrs.middleware.TransactionMiddleware",
+    ],
+    # Query bus middleware, outermost first.
+    "QUERY_MIDDLEWARE": [
+        "django_cqrs.middleware.LoggingMiddleware",
+        "django_cqrs.middleware.ReadOnlyMiddleware",
+    ],
+    # How many times RetryMiddleware re-runs a command after a ConcurrencyError.
+    "CONCURRENCY_RETRIES": 3,
+    # Import `<app>.handlers` and `<app>.projections` of every installed app in ready().
+    "AUTODISCOVER": True,
+    "AUTODISCOVER_MODULES": ["handlers", "projections"],
+    # Events read per batch by rebuilds.
+    "REBUILD_BATCH_SIZE": 2000,
+    # Database alias that holds the event log (the aggregates' alias is used to append).
+    "DATABASE": "default",
+    # On PostgreSQL, also run query handlers in a READ ONLY transaction.
+    "QUERY_READ_ONLY_TRANSACTION": True,
+    # Name of the logger used by LoggingMiddleware.
+    "LOGGER": "django_cqrs",
+}
+
+# Settings holding dotted paths; they are imported when read.
+IMPORT_STRINGS = {"COMMAND_MIDDLEWARE", "QUERY_MIDDLEWARE"}
+
+
+def perform_import(value: Any, setting_name: str) -> Any:
+    """Import a dotted path, or each dotted path in a list, naming the setting on error."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return import_string(value)
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"Could not import {value!r} for setting {SETTING_NAME}[{setting_name!r}]: "
+                f"{exc.__class__.__name__}: {exc}"
+            ) from exc
+    if isinstance(value, list | tuple):
+        return [perform_import(item, setting_name) for item in value]
+    return value
+
+
+class CQRSSettings:
+    """Lazy view of ``settings.DJANGO_CQRS`` with defaults; attribute access only."""
+
+    def __init__(self, defaults: dict[str, Any] | None = None):
+        self.defaults = defaults or DEFAULTS
+        self._cached: set[str] = set()
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        if not hasattr(self, "_user_settings"):
+            self._user_settings: dict[str, Any] = dict(getattr(settings, SETTING_NAME, {}) or {})
+        return self._user_settings
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_") or attr not in self.defaults:
+            raise AttributeError(f"Invalid {SETTING_NAME} setting: {attr!r}")
+        unknown = set(self.user_settings) - set(self.defaults)
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown {SETTING_NAME} key(s): {', '.join(sorted(unknown))} "
+                "(see the system check django_cqrs.E001)"
+            )
+        value = self.user_settings.get(attr, self.defaults[attr])
+        if attr in IMPORT_STRINGS:
+            value = perform_import(value, attr)
+        self._cached.add(attr)
+        setattr(self, attr, value)
+        return value
+
+    def reload(self) -> None:
+        for attr in self._cached:
+            delattr(self, attr)
+        self._cached.clear()
+        if hasattr(self, "_user_settings"):
+            delattr(self, "_user_settings")
+
+
+cqrs_settings = CQRSSettings(DEFAULTS)
+
+
+@receiver(setting_changed)
+def reload_cqrs_settings(*, setting: str, **kwargs: Any) -> None:
+    if setting in (SETTING_NAME, "DATABASES"):
+        cqrs_settings.reload()
+        from .bus import command_bus, query_bus
+
+        command_bus.reset_middleware()
+        query_bus.reset_middleware()

@@ -1,0 +1,97 @@
+"""The dispatch context: who and what caused the events being recorded right now.
+
+The command bus opens a context for each command; ``Aggregate.save()`` reads it to put
+the command type, correlation and causation ids and the user into each event's
+metadata, and writes back the positions it appended so the bus can report them.
+
+    from django_cqrs.context import current_context
+    ctx = current_context()       # None outside a command dispatch
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+_current: contextvars.ContextVar[DispatchContext | None] = contextvars.ContextVar(
+    "django_cqrs_dispatch_context", default=None
+)
+
+
+@dataclasses.dataclass
+class DispatchContext:
+    """State of one command dispatch, shared by the middleware, handler and aggregates."""
+
+    message: Any
+    message_id: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
+    correlation_id: str = ""
+    causation_id: str | None = None
+    user: str | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    positions: list[int] = dataclasses.field(default_factory=list)
+    attempt: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.correlation_id:
+            self.correlation_id = self.message_id
+
+    @property
+    def message_type(self) -> str:
+        return type(self.message).message_name()
+
+    def event_metadata(self) -> dict[str, Any]:
+        """Metadata stored with every event recorded in this context."""
+        meta: dict[str, Any] = {
+            "command_type": self.message_type,
+            "command_id": self.message_id,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id or self.message_id,
+        }
+        if self.user is not None:
+            meta["user"] = self.user
+        meta.update(self.extra)
+        return meta
+
+    def reset_attempt(self) -> None:
+        """Forget what a failed attempt recorded before the command is retried."""
+        self.positions.clear()
+        self.attempt += 1
+
+
+def current_context() -> DispatchContext | None:
+    """The context of the command being dispatched, or None."""
+    return _current.get()
+
+
+def child_context(message: Any, metadata: dict[str, Any] | None = None) -> DispatchContext:
+    """A context for ``message``; inherits correlation from the dispatch it runs inside."""
+    meta = dict(metadata or {})
+    parent = _current.get()
+    correlation_id = meta.pop("correlation_id", None)
+    causation_id = meta.pop("causation_id", None)
+    user = meta.pop("user", None)
+    if parent is not None:
+        correlation_id = correlation_id or parent.correlation_id
+        causation_id = causation_id or parent.message_id
+        user = user if user is not None else parent.user
+    return DispatchContext(
+        message=message,
+        correlation_id=str(correlation_id or ""),
+        causation_id=str(causation_id) if causation_id else None,
+        user=str(user) if user is not None else None,
+        extra=meta,
+    )
+
+
+@contextlib.contextmanager
+def activate(ctx: DispatchContext) -> Iterator[DispatchContext]:
+    """Make ``ctx`` the current context inside the block."""
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)

@@ -1,0 +1,76 @@
+"""Errors raised by django_cqrs; every one derives from :class:`CQRSError`.
+
+    from django_cqrs.exceptions import CQRSError, InvariantViolationError
+
+    try:
+        command_bus.dispatch(PlaceOrder(customer_id=cid, items=[]))
+    except InvariantViolationError as exc:
+        print(exc.message)   # "an order has at least one item"
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CQRSError(Exception):
+    """Root of every django_cqrs error."""
+
+
+class ConfigurationError(CQRSError):
+    """The DJANGO_CQRS setting or a message/handler declaration is wrong."""
+
+
+class InvariantViolationError(CQRSError):
+    """A domain rule would be broken; nothing was written."""
+
+    def __init__(self, message: str, *, code: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.field = field
+
+
+class ConcurrencyError(CQRSError):
+    """An aggregate was saved from a stale version: somebody else saved it first."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        aggregate_type: str | None = None,
+        aggregate_id: Any = None,
+        expected_version: int | None = None,
+    ):
+        super().__init__(message)
+        self.aggregate_type = aggregate_type
+        self.aggregate_id = aggregate_id
+        self.expected_version = expected_version
+
+
+class HandlerNotFoundError(CQRSError, LookupError):
+    """No handler is registered for a dispatched command or query type."""
+
+
+class DuplicateHandlerError(CQRSError):
+    """A second handler was registered for a command or query type."""
+
+
+class SerializationError(CQRSError, TypeError):
+    """A message field holds a value (or has a type) that cannot be stored as JSON."""
+
+
+class UnknownEventTypeError(CQRSError, LookupError):
+    """A stored event names an event type that no loaded class declares."""
+
+
+class QueryWriteError(CQRSError):
+    """A query handler tried to write to the database."""
+
+
+class ProjectionError(CQRSError):
+    """A projection is unknown, misconfigured, or failed to apply an event."""
+
+
+class AppendOnlyError(CQRSError):
+    """Stored events are immutable: they cannot be changed or deleted."""

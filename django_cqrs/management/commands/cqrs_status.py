@@ -1,0 +1,41 @@
+"""Show every projection's mode, checkpoint, head, lag and state: ``manage.py cqrs_status``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from django_cqrs.status import projection_status
+
+
+class Command(BaseCommand):
+    help = "Show each projection's mode, checkpoint, head of the log, lag and state."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--json", action="store_true", help="Print JSON.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        rows = projection_status()
+        if options["json"]:
+            self.stdout.write(json.dumps([row.as_dict() for row in rows], indent=2))
+            return
+        header = ("projection", "mode", "position", "head", "lag", "lag s", "status")
+        table = [header] + [
+            (
+                r.name,
+                r.mode,
+                str(r.position),
+                str(r.head),
+                str(r.lag_events),
+                f"{r.lag_seconds:.1f}",
+                r.status,
+            )
+            for r in rows
+        ]
+        widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+        for line in table:
+            self.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+        if not rows:
+            self.stdout.write("No projections are registered.")

@@ -1,0 +1,111 @@
+"""The app's own tables: the event log and the projections' checkpoints.
+
+    from django_cqrs.models import StoredEvent, ProjectionState
+
+    StoredEvent.objects.after(120)[:100]       # events after position 120, in order
+    StoredEvent.objects.for_aggregate(order)   # one aggregate's stream, in order
+    ProjectionState.objects.get(name="orders.OrderViewProjection").position
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+from .exceptions import AppendOnlyError
+
+
+class StoredEventQuerySet(models.QuerySet["StoredEvent"]):
+    def after(self, position: int) -> StoredEventQuerySet:
+        """Events with a position greater than ``position``, in log order."""
+        return self.filter(position__gt=position).order_by("position")
+
+    def for_aggregate(
+        self, aggregate: Any = None, *, aggregate_type: str = "", aggregate_id: Any = None
+    ) -> StoredEventQuerySet:
+        """One aggregate's events in version order (pass the instance or type and id)."""
+        if aggregate is not None:
+            aggregate_type = aggregate._meta.label
+            aggregate_id = aggregate.pk
+        return self.filter(aggregate_type=aggregate_type, aggregate_id=str(aggregate_id)).order_by(
+            "aggregate_version"
+        )
+
+    def update(self, **kwargs: Any) -> int:
+        raise AppendOnlyError("Stored events cannot be changed; record a new event instead")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError("Stored events cannot be deleted; the event log is append-only")
+
+
+class StoredEvent(models.Model):
+    """One domain event in the append-only log; ``position`` is its global order."""
+
+    position = models.BigAutoField(primary_key=True)
+    event_type = models.CharField(max_length=255, db_index=True)
+    schema_version = models.PositiveSmallIntegerField(default=1)
+    aggregate_type = models.CharField(max_length=255)
+    aggregate_id = models.CharField(max_length=64)
+    aggregate_version = models.PositiveIntegerField()
+    payload = models.JSONField()
+    metadata = models.JSONField(default=dict)
+    recorded_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = StoredEventQuerySet.as_manager()
+
+    class Meta:
+        db_table = "django_cqrs_event"
+        ordering = ["position"]
+        verbose_name = "stored event"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["aggregate_type", "aggregate_id", "aggregate_version"],
+                name="django_cqrs_event_unique_aggregate_version",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["aggregate_type", "aggregate_id"], name="django_cqrs_event_agg"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.position} {self.event_type} {self.aggregate_type}:{self.aggregate_id}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AppendOnlyError("Stored events cannot be changed; record a new event instead")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError("Stored events cannot be deleted; the event log is append-only")
+
+
+class ProjectionState(models.Model):
+    """Where a projection stands in the log, and whether it is healthy."""
+
+    class Status(models.TextChoices):
+        LIVE = "live", "live"
+        REBUILDING = "rebuilding", "rebuilding"
+        PAUSED = "paused", "paused"
+        STOPPED = "stopped", "stopped (parked event)"
+
+    name = models.CharField(max_length=255, primary_key=True)
+    #: Position of the last event applied (or passed over); 0 before the first.
+    position = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.LIVE)
+    last_error = models.TextField(blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+    #: When the event at ``position`` was recorded (for lag in seconds).
+    position_recorded_at = models.DateTimeField(null=True, blank=True)
+    #: Rebuild progress: position reached by an interrupted rebuild (resumable).
+    rebuild_position = models.BigIntegerField(null=True, blank=True)
+    rebuild_started_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "django_cqrs_projection_state"
+        ordering = ["name"]
+        verbose_name = "projection"
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.position} ({self.status})"

@@ -1,0 +1,302 @@
+"""Projections turn events into read-model rows.
+
+    from django_cqrs.projections import Projection, handles
+
+    class OrderViewProjection(Projection):
+        read_models = [OrderView]
+        mode = "sync"                  # applied inside the command's transaction
+
+        @handles(OrderPlaced)
+        def placed(self, event: OrderPlaced, envelope: EventEnvelope) -> None:
+            self.put(OrderView(id=event.order_id, status="placed", ...))
+
+        @handles(OrderShipped)
+        def shipped(self, event: OrderShipped, envelope: EventEnvelope) -> None:
+            view = self.get(OrderView, event.order_id)
+            view.status = "shipped"
+            self.put(view)
+
+Write through ``self.get()``, ``self.put()`` and ``self.delete()``: live they run at once,
+during a rebuild or catch-up they are buffered and flushed in bulk once per batch, which
+is what makes rebuilds fast. Plain ORM calls work too, but are not batched: use one style
+per read model. ``envelope.replaying`` is True during a rebuild: skip side effects then.
+
+A projection's ``name`` defaults to ``"<app_label>.<ClassName>"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from django.apps import apps
+from django.db import models, router
+
+from .events import Event, EventEnvelope
+from .exceptions import ConfigurationError, ProjectionError
+from .signals import event_recorded
+
+M = TypeVar("M", bound=models.Model)
+F = TypeVar("F", bound=Callable[..., Any])
+
+SYNC = "sync"
+ASYNC = "async"
+MODES = (SYNC, ASYNC)
+
+_projection_classes: list[type[Projection]] = []
+
+
+def handles(*event_types: type[Event]) -> Callable[[F], F]:
+    """Mark a projection method as the handler of one or more event types."""
+    for event_type in event_types:
+        if not (isinstance(event_type, type) and issubclass(event_type, Event)):
+            raise ConfigurationError(f"@handles() takes Event subclasses, got {event_type!r}")
+
+    def mark(func: F) -> F:
+        func.__dict__.setdefault("_cqrs_handles", []).extend(event_types)
+        return func
+
+    return mark
+
+
+class _ProjectionName:
+    """Class attribute computing ``"<app_label>.<ClassName>"`` on first access."""
+
+    def __get__(self, instance: Any, owner: type[Projection]) -> str:
+        config = apps.get_containing_app_config(owner.__module__)
+        label = config.label if config is not None else owner.__module__.rsplit(".", 1)[0]
+        return f"{label}.{owner.__name__}"
+
+
+_DELETED = object()
+
+
+class RowBuffer:
+    """Read-model rows changed by a batch, written in bulk by :meth:`flush`."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[type[models.Model], Any], Any] = {}
+        self.dirty: set[tuple[type[models.Model], Any]] = set()
+
+    def get(self, model: type[M], pk: Any) -> M | None:
+        key = (model, _pk_key(model, pk))
+        if key not in self.rows:
+            self.rows[key] = _load(model, pk) or _DELETED
+        row = self.rows[key]
+        return None if row is _DELETED else row  # type: ignore[no-any-return]
+
+    def put(self, instance: models.Model) -> None:
+        key = (type(instance), _pk_key(type(instance), instance.pk))
+        self.rows[key] = instance
+        self.dirty.add(key)
+
+    def delete(self, model: type[models.Model], pk: Any) -> None:
+        key = (model, _pk_key(model, pk))
+        self.rows[key] = _DELETED
+        self.dirty.add(key)
+
+    def flush(self) -> None:
+        upserts: dict[type[models.Model], list[models.Model]] = {}
+        deletes: dict[type[models.Model], list[Any]] = {}
+        for key in self.dirty:
+            model, pk = key
+            row = self.rows[key]
+            if row is _DELETED:
+                deletes.setdefault(model, []).append(pk)
+            else:
+                upserts.setdefault(model, []).append(row)
+        for model, pks in deletes.items():
+            _delete(model, pks)
+        for model, instances in upserts.items():
+            upsert(model, instances)
+        self.rows.clear()
+        self.dirty.clear()
+
+
+def _pk_key(model: type[models.Model], pk: Any) -> Any:
+    return model._meta.pk.to_python(pk)  # type: ignore[union-attr]
+
+
+def _load(model: type[M], pk: Any) -> M | None:
+    return model._base_manager.using(router.db_for_write(model)).filter(pk=pk).first()
+
+
+def _delete(model: type[models.Model], pks: Sequence[Any]) -> None:
+    model._base_manager.using(router.db_for_write(model)).filter(pk__in=list(pks)).delete()
+
+
+def upsert(model: type[models.Model], instances: Sequence[models.Model]) -> None:
+    """Insert or replace ``instances`` (whole rows) in one statement per 500 rows."""
+    if not instances:
+        return
+    pk_name = model._meta.pk.name  # type: ignore[union-attr]
+    fields = [
+        f.name
+        for f in model._meta.concrete_fields
+        if not f.primary_key and not getattr(f, "generated", False)
+    ]
+    kwargs: dict[str, Any] = {"batch_size": 500}
+    if fields:
+        kwargs.update(update_conflicts=True, unique_fields=[pk_name], update_fields=fields)
+    else:
+        kwargs["ignore_conflicts"] = True
+    model._base_manager.using(router.db_for_write(model)).bulk_create(list(instances), **kwargs)
+
+
+class Projection:
+    """Base class of projections; subclass with ``read_models`` and ``@handles`` methods."""
+
+    name: ClassVar[str] = _ProjectionName()  # type: ignore[assignment]
+    #: The ReadModel classes this projection owns (emptied and refilled by a rebuild).
+    read_models: ClassVar[Sequence[type[models.Model]]] = ()
+    #: "sync": applied inside the command's transaction. "async": by django-q2 tasks.
+    mode: ClassVar[str] = SYNC
+    #: Abstract projections are bases for others and are never run.
+    abstract: ClassVar[bool] = True
+    #: Event class -> name of the method handling it.
+    handlers: ClassVar[dict[type[Event], str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = _ProjectionName()  # type: ignore[assignment]
+        cls.abstract = bool(cls.__dict__.get("abstract", False))
+        handlers: dict[type[Event], str] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                for event_type in getattr(value, "_cqrs_handles", ()):
+                    handlers[event_type] = attr
+        cls.handlers = handlers
+        if cls.abstract:
+            return
+        if cls.mode not in MODES:
+            raise ConfigurationError(
+                f"{cls.__qualname__}.mode must be one of {MODES}, not {cls.mode!r}"
+            )
+        register(cls)
+
+    def __init__(self, *, buffered: bool = False) -> None:
+        self.buffer: RowBuffer | None = RowBuffer() if buffered else None
+
+    # -- applying events ------------------------------------------------------------
+
+    @classmethod
+    def handled_event_types(cls) -> list[str]:
+        """Stored names of the event types this projection handles."""
+        return sorted({event_type.event_type for event_type in cls.handlers})
+
+    def apply(self, event: Event, envelope: EventEnvelope) -> None:
+        """Apply one event (events this projection does not handle are ignored)."""
+        method = self.handlers.get(type(event))
+        if method is not None:
+            getattr(self, method)(event, envelope)
+
+    def flush(self) -> None:
+        """Write buffered rows (no-op when not buffering)."""
+        if self.buffer is not None:
+            self.buffer.flush()
+
+    def reset(self) -> None:
+        """Empty the read models before a rebuild; override to keep reference rows."""
+        for model in self.read_models:
+            model._base_manager.using(router.db_for_write(model)).all().delete()
+
+    # -- writing read models --------------------------------------------------------
+
+    def get(self, model: type[M], pk: Any) -> M | None:
+        """The read-model row with primary key ``pk`` (buffered writes included), or None."""
+        if self.buffer is not None:
+            return self.buffer.get(model, pk)
+        return _load(model, pk)
+
+    def put(self, instance: models.Model) -> None:
+        """Insert or replace ``instance``'s row."""
+        if self.buffer is not None:
+            self.buffer.put(instance)
+        else:
+            upsert(type(instance), [instance])
+
+    def delete(self, model: type[models.Model], pk: Any) -> None:
+        """Delete the row of ``model`` with primary key ``pk`` (if any)."""
+        if self.buffer is not None:
+            self.buffer.delete(model, pk)
+        else:
+            _delete(model, [pk])
+
+
+def register(cls: type[Projection]) -> None:
+    """Track ``cls``; connect a sync projection to ``event_recorded``."""
+    for i, existing in enumerate(_projection_classes):
+        if existing.__module__ == cls.__module__ and existing.__qualname__ == cls.__qualname__:
+            _disconnect(existing)
+            _projection_classes[i] = cls
+            break
+    else:
+        _projection_classes.append(cls)
+    if cls.mode == SYNC:
+        _connect(cls)
+
+
+def _receiver_uid(cls: type[Projection], event_type: type[Event]) -> str:
+    return f"django_cqrs.sync:{cls.__module__}.{cls.__qualname__}:{event_type.event_type}"
+
+
+def _connect(cls: type[Projection]) -> None:
+    def apply_sync(sender: type[Event], event: Event, envelope: EventEnvelope, **kw: Any) -> None:
+        cls().apply(event, envelope)
+
+    for event_type in cls.handlers:
+        event_recorded.connect(
+            apply_sync, sender=event_type, weak=False, dispatch_uid=_receiver_uid(cls, event_type)
+        )
+
+
+def _disconnect(cls: type[Projection]) -> None:
+    for event_type in cls.handlers:
+        event_recorded.disconnect(sender=event_type, dispatch_uid=_receiver_uid(cls, event_type))
+
+
+def unregister(cls: type[Projection]) -> None:
+    """Forget ``cls`` (tests use this for projections defined inside a test)."""
+    _disconnect(cls)
+    if cls in _projection_classes:
+        _projection_classes.remove(cls)
+
+
+def all_projections() -> list[type[Projection]]:
+    """Every registered (non-abstract) projection class."""
+    return list(_projection_classes)
+
+
+def get_projection(name: str) -> type[Projection]:
+    """The projection class called ``name``, or ``ProjectionError`` listing the known names."""
+    for cls in _projection_classes:
+        if cls.name == name:
+            return cls
+    known = ", ".join(sorted(cls.name for cls in _projection_classes)) or "none"
+    raise ProjectionError(f"No projection is named {name!r}. Known projections: {known}")
+
+
+def projections_for(read_model: type[models.Model]) -> list[type[Projection]]:
+    """Projections that own ``read_model``."""
+    return [cls for cls in _projection_classes if read_model in cls.read_models]
+
+
+def apply_rows(
+    projection: Projection, rows: Iterable[tuple[Any, ...]], *, replaying: bool
+) -> int | None:
+    """Decode and apply raw event rows; return the last position seen."""
+    from .store import decode_row
+
+    last = None
+    for row in rows:
+        event, envelope = decode_row(row, replaying=replaying)
+        try:
+            projection.apply(event, envelope)
+        except Exception as exc:
+            raise ProjectionError(
+                f"{projection.name} failed on {envelope.event_type} at position "
+                f"{envelope.position}: {type(exc).__name__}: {exc}"
+            ) from exc
+        last = envelope.position
+    return last

@@ -1,0 +1,28 @@
+"""Events of the test domain: bank accounts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django_cqrs import Event
+
+
+@dataclass(frozen=True)
+class AccountOpened(Event, name="testapp.AccountOpened"):
+    account_id: int
+    owner: str
+
+
+@dataclass(frozen=True)
+class Deposited(Event, name="testapp.Deposited"):
+    account_id: int
+    amount: Decimal
+    balance: Decimal
+
+
+@dataclass(frozen=True)
+class Withdrawn(Event, name="testapp.Withdrawn"):
+    account_id: int
+    amount: Decimal
+    balance: Decimal

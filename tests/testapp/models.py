@@ -1,0 +1,55 @@
+"""Concrete models of the test domain: an Account aggregate and its read model."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import models
+
+from django_cqrs.aggregates import Aggregate
+from django_cqrs.exceptions import InvariantViolationError
+from django_cqrs.read_models import ReadModel
+
+from .events import AccountOpened, Deposited, Withdrawn
+
+
+class Account(Aggregate):
+    owner = models.CharField(max_length=100)
+    balance = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0"))
+
+    @classmethod
+    def open(cls, owner: str) -> Account:
+        account = cls(owner=owner)
+        account.save()  # the id is needed for the event
+        account.record_event(AccountOpened(account_id=account.pk, owner=owner))
+        account.save()
+        return account
+
+    def deposit(self, amount: Decimal) -> None:
+        if amount <= 0:
+            raise InvariantViolationError("deposits must be positive", field="amount")
+        self.balance += amount
+        self.record_event(Deposited(account_id=self.pk, amount=amount, balance=self.balance))
+
+    def withdraw(self, amount: Decimal) -> None:
+        self.balance -= amount
+        self.record_event(Withdrawn(account_id=self.pk, amount=amount, balance=self.balance))
+
+    def check_balance_not_negative(self) -> None:
+        if self.balance < 0:
+            raise InvariantViolationError("balance cannot go below zero", field="balance")
+
+
+class AccountView(ReadModel):
+    account_id = models.BigIntegerField(primary_key=True)
+    owner = models.CharField(max_length=100)
+    balance = models.CharField(max_length=32)
+    movements = models.IntegerField(default=0)
+
+
+class AccountLedger(ReadModel):
+    """One row per movement: lets tests see a projection that appends rows."""
+
+    position = models.BigIntegerField(primary_key=True)
+    account_id = models.BigIntegerField(db_index=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
