@@ -1,0 +1,33 @@
+"""Shared test set-up: PostgreSQL-only and Redis-only tests skip with a visible reason."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.db import connection
+
+ON_POSTGRES = bool(os.environ.get("DATABASE_URL", "").startswith(("postgres", "postgresql")))
+REDIS_URL = os.environ.get("CQRS_TEST_REDIS_URL", "")
+
+requires_postgres = pytest.mark.skipif(
+    not ON_POSTGRES,
+    reason="needs PostgreSQL: set DATABASE_URL=postgres://... (.ci/run does)",
+)
+requires_redis = pytest.mark.skipif(
+    not REDIS_URL,
+    reason="needs Redis: set CQRS_TEST_REDIS_URL=redis://127.0.0.1:6379/0 (.ci/run does)",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("postgres"):
+            item.add_marker(requires_postgres)
+        if item.get_closest_marker("redis"):
+            item.add_marker(requires_redis)
+
+
+@pytest.fixture
+def vendor() -> str:
+    return connection.vendor
