@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
+from django.core.exceptions import ValidationError
 from django.db import models, router, transaction
 
 from .context import current_context
 from .events import Event, EventEnvelope
-from .exceptions import ConcurrencyError, ConfigurationError
+from .exceptions import AggregateNotFoundError, ConcurrencyError, ConfigurationError
 from .signals import event_committed, event_recorded
 
 logger = logging.getLogger("django_cqrs")
@@ -85,6 +86,19 @@ class Aggregate(models.Model):
             getattr(self, name)()
 
     # -- persistence ----------------------------------------------------------------
+
+    @classmethod
+    def load(cls, pk: Any, *, using: str | None = None) -> Self:
+        """The aggregate with primary key ``pk``, or ``AggregateNotFoundError`` naming it."""
+        manager = cls._default_manager.db_manager(using)
+        try:
+            return manager.get(pk=pk)
+        except (cls.DoesNotExist, ValueError, TypeError, ValidationError):
+            raise AggregateNotFoundError(
+                f"{cls._meta.verbose_name} {pk} does not exist",
+                aggregate_type=cls.aggregate_type(),
+                aggregate_id=pk,
+            ) from None
 
     @classmethod
     def aggregate_type(cls) -> str:

@@ -48,6 +48,15 @@ class ConcurrencyError(CQRSError):
         self.expected_version = expected_version
 
 
+class AggregateNotFoundError(CQRSError, LookupError):
+    """No aggregate of that type has that id."""
+
+    def __init__(self, message: str, *, aggregate_type: str = "", aggregate_id: Any = None):
+        super().__init__(message)
+        self.aggregate_type = aggregate_type
+        self.aggregate_id = aggregate_id
+
+
 class HandlerNotFoundError(CQRSError, LookupError):
     """No handler is registered for a dispatched command or query type."""
 

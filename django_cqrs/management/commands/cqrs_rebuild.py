@@ -46,9 +46,9 @@ class Command(BaseCommand):
 
         def progress(done: int, total: int) -> None:
             if bar is not None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
+                if bar.total != total:
+                    bar.reset(total=total)
+                bar.update(done - bar.n)
 
         try:
             return rebuild(cls, batch_size=options["batch_size"], progress=progress)

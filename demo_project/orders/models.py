@@ -1,0 +1,235 @@
+"""Write side (aggregates) and read side (read models) of the orders demo."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from django.db import models, transaction
+
+from django_cqrs.aggregates import Aggregate
+from django_cqrs.exceptions import InvariantViolationError
+from django_cqrs.read_models import ReadModel
+
+from .events import (
+    CustomerRegistered,
+    ItemAdded,
+    OrderCancelled,
+    OrderLineData,
+    OrderPlaced,
+    OrderShipped,
+    ProductAdded,
+)
+
+# -- write side ---------------------------------------------------------------------
+
+
+class Customer(Aggregate):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    credit_limit = models.DecimalField(max_digits=12, decimal_places=2)
+
+    @classmethod
+    def register(cls, name: str, credit_limit: Decimal) -> Customer:
+        customer = cls(id=uuid.uuid4(), name=name, credit_limit=credit_limit)
+        customer.record_event(
+            CustomerRegistered(customer_id=customer.id, name=name, credit_limit=credit_limit)
+        )
+        return customer
+
+    def check_name_present(self) -> None:
+        if not self.name.strip():
+            raise InvariantViolationError("a customer needs a name", field="name")
+
+    def check_credit_limit_not_negative(self) -> None:
+        if self.credit_limit < 0:
+            raise InvariantViolationError(
+                "the credit limit cannot be negative", field="credit_limit"
+            )
+
+
+class Product(Aggregate):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+
+    @classmethod
+    def add(cls, name: str, price: Decimal) -> Product:
+        product = cls(id=uuid.uuid4(), name=name, price=price)
+        product.record_event(ProductAdded(product_id=product.id, name=name, price=price))
+        return product
+
+    def check_price_positive(self) -> None:
+        if self.price <= 0:
+            raise InvariantViolationError("a price must be positive", field="price")
+
+
+class OrderStatus(models.TextChoices):
+    PLACED = "placed", "placed"
+    CANCELLED = "cancelled", "cancelled"
+    SHIPPED = "shipped", "shipped"
+
+
+class Order(Aggregate):
+    """An order and its lines; the lines are saved with the order, never on their own."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="orders")
+    status = models.CharField(max_length=20, choices=OrderStatus.choices, default="placed")
+    total = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0"))
+    placed_at = models.DateTimeField(auto_now_add=True)
+
+    @classmethod
+    def place(cls, customer: Customer, items: Sequence[tuple[Product, int]]) -> Order:
+        order = cls(id=uuid.uuid4(), customer=customer, status=OrderStatus.PLACED)
+        for product, quantity in items:
+            order._add_line(product, quantity)
+        order.record_event(
+            OrderPlaced(
+                order_id=order.id,
+                customer_id=customer.id,
+                customer_name=customer.name,
+                lines=[_line_data(line) for line in order.current_lines],
+                total=order.total,
+                item_count=order.item_count,
+            )
+        )
+        return order
+
+    def add_item(self, product: Product, quantity: int) -> None:
+        if self.status != OrderStatus.PLACED:
+            raise InvariantViolationError(f"items cannot be added to a {self.status} order")
+        line = self._add_line(product, quantity)
+        self.record_event(
+            ItemAdded(
+                order_id=self.id,
+                customer_id=self.customer_id,
+                line=_line_data(line),
+                total=self.total,
+                item_count=self.item_count,
+            )
+        )
+
+    def cancel(self) -> None:
+        if self.status == OrderStatus.SHIPPED:
+            raise InvariantViolationError("a shipped order cannot be cancelled")
+        if self.status == OrderStatus.CANCELLED:
+            raise InvariantViolationError("the order is already cancelled")
+        self.status = OrderStatus.CANCELLED
+        self.record_event(
+            OrderCancelled(order_id=self.id, customer_id=self.customer_id, total=self.total)
+        )
+
+    def ship(self) -> None:
+        if self.status == OrderStatus.CANCELLED:
+            raise InvariantViolationError("a cancelled order cannot be shipped")
+        if self.status == OrderStatus.SHIPPED:
+            raise InvariantViolationError("the order is already shipped")
+        self.status = OrderStatus.SHIPPED
+        self.record_event(OrderShipped(order_id=self.id, customer_id=self.customer_id))
+
+    # -- lines ----------------------------------------------------------------------
+
+    @property
+    def current_lines(self) -> list[OrderLine]:
+        """Saved lines plus the lines added since the last save."""
+        if "_lines" not in self.__dict__:
+            saved = [] if self._state.adding else list(self.lines.all())
+            self.__dict__["_lines"] = saved
+        lines: list[OrderLine] = self.__dict__["_lines"]
+        return lines
+
+    @property
+    def item_count(self) -> int:
+        return sum(line.quantity for line in self.current_lines)
+
+    def _add_line(self, product: Product, quantity: int) -> OrderLine:
+        line = OrderLine(order=self, product=product, quantity=quantity, unit_price=product.price)
+        self.current_lines.append(line)
+        self.total += product.price * quantity
+        return line
+
+    # -- invariants -----------------------------------------------------------------
+
+    def check_has_items(self) -> None:
+        if not self.current_lines:
+            raise InvariantViolationError("an order has at least one item", field="items")
+
+    def check_quantities_positive(self) -> None:
+        if any(line.quantity <= 0 for line in self.current_lines):
+            raise InvariantViolationError("quantities must be positive", field="quantity")
+
+    def check_within_credit_limit(self) -> None:
+        if self.total > self.customer.credit_limit:
+            raise InvariantViolationError(
+                f"the order total {self.total} exceeds the customer's credit limit "
+                f"{self.customer.credit_limit}",
+                field="items",
+            )
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        with transaction.atomic(using=kwargs.get("using")):
+            super().save(*args, **kwargs)
+            new_lines = [line for line in self.current_lines if line._state.adding]
+            OrderLine.objects.bulk_create(new_lines)
+
+
+class OrderLine(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")
+    quantity = models.PositiveIntegerField()
+    unit_price = models.DecimalField(max_digits=12, decimal_places=2)
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.product_id}"
+
+
+def _line_data(line: OrderLine) -> OrderLineData:
+    return OrderLineData(
+        product_id=line.product_id, quantity=line.quantity, unit_price=line.unit_price
+    )
+
+
+# -- read side ----------------------------------------------------------------------
+
+
+class OrderView(ReadModel):
+    """One row per order, ready to show: no joins, no arithmetic at read time."""
+
+    id = models.UUIDField(primary_key=True)
+    customer_id = models.UUIDField(db_index=True)
+    customer_name = models.CharField(max_length=200)
+    item_count = models.IntegerField()
+    total = models.CharField(max_length=32)
+    status = models.CharField(max_length=20, db_index=True)
+    version = models.PositiveIntegerField()
+    placed_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-placed_at", "id"]
+        indexes = [models.Index(fields=["customer_id", "status"], name="orderview_customer_status")]
+
+    def __str__(self) -> str:
+        return f"{self.customer_name}: {self.total} ({self.status})"
+
+
+class CustomerSummary(ReadModel):
+    """Per-customer totals; cancelled orders do not count."""
+
+    customer_id = models.UUIDField(primary_key=True)
+    customer_name = models.CharField(max_length=200)
+    order_count = models.IntegerField(default=0)
+    lifetime_value = models.DecimalField(max_digits=16, decimal_places=2, default=Decimal("0"))
+
+    class Meta:
+        verbose_name_plural = "customer summaries"
+
+    def __str__(self) -> str:
+        return f"{self.customer_name}: {self.order_count} orders"
+
+
+def format_money(amount: Decimal) -> str:
+    """Display form of an amount, e.g. ``$1,234.50``."""
+    return f"${amount:,.2f}"

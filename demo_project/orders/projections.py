@@ -1,0 +1,91 @@
+"""Projections of the orders demo (autodiscovered by django_cqrs)."""
+
+from __future__ import annotations
+
+from django_cqrs.events import EventEnvelope
+from django_cqrs.projections import Projection, handles
+
+from .events import CustomerRegistered, ItemAdded, OrderCancelled, OrderPlaced, OrderShipped
+from .models import CustomerSummary, OrderView, format_money
+
+
+class OrderViewProjection(Projection):
+    """``OrderView``: one display-ready row per order, updated in the command's transaction."""
+
+    read_models = [OrderView]
+    mode = "sync"
+
+    @handles(OrderPlaced)
+    def placed(self, event: OrderPlaced, envelope: EventEnvelope) -> None:
+        self.put(
+            OrderView(
+                id=event.order_id,
+                customer_id=event.customer_id,
+                customer_name=event.customer_name,
+                item_count=event.item_count,
+                total=format_money(event.total),
+                status="placed",
+                version=envelope.aggregate_version,
+                placed_at=envelope.recorded_at,
+            )
+        )
+
+    @handles(ItemAdded)
+    def item_added(self, event: ItemAdded, envelope: EventEnvelope) -> None:
+        self._update(
+            event.order_id, envelope, item_count=event.item_count, total=format_money(event.total)
+        )
+
+    @handles(OrderCancelled)
+    def cancelled(self, event: OrderCancelled, envelope: EventEnvelope) -> None:
+        self._update(event.order_id, envelope, status="cancelled")
+
+    @handles(OrderShipped)
+    def shipped(self, event: OrderShipped, envelope: EventEnvelope) -> None:
+        self._update(event.order_id, envelope, status="shipped")
+
+    def _update(self, order_id: object, envelope: EventEnvelope, **changes: object) -> None:
+        view = self.get(OrderView, order_id)
+        if view is None:
+            raise LookupError(f"OrderView {order_id} missing at position {envelope.position}")
+        for name, value in changes.items():
+            setattr(view, name, value)
+        view.version = envelope.aggregate_version
+        self.put(view)
+
+
+class CustomerSummaryProjection(Projection):
+    """``CustomerSummary``: order count and lifetime value per customer."""
+
+    read_models = [CustomerSummary]
+    mode = "sync"
+
+    @handles(CustomerRegistered)
+    def registered(self, event: CustomerRegistered, envelope: EventEnvelope) -> None:
+        self.put(CustomerSummary(customer_id=event.customer_id, customer_name=event.name))
+
+    @handles(OrderPlaced)
+    def placed(self, event: OrderPlaced, envelope: EventEnvelope) -> None:
+        summary = self._summary(event.customer_id)
+        summary.order_count += 1
+        summary.lifetime_value += event.total
+        self.put(summary)
+
+    @handles(ItemAdded)
+    def item_added(self, event: ItemAdded, envelope: EventEnvelope) -> None:
+        summary = self._summary(event.customer_id)
+        summary.lifetime_value += event.line.unit_price * event.line.quantity
+        self.put(summary)
+
+    @handles(OrderCancelled)
+    def cancelled(self, event: OrderCancelled, envelope: EventEnvelope) -> None:
+        summary = self._summary(event.customer_id)
+        summary.order_count -= 1
+        summary.lifetime_value -= event.total
+        self.put(summary)
+
+    def _summary(self, customer_id: object) -> CustomerSummary:
+        summary = self.get(CustomerSummary, customer_id)
+        if summary is None:
+            raise LookupError(f"CustomerSummary {customer_id} missing")
+        return summary
