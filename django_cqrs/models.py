@@ -98,9 +98,13 @@ class ProjectionState(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     #: When the event at ``position`` was recorded (for lag in seconds).
     position_recorded_at = models.DateTimeField(null=True, blank=True)
-    #: Rebuild progress: position reached by an interrupted rebuild (resumable).
+    #: Rebuild progress: position the shadow table has reached (resumable).
     rebuild_position = models.BigIntegerField(null=True, blank=True)
     rebuild_started_at = models.DateTimeField(null=True, blank=True)
+    #: Position of the event that failed last, its failed attempts, and the next try.
+    failing_position = models.BigIntegerField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "django_cqrs_projection_state"
@@ -109,3 +113,53 @@ class ProjectionState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.position} ({self.status})"
+
+
+class ProjectionTrigger(models.Model):
+    """One row per async projection: set when a catch-up task is queued (coalescing).
+
+    Kept apart from :class:`ProjectionState` so that commands setting it never wait for
+    the row lock a running catch-up holds on the state.
+    """
+
+    name = models.CharField(max_length=255, primary_key=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "django_cqrs_projection_trigger"
+
+    def __str__(self) -> str:
+        return f"{self.name} queued at {self.queued_at}"
+
+
+class ParkedEvent(models.Model):
+    """An event a projection failed to apply after its retries, with the traceback."""
+
+    class Resolution(models.TextChoices):
+        PARKED = "parked", "parked"
+        RETRIED = "retried", "retried"
+        SKIPPED = "skipped", "skipped"
+
+    projection = models.CharField(max_length=255, db_index=True)
+    position = models.BigIntegerField()
+    event_type = models.CharField(max_length=255)
+    error = models.TextField()
+    traceback = models.TextField()
+    attempts = models.PositiveIntegerField()
+    parked_at = models.DateTimeField(default=timezone.now)
+    resolution = models.CharField(
+        max_length=20, choices=Resolution.choices, default=Resolution.PARKED, db_index=True
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "django_cqrs_parked_event"
+        ordering = ["projection", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["projection", "position"], name="django_cqrs_parked_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.projection} #{self.position} {self.event_type} ({self.resolution})"
