@@ -144,7 +144,7 @@ class Aggregate(models.Model):
             metadata=metadata,
             using=using,
         )
-        pairs = list(zip(pending, envelopes))
+        pairs = list(zip(pending, envelopes, strict=True))
         for event, envelope in pairs:
             event_recorded.send(sender=type(event), event=event, envelope=envelope)
         if ctx is not None:
@@ -154,7 +154,7 @@ class Aggregate(models.Model):
     def _do_update(
         self,
         base_qs: models.QuerySet[Any],
-        using: str,
+        using: str | None,
         pk_val: Any,
         values: Any,
         update_fields: Any,

@@ -20,3 +20,13 @@ class DjangoCQRSConfig(AppConfig):
             # Import `<app>.handlers` and `<app>.projections`: registering handlers and
             # connecting sync projections happens at import time.
             autodiscover_modules(*cqrs_settings.AUTODISCOVER_MODULES)
+
+        from django.apps import apps
+        from django.db.models.signals import post_migrate
+
+        from .signals import event_recorded
+        from .tasks import ensure_schedule, on_event_recorded
+
+        event_recorded.connect(on_event_recorded, dispatch_uid="django_cqrs.tasks.trigger")
+        if apps.is_installed("django_q"):
+            post_migrate.connect(ensure_schedule, sender=self, dispatch_uid="django_cqrs.schedule")

@@ -1,19 +1,18 @@
 """System checks for django_cqrs; ids are stable and listed in docs/checks.md.
 
-    $ python manage.py check
-    ERRORS:
-    ?: (django_cqrs.E004) orders.PlaceOrder has two command handlers: ...
-        HINT: Keep one @command_handler per command type.
+$ python manage.py check
+ERRORS:
+?: (django_cqrs.E004) orders.PlaceOrder has two command handlers: ...
+    HINT: Keep one @command_handler per command type.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.apps import AppConfig, apps
+from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
-
 
 from .conf import DEFAULTS, IMPORT_STRINGS, SETTING_NAME, perform_import
 from .exceptions import CQRSError
@@ -21,7 +20,7 @@ from .registry import Registry, describe
 
 
 @register(Tags.compatibility)
-def check_settings(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E001 unknown keys, E002 bad dotted paths, E003 values of the wrong type."""
     user = getattr(settings, SETTING_NAME, {})
     if not isinstance(user, dict):
@@ -107,7 +106,7 @@ def check_settings(app_configs: list[AppConfig] | None = None, **kwargs: Any) ->
 def _duplicate_messages(registry: Registry) -> list[CheckMessage]:
     return [
         Error(
-            f"{c.message_type.message_name()} has two {registry.kind} handlers: "
+            f"{_name(c.message_type)} has two {registry.kind} handlers: "
             f"{describe(c.first)} and {describe(c.second)}.",
             hint=f"Keep exactly one @{registry.kind}_handler per {registry.kind} type.",
             obj=c.message_type,
@@ -115,6 +114,10 @@ def _duplicate_messages(registry: Registry) -> list[CheckMessage]:
         )
         for c in registry.conflicts
     ]
+
+
+def _name(cls: Any) -> str:
+    return str(cls.message_name())
 
 
 def _in_installed_app(cls: type) -> bool:
@@ -132,7 +135,7 @@ def _subclasses(base: type) -> list[type]:
 
 
 @register(Tags.compatibility)
-def check_handlers(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+def check_handlers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E004 duplicate handlers, W001 commands and W002 queries without a handler."""
     from .bus import command_bus, query_bus
     from .commands import Command
@@ -149,7 +152,7 @@ def check_handlers(app_configs: list[AppConfig] | None = None, **kwargs: Any) ->
             ):
                 messages.append(
                     Warning(
-                        f"{cls.message_name()} has no {bus.kind} handler.",
+                        f"{_name(cls)} has no {bus.kind} handler.",
                         hint=f"Decorate a function with @{bus.kind}_handler({cls.__name__}) in "
                         "a `handlers` module of an installed app, or set `abstract = True` on "
                         "a base class.",
@@ -161,9 +164,7 @@ def check_handlers(app_configs: list[AppConfig] | None = None, **kwargs: Any) ->
 
 
 @register(Tags.models)
-def check_projections(
-    app_configs: list[AppConfig] | None = None, **kwargs: Any
-) -> list[CheckMessage]:
+def check_projections(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E005 read models that are not ReadModels, E006 duplicate names, E007 no handlers."""
     from .projections import all_projections
     from .read_models import ReadModel
@@ -227,7 +228,7 @@ def check_projections(
 
 
 @register(Tags.compatibility)
-def check_events(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+def check_events(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E008 event fields whose types cannot be stored as JSON."""
     from .events import registered_event_types
     from .serialization import check_supported
@@ -247,5 +248,3 @@ def check_events(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> l
                 )
             )
     return messages
-
-

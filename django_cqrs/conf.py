@@ -56,6 +56,26 @@ DEFAULTS: dict[str, Any] = {
     "QUERY_READ_ONLY_TRANSACTION": True,
     # Name of the logger used by LoggingMiddleware.
     "LOGGER": "django_cqrs",
+    # HTTP API: largest request body in bytes a command or query view accepts (413 above).
+    "MAX_BODY_SIZE": 1_048_576,
+    # HTTP API: seconds a stored Idempotency-Key response is replayed before it expires.
+    "IDEMPOTENCY_TTL": 86_400,
+    # HTTP API: seconds a request waits for a concurrent one with the same key (then 409).
+    "IDEMPOTENCY_WAIT": 10.0,
+    # HTTP API: seconds after which an unfinished Idempotency-Key claim counts as abandoned.
+    "IDEMPOTENCY_LOCK_TIMEOUT": 300.0,
+    # HTTP API: seconds a query with CQRS-Min-Position waits for its projections (then 503).
+    "MIN_POSITION_TIMEOUT": 5.0,
+    # Async projections: events per catch-up batch (a projection's batch_size overrides).
+    "CATCHUP_BATCH_SIZE": 1000,
+    # Async projections: first retry delay in seconds after a failure; doubles per attempt.
+    "RETRY_BACKOFF": 1.0,
+    # Async projections: longest retry delay in seconds.
+    "RETRY_BACKOFF_MAX": 300.0,
+    # Async projections: minutes between the periodic django-q2 catch-up of every projection.
+    "CATCHUP_SCHEDULE_MINUTES": 1,
+    # Async projections: queue catch-up tasks when events are recorded (False: schedule only).
+    "TRIGGER_ON_COMMIT": True,
 }
 
 # Settings holding dotted paths; they are imported when read.

@@ -1,11 +1,11 @@
 """Errors raised by django_cqrs; every one derives from :class:`CQRSError`.
 
-    from django_cqrs.exceptions import CQRSError, InvariantViolationError
+from django_cqrs.exceptions import CQRSError, InvariantViolationError
 
-    try:
-        command_bus.dispatch(PlaceOrder(customer_id=cid, items=[]))
-    except InvariantViolationError as exc:
-        print(exc.message)   # "an order has at least one item"
+try:
+    command_bus.dispatch(PlaceOrder(customer_id=cid, items=[]))
+except InvariantViolationError as exc:
+    print(exc.message)   # "an order has at least one item"
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ class ConcurrencyError(CQRSError):
         self.expected_version = expected_version
 
 
+class PreconditionFailedError(ConcurrencyError):
+    """The caller's expected version (HTTP ``If-Match``) is stale; never retried."""
+
+
 class AggregateNotFoundError(CQRSError, LookupError):
     """No aggregate of that type has that id."""
 
@@ -79,6 +83,16 @@ class QueryWriteError(CQRSError):
 
 class ProjectionError(CQRSError):
     """A projection is unknown, misconfigured, or failed to apply an event."""
+
+
+class ProjectionApplyError(ProjectionError):
+    """A projection's handler raised on one event; ``position`` says which."""
+
+    def __init__(self, message: str, *, projection: str, position: int, event_type: str):
+        super().__init__(message)
+        self.projection = projection
+        self.position = position
+        self.event_type = event_type
 
 
 class AppendOnlyError(CQRSError):

@@ -33,7 +33,7 @@ from django.apps import apps
 from django.db import models, router
 
 from .events import Event, EventEnvelope
-from .exceptions import ConfigurationError, ProjectionError
+from .exceptions import ConfigurationError, ProjectionApplyError, ProjectionError
 from .signals import event_recorded
 
 M = TypeVar("M", bound=models.Model)
@@ -72,18 +72,25 @@ _DELETED = object()
 
 
 class RowBuffer:
-    """Read-model rows changed by a batch, written in bulk by :meth:`flush`."""
+    """Read-model rows changed by a batch, written in bulk by :meth:`flush`.
 
-    def __init__(self) -> None:
+    ``targets`` maps a read model to the table that really receives its rows (a
+    rebuild's shadow table); handlers keep working with the read-model class.
+    """
+
+    def __init__(self, targets: dict[type[models.Model], type[models.Model]] | None = None):
         self.rows: dict[tuple[type[models.Model], Any], Any] = {}
         self.dirty: set[tuple[type[models.Model], Any]] = set()
+        self.targets = targets or {}
 
     def get(self, model: type[M], pk: Any) -> M | None:
         key = (model, _pk_key(model, pk))
         if key not in self.rows:
-            self.rows[key] = _load(model, pk) or _DELETED
+            target = self.targets.get(model)
+            loaded = _load(model, pk) if target is None else _convert(_load(target, pk), model)
+            self.rows[key] = loaded or _DELETED
         row = self.rows[key]
-        return None if row is _DELETED else row  # type: ignore[no-any-return]
+        return None if row is _DELETED else row
 
     def put(self, instance: models.Model) -> None:
         key = (type(instance), _pk_key(type(instance), instance.pk))
@@ -101,10 +108,13 @@ class RowBuffer:
         for key in self.dirty:
             model, pk = key
             row = self.rows[key]
+            target = self.targets.get(model)
             if row is _DELETED:
-                deletes.setdefault(model, []).append(pk)
+                deletes.setdefault(target or model, []).append(pk)
             else:
-                upserts.setdefault(model, []).append(row)
+                upserts.setdefault(target or model, []).append(
+                    row if target is None else _convert_existing(row, target)
+                )
         for model, pks in deletes.items():
             _delete(model, pks)
         for model, instances in upserts.items():
@@ -113,8 +123,24 @@ class RowBuffer:
         self.dirty.clear()
 
 
+def _convert_existing(instance: models.Model, to: type[M]) -> M:
+    converted = _convert(instance, to)
+    assert converted is not None
+    return converted
+
+
+def _convert(instance: models.Model | None, to: type[M]) -> M | None:
+    """The same row as an instance of ``to`` (a read model or its shadow)."""
+    if instance is None:
+        return None
+    values = {f.attname: getattr(instance, f.attname) for f in to._meta.concrete_fields}
+    converted = to(**values)
+    converted._state.adding = instance._state.adding
+    return converted
+
+
 def _pk_key(model: type[models.Model], pk: Any) -> Any:
-    return model._meta.pk.to_python(pk)  # type: ignore[union-attr]
+    return model._meta.pk.to_python(pk)
 
 
 def _load(model: type[M], pk: Any) -> M | None:
@@ -129,7 +155,7 @@ def upsert(model: type[models.Model], instances: Sequence[models.Model]) -> None
     """Insert or replace ``instances`` (whole rows) in one statement per 500 rows."""
     if not instances:
         return
-    pk_name = model._meta.pk.name  # type: ignore[union-attr]
+    pk_name = model._meta.pk.name
     fields = [
         f.name
         for f in model._meta.concrete_fields
@@ -155,6 +181,12 @@ class Projection:
     abstract: ClassVar[bool] = True
     #: Event class -> name of the method handling it.
     handlers: ClassVar[dict[type[Event], str]] = {}
+    #: Async only: events per catch-up batch (default: DJANGO_CQRS["CATCHUP_BATCH_SIZE"]).
+    batch_size: ClassVar[int | None] = None
+    #: Async only: failed attempts on one event before it is parked.
+    max_retries: ClassVar[int] = 3
+    #: Async only: after parking an event, "stop" (keep order) or "skip" it and go on.
+    on_failure: ClassVar[str] = "stop"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -173,10 +205,19 @@ class Projection:
             raise ConfigurationError(
                 f"{cls.__qualname__}.mode must be one of {MODES}, not {cls.mode!r}"
             )
+        if cls.on_failure not in ("stop", "skip"):
+            raise ConfigurationError(
+                f"{cls.__qualname__}.on_failure must be 'stop' or 'skip', not {cls.on_failure!r}"
+            )
         register(cls)
 
-    def __init__(self, *, buffered: bool = False) -> None:
-        self.buffer: RowBuffer | None = RowBuffer() if buffered else None
+    def __init__(
+        self,
+        *,
+        buffered: bool = False,
+        targets: dict[type[models.Model], type[models.Model]] | None = None,
+    ) -> None:
+        self.buffer: RowBuffer | None = RowBuffer(targets) if buffered or targets else None
 
     # -- applying events ------------------------------------------------------------
 
@@ -195,11 +236,6 @@ class Projection:
         """Write buffered rows (no-op when not buffering)."""
         if self.buffer is not None:
             self.buffer.flush()
-
-    def reset(self) -> None:
-        """Empty the read models before a rebuild; override to keep reference rows."""
-        for model in self.read_models:
-            model._base_manager.using(router.db_for_write(model)).all().delete()
 
     # -- writing read models --------------------------------------------------------
 
@@ -283,20 +319,29 @@ def projections_for(read_model: type[models.Model]) -> list[type[Projection]]:
 
 
 def apply_rows(
-    projection: Projection, rows: Iterable[tuple[Any, ...]], *, replaying: bool
+    projection: Projection,
+    rows: Iterable[tuple[Any, ...]],
+    *,
+    replaying: bool,
+    skip: frozenset[int] = frozenset(),
 ) -> int | None:
-    """Decode and apply raw event rows; return the last position seen."""
+    """Decode and apply raw event rows (except positions in ``skip``); return the last seen."""
     from .store import decode_row
 
     last = None
     for row in rows:
-        event, envelope = decode_row(row, replaying=replaying)
+        last = row[0]
+        if last in skip:
+            continue
         try:
+            event, envelope = decode_row(row, replaying=replaying)
             projection.apply(event, envelope)
         except Exception as exc:
-            raise ProjectionError(
-                f"{projection.name} failed on {envelope.event_type} at position "
-                f"{envelope.position}: {type(exc).__name__}: {exc}"
+            raise ProjectionApplyError(
+                f"{projection.name} failed on {row[1]} at position {last}: "
+                f"{type(exc).__name__}: {exc}",
+                projection=projection.name,
+                position=last,
+                event_type=row[1],
             ) from exc
-        last = envelope.position
     return last

@@ -1,29 +1,74 @@
-"""Rebuild read models from the event log, in batches with bounded memory.
+"""Rebuild read models from the event log while the application keeps running.
 
     from django_cqrs.rebuild import rebuild
     rebuild("orders.OrderViewProjection", progress=lambda done, total: ...)
 
-A sync projection is rebuilt in one transaction that first blocks appends to the log
-(PostgreSQL: ``LOCK TABLE ... IN SHARE MODE``; SQLite: the write lock), so no command
-can commit an event the rebuild would miss; readers keep seeing the old rows until the
-rebuild commits. Commands wait for it (keep it short, or see the async projections).
-Handlers are called directly with ``envelope.replaying = True``: ``event_recorded`` is
-not re-sent, so other receivers do not run again.
+How it works:
+
+1. **Fill** a shadow table per read model (same columns, no secondary indexes) by
+   replaying the log in batches; each batch commits with the position it reached, so an
+   interrupted rebuild resumes where it stopped. The live tables keep serving queries
+   and keep being updated (sync receivers or async catch-up) meanwhile.
+2. **Switch** in one short transaction: stop new events from reaching the projection
+   (sync: ``LOCK TABLE <log> IN SHARE MODE`` makes appends wait; async: the state row
+   lock makes catch-up wait), replay the tail into the shadow, replace the live rows
+   with the shadow's, and set the checkpoint to the head. Readers see the old rows until
+   the commit and the new ones after it: never an empty table.
+3. Drop the shadow tables.
+
+Handlers are called directly with ``envelope.replaying = True`` (``event_recorded`` is not
+re-sent, so other receivers do not run again) and must write through ``self.get()``,
+``self.put()`` and ``self.delete()`` so their rows land in the shadow tables.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
-from django.db import connections, transaction
+from django.db import connections, models, transaction
+from django.db.backends.utils import truncate_name
 from django.utils import timezone
 
 from . import store
 from .conf import cqrs_settings
 from .models import ProjectionState, StoredEvent
-from .projections import Projection, apply_rows, get_projection
+from .projections import SYNC, Projection, apply_rows, get_projection
+from .runner import ensure_state, lock_state, skipped_positions
 
 Progress = Callable[[int, int], None]
+
+_shadows: dict[type[models.Model], type[models.Model]] = {}
+
+
+def shadow_model(model: type[models.Model], using: str) -> type[models.Model]:
+    """An unmanaged model with ``model``'s columns on a ``<table>_rebuild`` table."""
+    if model in _shadows:
+        return _shadows[model]
+    max_len = connections[using].ops.max_name_length() or 200
+    attrs: dict[str, Any] = {
+        "__module__": __name__,
+        "Meta": type(
+            "Meta",
+            (),
+            {
+                "app_label": "django_cqrs_shadow",
+                "db_table": truncate_name(f"{model._meta.db_table}_rebuild", max_len),
+                "managed": False,
+            },
+        ),
+    }
+    for field in model._meta.concrete_fields:
+        clone: Any = field.clone()  # type: ignore[attr-defined]
+        clone.db_index = False
+        if clone.is_relation:
+            clone.db_constraint = False
+            clone.remote_field.related_name = "+"
+        attrs[field.name] = clone
+    shadow = type(f"{model.__name__}RebuildShadow", (models.Model,), attrs)
+    _shadows[model] = shadow
+    return shadow
 
 
 def lock_log_against_appends(using: str) -> None:
@@ -34,44 +79,168 @@ def lock_log_against_appends(using: str) -> None:
             cursor.execute(f"LOCK TABLE {StoredEvent._meta.db_table} IN SHARE MODE")
 
 
+def _table_exists(table: str, using: str) -> bool:
+    conn = connections[using]
+    with conn.cursor() as cursor:
+        return table in conn.introspection.table_names(cursor)
+
+
+def _create_table(model: type[models.Model], using: str) -> None:
+    conn = connections[using]
+    # Not the schema editor's context manager: SQLite refuses it inside a transaction.
+    editor = conn.SchemaEditorClass(conn, collect_sql=True)
+    sql, params = editor.table_sql(model)
+    with conn.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {conn.ops.quote_name(model._meta.db_table)}")
+        cursor.execute(sql, params or None)
+
+
+def _drop_table(model: type[models.Model], using: str) -> None:
+    conn = connections[using]
+    with conn.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {conn.ops.quote_name(model._meta.db_table)}")
+
+
+def _replace_rows(live: type[models.Model], shadow: type[models.Model], using: str) -> None:
+    conn = connections[using]
+    qn = conn.ops.quote_name
+    columns = ", ".join(qn(f.column) for f in live._meta.concrete_fields)
+    with conn.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {qn(live._meta.db_table)}")
+        cursor.execute(
+            f"INSERT INTO {qn(live._meta.db_table)} ({columns}) "
+            f"SELECT {columns} FROM {qn(shadow._meta.db_table)}"
+        )
+
+
+@contextmanager
+def _stop_new_events(cls: type[Projection], using: str) -> Iterator[None]:
+    if cls.mode == SYNC:
+        lock_log_against_appends(using)
+    else:
+        lock_state(cls.name, using)
+    yield
+
+
+def _replay(
+    cls: type[Projection],
+    targets: dict[type[models.Model], type[models.Model]],
+    *,
+    after: int,
+    until: int,
+    size: int,
+    skip: frozenset[int],
+    using: str,
+    progress: Progress | None,
+    commit_each: bool,
+) -> tuple[int, int]:
+    """Replay events (after, until] into the shadow tables; return (applied, position)."""
+    applied = 0
+    position = after
+    types = cls.handled_event_types()
+    for rows in store.iter_all(
+        after=after, until=until, batch_size=size, event_types=types, using=using
+    ):
+        with transaction.atomic(using=using):
+            projection = cls(targets=targets)
+            apply_rows(projection, rows, replaying=True, skip=skip)
+            projection.flush()
+            position = rows[-1][0]
+            if commit_each:
+                ProjectionState.objects.using(using).filter(name=cls.name).update(
+                    rebuild_position=position
+                )
+        applied += len(rows)
+        if progress:
+            progress(position, until)
+    return applied, position
+
+
 def rebuild(
     projection: str | type[Projection],
     *,
     batch_size: int | None = None,
     progress: Progress | None = None,
+    restart: bool = False,
 ) -> int:
-    """Empty the projection's read models and replay the whole log; return events applied."""
+    """Rebuild the projection's read models from the log; return the events applied.
+
+    Resumes an interrupted rebuild unless ``restart`` is True.
+    """
     cls = get_projection(projection) if isinstance(projection, str) else projection
     using = cqrs_settings.DATABASE
     size = int(batch_size or cqrs_settings.REBUILD_BATCH_SIZE)
-    applied = 0
-    with transaction.atomic(using=using):
-        lock_log_against_appends(using)
-        head = store.head(using)
-        instance = cls(buffered=True)
-        instance.reset()
-        if progress:
-            progress(0, head)
-        types = cls.handled_event_types()
-        for rows in store.iter_all(
-            after=0, until=head, batch_size=size, event_types=types, using=using
-        ):
-            apply_rows(instance, rows, replaying=True)
-            instance.flush()
-            applied += len(rows)
-            if progress:
-                progress(rows[-1][0], head)
-        if progress:
-            progress(head, head)
-        ProjectionState.objects.using(using).update_or_create(
-            name=cls.name,
-            defaults={
-                "position": head,
-                "status": ProjectionState.Status.LIVE,
-                "last_error": "",
-                "rebuild_position": None,
-                "rebuild_started_at": None,
-                "position_recorded_at": timezone.now() if head else None,
-            },
+    state = ensure_state(cls.name, using)
+    targets = {model: shadow_model(model, using) for model in cls.read_models}
+    resumable = (
+        not restart
+        and state.rebuild_position is not None
+        and all(_table_exists(s._meta.db_table, using) for s in targets.values())
+    )
+    if resumable:
+        position = int(state.rebuild_position or 0)
+    else:
+        for shadow in targets.values():
+            _create_table(shadow, using)
+        position = 0
+        ProjectionState.objects.using(using).filter(name=cls.name).update(
+            rebuild_position=0, rebuild_started_at=timezone.now()
         )
+    skip = skipped_positions(cls.name, 0, using)
+    # Fill: batches up to the head as it moves, until the remaining tail is small.
+    applied = 0
+    while True:
+        head = store.head(using)
+        if head - position <= size:
+            break
+        done, position = _replay(
+            cls,
+            targets,
+            after=position,
+            until=head,
+            size=size,
+            skip=skip,
+            using=using,
+            progress=progress,
+            commit_each=True,
+        )
+        applied += done
+        if done == 0:
+            position = head
+            ProjectionState.objects.using(using).filter(name=cls.name).update(rebuild_position=head)
+    # Switch: the tail and the swap in one transaction, with new events held back.
+    with transaction.atomic(using=using), _stop_new_events(cls, using):
+        head = store.head(using)
+        done, _ = _replay(
+            cls,
+            targets,
+            after=position,
+            until=head,
+            size=size,
+            skip=skip,
+            using=using,
+            progress=progress,
+            commit_each=False,
+        )
+        applied += done
+        for live, shadow in targets.items():
+            _replace_rows(live, shadow, using)
+        ProjectionState.objects.using(using).filter(name=cls.name).update(
+            position=head,
+            position_recorded_at=timezone.now() if head else None,
+            last_error="",
+            failing_position=None,
+            attempts=0,
+            next_retry_at=None,
+            rebuild_position=None,
+            rebuild_started_at=None,
+            status=models.Case(
+                models.When(status=ProjectionState.Status.PAUSED, then=models.Value("paused")),
+                default=models.Value(ProjectionState.Status.LIVE),
+            ),
+        )
+    for shadow in targets.values():
+        _drop_table(shadow, using)
+    if progress:
+        progress(head, head)
     return applied

@@ -36,6 +36,8 @@ class Command(BaseCommand):
         ]
         widths = [max(len(line[i]) for line in table) for i in range(len(header))]
         for line in table:
-            self.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+            self.stdout.write(
+                "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+            )
         if not rows:
             self.stdout.write("No projections are registered.")

@@ -1,0 +1,317 @@
+"""Catch an async projection up with the event log, batch by batch, exactly once in effect.
+
+    from django_cqrs.runner import catch_up
+    catch_up("orders.CustomerSummaryProjection")   # returns the number of events read
+
+Each batch is one transaction that locks the projection's state row (PostgreSQL:
+``SELECT ... FOR UPDATE``; SQLite: the database write lock), reads events after the
+checkpoint, applies them with buffered writes, and moves the checkpoint with a
+compare-and-set in the same transaction. A second worker waits for the lock and then
+starts from the new checkpoint, so no event is applied twice; if the checkpoint moved
+anyway, the compare-and-set fails and the whole batch rolls back.
+
+Reading stops at the head of the log as of the batch: appends are serialized in commit
+order (see ``store``), so every position up to the head is final and no late commit can
+appear below a checkpoint.
+
+A failing event is retried with exponential backoff (``RETRY_BACKOFF``) up to the
+projection's ``max_retries``; then it is parked with its traceback and the projection
+stops (``on_failure = "stop"``) or passes over it (``"skip"``). The events before it are
+applied first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import traceback
+from typing import Any
+
+from django.db import IntegrityError, connections, transaction
+from django.utils import timezone
+
+from . import store
+from .conf import cqrs_settings
+from .exceptions import ProjectionApplyError, ProjectionError
+from .models import ParkedEvent, ProjectionState
+from .projections import ASYNC, Projection, apply_rows, get_projection
+
+logger = logging.getLogger("django_cqrs")
+
+Status = ProjectionState.Status
+
+
+class _CheckpointMoved(Exception):
+    """Another worker moved the checkpoint under this batch: roll it back."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchOutcome:
+    read: int
+    position: int
+    done: bool
+    reason: str = ""
+
+
+def resolve(projection: str | type[Projection]) -> type[Projection]:
+    return get_projection(projection) if isinstance(projection, str) else projection
+
+
+def ensure_state(name: str, using: str | None = None) -> ProjectionState:
+    """The projection's state row, created on first use."""
+    using = using or cqrs_settings.DATABASE
+    try:
+        state, _ = ProjectionState.objects.using(using).get_or_create(name=name)
+    except IntegrityError:  # created concurrently by another worker
+        state = ProjectionState.objects.using(using).get(name=name)
+    return state
+
+
+def lock_state(name: str, using: str) -> ProjectionState:
+    """Lock and return the state row until the end of the transaction."""
+    qs = ProjectionState.objects.using(using)
+    if connections[using].features.has_select_for_update:
+        qs = qs.select_for_update()
+    return qs.get(name=name)
+
+
+def skipped_positions(name: str, after: int, using: str) -> frozenset[int]:
+    """Positions an operator chose to skip that the projection has not passed yet."""
+    return frozenset(
+        ParkedEvent.objects.using(using)
+        .filter(projection=name, position__gt=after, resolution=ParkedEvent.Resolution.SKIPPED)
+        .values_list("position", flat=True)
+    )
+
+
+def run_batch(
+    cls: type[Projection], *, batch_size: int | None = None, until: int | None = None
+) -> BatchOutcome:
+    """Apply at most one batch after the checkpoint (up to ``until``) and commit it."""
+    using = cqrs_settings.DATABASE
+    size = int(batch_size or cls.batch_size or cqrs_settings.CATCHUP_BATCH_SIZE)
+    with transaction.atomic(using=using):
+        state = lock_state(cls.name, using)
+        if state.status != Status.LIVE:
+            return BatchOutcome(0, state.position, True, str(state.status))
+        if until is None and state.next_retry_at and state.next_retry_at > timezone.now():
+            return BatchOutcome(0, state.position, True, "backoff")
+        head = store.head(using)
+        if until is not None:
+            head = min(head, until)
+        if head <= state.position:
+            return BatchOutcome(0, state.position, True, "caught up")
+        rows = store.read_rows(
+            after=state.position,
+            limit=size,
+            event_types=cls.handled_event_types(),
+            until=head,
+            using=using,
+        )
+        # A full batch may stop short of the head; otherwise every handled event up to
+        # the head was read and the checkpoint passes the unhandled ones too.
+        new_position = rows[-1][0] if len(rows) == size else head
+        projection = cls(buffered=True)
+        apply_rows(
+            projection,
+            rows,
+            replaying=False,
+            skip=skipped_positions(cls.name, state.position, using),
+        )
+        projection.flush()
+        recorded_at = rows[-1][8] if rows and new_position == rows[-1][0] else None
+        moved = (
+            ProjectionState.objects.using(using)
+            .filter(name=cls.name, position=state.position)
+            .update(
+                position=new_position,
+                position_recorded_at=recorded_at or timezone.now(),
+                failing_position=None,
+                attempts=0,
+                next_retry_at=None,
+                last_error="",
+                updated_at=timezone.now(),
+            )
+        )
+        if moved != 1:
+            raise _CheckpointMoved(cls.name)
+        return BatchOutcome(len(rows), new_position, False)
+
+
+def catch_up(
+    projection: str | type[Projection], *, batch_size: int | None = None, max_batches: int = 0
+) -> int:
+    """Apply every event after the checkpoint, batch by batch; return events read.
+
+    Loops until nothing is left, so a task that found the projection busy can rely on
+    the running one to pick up what it was queued for.
+    """
+    cls = resolve(projection)
+    if cls.mode != ASYNC:
+        raise ProjectionError(f"{cls.name} is a sync projection; it needs no catch-up")
+    ensure_state(cls.name)
+    total = batches = 0
+    while True:
+        try:
+            outcome = run_batch(cls, batch_size=batch_size)
+        except _CheckpointMoved:
+            logger.warning("%s: checkpoint moved by another worker; batch rolled back", cls.name)
+            continue
+        except ProjectionApplyError as exc:
+            record_failure(cls, exc, batch_size=batch_size)
+            continue
+        total += outcome.read
+        batches += 1
+        if outcome.done or (max_batches and batches >= max_batches):
+            return total
+
+
+def backoff_delay(attempts: int) -> float:
+    """Seconds to wait before attempt ``attempts + 1``: RETRY_BACKOFF doubled per attempt."""
+    base = float(cqrs_settings.RETRY_BACKOFF)
+    return float(min(base * (2 ** max(attempts - 1, 0)), float(cqrs_settings.RETRY_BACKOFF_MAX)))
+
+
+def record_failure(
+    cls: type[Projection], exc: ProjectionApplyError, *, batch_size: int | None = None
+) -> None:
+    """Commit the events before the failing one, then count the failure, park or skip."""
+    using = cqrs_settings.DATABASE
+    try:
+        while not run_batch(cls, batch_size=batch_size, until=exc.position - 1).done:
+            pass
+    except (ProjectionApplyError, _CheckpointMoved):
+        return  # an earlier event failed now (or a worker moved on): handled on the next turn
+    cause = exc.__cause__ or exc
+    trace = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+    with transaction.atomic(using=using):
+        state = lock_state(cls.name, using)
+        if state.position >= exc.position or state.status != Status.LIVE:
+            return
+        attempts = state.attempts + 1 if state.failing_position == exc.position else 1
+        state.failing_position = exc.position
+        state.attempts = attempts
+        state.last_error = trace
+        if attempts <= cls.max_retries:
+            state.next_retry_at = timezone.now() + dt.timedelta(seconds=backoff_delay(attempts))
+            state.save()
+            logger.warning(
+                "%s failed on position %s (attempt %s of %s); retrying after %.1fs: %s",
+                cls.name,
+                exc.position,
+                attempts,
+                cls.max_retries + 1,
+                backoff_delay(attempts),
+                cause,
+            )
+            transaction.on_commit(lambda: _schedule_retry(cls.name, state.next_retry_at), using)
+            return
+        ParkedEvent.objects.using(using).update_or_create(
+            projection=cls.name,
+            position=exc.position,
+            defaults={
+                "event_type": exc.event_type,
+                "error": f"{type(cause).__name__}: {cause}",
+                "traceback": trace,
+                "attempts": attempts,
+                "parked_at": timezone.now(),
+                "resolution": (
+                    ParkedEvent.Resolution.SKIPPED
+                    if cls.on_failure == "skip"
+                    else ParkedEvent.Resolution.PARKED
+                ),
+            },
+        )
+        state.attempts = 0
+        state.failing_position = None
+        state.next_retry_at = None
+        if cls.on_failure == "stop":
+            state.status = Status.STOPPED
+        state.save()
+        logger.error(
+            "%s parked the event at position %s after %s attempts (%s): %s",
+            cls.name,
+            exc.position,
+            attempts,
+            "stopped" if cls.on_failure == "stop" else "skipped",
+            cause,
+        )
+
+
+def _schedule_retry(name: str, when: Any) -> None:
+    from .tasks import schedule_retry
+
+    schedule_retry(name, when)
+
+
+def retry(projection: str | type[Projection]) -> int:
+    """Resume a stopped projection at its parked event(s); return events read."""
+    cls = resolve(projection)
+    using = cqrs_settings.DATABASE
+    with transaction.atomic(using=using):
+        state = lock_state(cls.name, using)
+        ParkedEvent.objects.using(using).filter(
+            projection=cls.name, resolution=ParkedEvent.Resolution.PARKED
+        ).update(resolution=ParkedEvent.Resolution.RETRIED, resolved_at=timezone.now())
+        state.status = Status.LIVE
+        state.attempts = 0
+        state.failing_position = None
+        state.next_retry_at = None
+        state.last_error = ""
+        state.save()
+    return catch_up(cls)
+
+
+def skip(projection: str | type[Projection], position: int) -> int:
+    """Pass over the event at ``position`` for good and resume; return events read."""
+    cls = resolve(projection)
+    using = cqrs_settings.DATABASE
+    row = store.read_rows(after=position - 1, until=position, limit=1, using=using)
+    if not row or row[0][0] != position:
+        raise ProjectionError(f"There is no event at position {position}")
+    with transaction.atomic(using=using):
+        state = lock_state(cls.name, using)
+        if state.position >= position:
+            raise ProjectionError(
+                f"{cls.name} has already passed position {position} (checkpoint "
+                f"{state.position}); nothing to skip"
+            )
+        ParkedEvent.objects.using(using).update_or_create(
+            projection=cls.name,
+            position=position,
+            defaults={
+                "event_type": row[0][1],
+                "resolution": ParkedEvent.Resolution.SKIPPED,
+                "resolved_at": timezone.now(),
+            },
+            create_defaults={
+                "event_type": row[0][1],
+                "error": "skipped by an operator",
+                "traceback": "",
+                "attempts": 0,
+                "resolution": ParkedEvent.Resolution.SKIPPED,
+                "resolved_at": timezone.now(),
+            },
+        )
+        if state.status == Status.STOPPED:
+            state.status = Status.LIVE
+        state.attempts = 0
+        state.failing_position = None
+        state.next_retry_at = None
+        state.save()
+    return catch_up(cls)
+
+
+def set_paused(projection: str | type[Projection], paused: bool) -> None:
+    """Pause (no catch-up runs) or resume a projection."""
+    cls = resolve(projection)
+    ensure_state(cls.name)
+    using = cqrs_settings.DATABASE
+    with transaction.atomic(using=using):
+        state = lock_state(cls.name, using)
+        if paused and state.status == Status.LIVE:
+            state.status = Status.PAUSED
+        elif not paused and state.status == Status.PAUSED:
+            state.status = Status.LIVE
+        state.save()

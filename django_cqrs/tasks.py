@@ -1,0 +1,165 @@
+"""django-q2 task functions and the triggers that queue them.
+
+Tasks take plain arguments (a projection name), never pickled payloads:
+
+    django_cqrs.tasks.catch_up_task("orders.CustomerSummaryProjection")
+    django_cqrs.tasks.catch_up_all()           # the periodic schedule runs this
+
+When an event handled by an async projection is recorded, a catch-up task for that
+projection is queued, at most one at a time: the ``ProjectionTrigger`` row is flagged
+with a conditional UPDATE and only the command that sets the flag queues a task; the
+task clears the flag before it reads, so events committed later queue a new one. With
+django-q2's ORM broker on the same database the task is queued inside the command's
+transaction and commits with the events (a transactional outbox); with another broker,
+or with ``Q_CLUSTER["sync"]``, it is queued after commit. A periodic schedule
+(``CATCHUP_SCHEDULE_MINUTES``) catches up whatever a lost task missed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .conf import cqrs_settings
+from .events import Event, EventEnvelope
+from .models import ProjectionTrigger
+from .projections import ASYNC, all_projections
+
+logger = logging.getLogger("django_cqrs")
+
+CATCH_UP_TASK = "django_cqrs.tasks.catch_up_task"
+CATCH_UP_ALL_TASK = "django_cqrs.tasks.catch_up_all"
+SCHEDULE_NAME = "django_cqrs: catch up async projections"
+
+
+def catch_up_task(name: str) -> int:
+    """django-q2 task: clear the trigger flag, then catch ``name`` up; return events read."""
+    from .runner import catch_up
+
+    ProjectionTrigger.objects.using(cqrs_settings.DATABASE).filter(name=name).update(queued_at=None)
+    return catch_up(name)
+
+
+def catch_up_all() -> dict[str, int]:
+    """django-q2 task: catch every async projection up (the periodic safety net)."""
+    from .runner import catch_up
+
+    return {cls.name: catch_up(cls) for cls in all_projections() if cls.mode == ASYNC}
+
+
+def _q_cluster() -> dict[str, Any]:
+    return dict(getattr(settings, "Q_CLUSTER", {}) or {})
+
+
+def queue_inside_transaction() -> bool:
+    """True when the task row can commit with the events (ORM broker, same database)."""
+    conf = _q_cluster()
+    if conf.get("sync"):
+        return False
+    return conf.get("orm") == cqrs_settings.DATABASE and not any(
+        conf.get(key) for key in ("redis", "sqs", "iron_mq", "mongo", "broker_class")
+    )
+
+
+def enqueue(name: str) -> None:
+    """Queue a catch-up task for ``name``."""
+    from django_q.tasks import async_task
+
+    async_task(CATCH_UP_TASK, name, task_name=f"cqrs-catch-up {name}"[:100], group="django_cqrs")
+
+
+def request_catch_up(name: str) -> bool:
+    """Queue a catch-up for ``name`` unless one is already queued; True if queued now."""
+    using = cqrs_settings.DATABASE
+    now = timezone.now()
+    flagged = (
+        ProjectionTrigger.objects.using(using)
+        .filter(name=name, queued_at__isnull=True)
+        .update(queued_at=now)
+    )
+    if not flagged and not ProjectionTrigger.objects.using(using).filter(name=name).exists():
+        try:
+            with transaction.atomic(using=using):
+                ProjectionTrigger.objects.using(using).create(name=name, queued_at=now)
+            flagged = 1
+        except IntegrityError:
+            flagged = 0
+    if flagged:
+        enqueue(name)
+    return bool(flagged)
+
+
+def _async_projection_names(event_type: type[Event]) -> list[str]:
+    return [
+        cls.name for cls in all_projections() if cls.mode == ASYNC and event_type in cls.handlers
+    ]
+
+
+def on_event_recorded(
+    sender: type[Event], event: Event, envelope: EventEnvelope, **kwargs: Any
+) -> None:
+    """``event_recorded`` receiver: queue a catch-up of the async projections of ``sender``."""
+    if not cqrs_settings.TRIGGER_ON_COMMIT:
+        return
+    names = _async_projection_names(sender)
+    if not names:
+        return
+    using = cqrs_settings.DATABASE
+    if queue_inside_transaction():
+        for name in names:
+            request_catch_up(name)
+    else:
+        for name in names:
+            transaction.on_commit(functools.partial(_request_robust, name), using=using)
+
+
+def _request_robust(name: str) -> None:
+    # After commit, a broker outage must not turn the committed command into an error;
+    # the periodic schedule catches up.
+    try:
+        request_catch_up(name)
+    except Exception:
+        logger.exception("Could not queue a catch-up for %s; the schedule will catch up", name)
+
+
+def schedule_retry(name: str, when: dt.datetime | None) -> None:
+    """Queue a one-off catch-up of ``name`` at ``when`` (after a failure's backoff)."""
+    if when is None:
+        return
+    try:
+        from django_q.models import Schedule
+
+        Schedule.objects.create(
+            name=f"cqrs retry {name} {when.timestamp():.3f}"[:100],
+            func=CATCH_UP_TASK,
+            args=repr(name),
+            schedule_type=Schedule.ONCE,
+            next_run=when,
+            repeats=1,
+        )
+    except Exception:
+        logger.exception("Could not schedule a retry of %s; the schedule will catch up", name)
+
+
+def ensure_schedule(**kwargs: Any) -> None:
+    """``post_migrate`` receiver: keep the periodic catch-up schedule in place."""
+    if not any(cls.mode == ASYNC for cls in all_projections()):
+        return
+    from django_q.models import Schedule
+
+    minutes = int(cqrs_settings.CATCHUP_SCHEDULE_MINUTES)
+    Schedule.objects.update_or_create(
+        name=SCHEDULE_NAME,
+        defaults={
+            "func": CATCH_UP_ALL_TASK,
+            "schedule_type": Schedule.MINUTES,
+            "minutes": minutes,
+            "repeats": -1,
+        },
+    )
