@@ -55,10 +55,10 @@ class OrderViewProjection(Projection):
 
 
 class CustomerSummaryProjection(Projection):
-    """``CustomerSummary``: order count and lifetime value per customer."""
+    """``CustomerSummary``: order count and lifetime value per customer (asynchronous)."""
 
     read_models = [CustomerSummary]
-    mode = "sync"
+    mode = "async"  # refreshed by django-q2 tasks, after the command commits
 
     @handles(CustomerRegistered)
     def registered(self, event: CustomerRegistered, envelope: EventEnvelope) -> None:

@@ -21,7 +21,7 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps([row.as_dict() for row in rows], indent=2))
             return
-        header = ("projection", "mode", "position", "head", "lag", "lag s", "status")
+        header = ("projection", "mode", "position", "head", "lag", "lag s", "status", "parked")
         table = [header] + [
             (
                 r.name,
@@ -30,7 +30,8 @@ class Command(BaseCommand):
                 str(r.head),
                 str(r.lag_events),
                 f"{r.lag_seconds:.1f}",
-                r.status,
+                r.status + (" (rebuilding)" if r.rebuilding else ""),
+                str(r.parked),
             )
             for r in rows
         ]

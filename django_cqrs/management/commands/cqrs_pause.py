@@ -1,0 +1,29 @@
+"""Pause or resume an async projection: ``manage.py cqrs_pause <name> [--resume]``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_cqrs.exceptions import CQRSError
+from django_cqrs.projections import ASYNC, get_projection
+from django_cqrs.runner import set_paused
+
+
+class Command(BaseCommand):
+    help = "Pause an async projection (its catch-up does nothing) or resume it."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", help="Async projection name (see cqrs_status).")
+        parser.add_argument("--resume", action="store_true", help="Resume instead of pausing.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            cls = get_projection(options["name"])
+            if cls.mode != ASYNC:
+                raise CommandError(f"{cls.name} is a sync projection; it cannot be paused.")
+            set_paused(cls, not options["resume"])
+        except CQRSError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"{cls.name} {'resumed' if options['resume'] else 'paused'}.")

@@ -1,0 +1,35 @@
+"""Pass over one event for good: ``manage.py cqrs_skip <name> <position>``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_cqrs.exceptions import CQRSError
+from django_cqrs.projections import ASYNC, get_projection
+from django_cqrs.runner import skip
+
+
+class Command(BaseCommand):
+    help = "Skip the event at <position> for an async projection and resume it."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", help="Async projection name (see cqrs_status).")
+        parser.add_argument("position", type=int, help="Log position of the event to skip.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["position"] < 1:
+            raise CommandError("position must be a positive log position.")
+        try:
+            cls = get_projection(options["name"])
+            if cls.mode != ASYNC:
+                raise CommandError(f"{cls.name} is a sync projection; events cannot be skipped.")
+            read = skip(cls, options["position"])
+        except CQRSError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{cls.name} skipped position {options['position']}: {read} events read."
+            )
+        )
