@@ -165,7 +165,7 @@ def check_handlers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 
 @register(Tags.models)
 def check_projections(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """E005 read models that are not ReadModels, E006 duplicate names, E007 no handlers."""
+    """E005 read models that are not ReadModels, E006 duplicate names, W003 no handlers."""
     from .projections import all_projections
     from .read_models import ReadModel
 
@@ -247,4 +247,46 @@ def check_events(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     id="django_cqrs.E008",
                 )
             )
+    return messages
+
+
+@register(Tags.compatibility)
+def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W004 retry not above timeout, W005 unbounded max_attempts, E009 django_q missing."""
+    from .projections import ASYNC, all_projections
+
+    async_names = [cls.name for cls in all_projections() if cls.mode == ASYNC]
+    if not async_names:
+        return []
+    if not apps.is_installed("django_q"):
+        return [
+            Error(
+                f"Async projections ({', '.join(async_names)}) need django-q2, but 'django_q' "
+                "is not in INSTALLED_APPS.",
+                hint="Add 'django_q' to INSTALLED_APPS and configure Q_CLUSTER.",
+                id="django_cqrs.E009",
+            )
+        ]
+    conf = getattr(settings, "Q_CLUSTER", {}) or {}
+    messages: list[CheckMessage] = []
+    timeout, retry = conf.get("timeout"), conf.get("retry", 60)
+    if timeout is None or not isinstance(retry, int | float) or retry <= timeout:
+        messages.append(
+            Warning(
+                f"Q_CLUSTER['retry'] ({retry}) must be greater than Q_CLUSTER['timeout'] "
+                f"({timeout}): otherwise a catch-up still running is handed to a second worker.",
+                hint="Set a timeout and a retry well above it, e.g. timeout=60, retry=90.",
+                id="django_cqrs.W004",
+            )
+        )
+    if not conf.get("max_attempts"):
+        messages.append(
+            Warning(
+                "Q_CLUSTER['max_attempts'] is unbounded (0 or unset): a catch-up task that "
+                "keeps failing is retried forever.",
+                hint="Set max_attempts (e.g. 5); django_cqrs parks failing events itself and "
+                "the periodic schedule catches up.",
+                id="django_cqrs.W005",
+            )
+        )
     return messages
