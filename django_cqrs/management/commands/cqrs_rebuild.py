@@ -13,7 +13,10 @@ from django_cqrs.rebuild import rebuild
 
 
 class Command(BaseCommand):
-    help = "Empty a projection's read models and rebuild them from the event log, in batches."
+    help = (
+        "Rebuild a projection's read models from the event log into shadow tables, then "
+        "switch atomically; resumes an interrupted rebuild."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("names", nargs="*", help="Projection names (see cqrs_status).")
@@ -21,6 +24,11 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=None, help="Events per batch.")
         parser.add_argument(
             "--no-progress", action="store_true", help="Do not draw a progress bar."
+        )
+        parser.add_argument(
+            "--restart",
+            action="store_true",
+            help="Discard an interrupted rebuild's progress instead of resuming it.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -51,7 +59,12 @@ class Command(BaseCommand):
                 bar.update(done - bar.n)
 
         try:
-            return rebuild(cls, batch_size=options["batch_size"], progress=progress)
+            return rebuild(
+                cls,
+                batch_size=options["batch_size"],
+                progress=progress,
+                restart=options["restart"],
+            )
         except CQRSError as exc:
             raise CommandError(str(exc)) from exc
         finally:
