@@ -50,7 +50,12 @@ def catch_up_all() -> dict[str, int]:
     """django-q2 task: catch every async projection up (the periodic safety net)."""
     from .runner import catch_up
 
-    return {cls.name: catch_up(cls) for cls in all_projections() if cls.mode == ASYNC}
+    names = [cls.name for cls in all_projections() if cls.mode == ASYNC]
+    # Lower the flags first: if a queued task was lost, commands can queue again.
+    ProjectionTrigger.objects.using(cqrs_settings.DATABASE).filter(name__in=names).update(
+        queued_at=None
+    )
+    return {name: catch_up(name) for name in names}
 
 
 def _q_cluster() -> dict[str, Any]:
@@ -91,7 +96,12 @@ def request_catch_up(name: str) -> bool:
         except IntegrityError:
             flagged = 0
     if flagged:
-        enqueue(name)
+        try:
+            enqueue(name)
+        except Exception:
+            # Lower the flag again, or no later command would queue a catch-up.
+            ProjectionTrigger.objects.using(using).filter(name=name).update(queued_at=None)
+            raise
     return bool(flagged)
 
 

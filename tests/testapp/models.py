@@ -53,3 +53,25 @@ class AccountLedger(ReadModel):
     position = models.BigIntegerField(primary_key=True)
     account_id = models.BigIntegerField(db_index=True)
     amount = models.DecimalField(max_digits=14, decimal_places=2)
+
+
+class AccountTotals(ReadModel):
+    """Async read model (``tests.testapp.async_projections``): counters per account.
+
+    Every event increments a counter, so an event applied twice shows as a wrong row.
+    """
+
+    account_id = models.BigIntegerField(primary_key=True)
+    owner = models.CharField(max_length=100, blank=True, default="")
+    deposits = models.IntegerField(default=0)
+    deposited = models.DecimalField(max_digits=16, decimal_places=2, default=Decimal("0"))
+    withdrawals = models.IntegerField(default=0)
+    withdrawn = models.DecimalField(max_digits=16, decimal_places=2, default=Decimal("0"))
+    last_position = models.BigIntegerField(default=0)
+
+
+class AccountMovementCount(ReadModel):
+    """A second async read model: movements per account (a projection that keeps going)."""
+
+    account_id = models.BigIntegerField(primary_key=True)
+    movements = models.IntegerField(default=0)

@@ -1,0 +1,37 @@
+"""Settings for the real ``qcluster`` processes started by ``tests/test_async_workers.py``.
+
+The test passes the name of its (PostgreSQL) test database in ``CQRS_QCLUSTER_DB_NAME``
+so that the cluster sees the data of the transactional test, and a cluster name of its
+own in ``CQRS_QCLUSTER_NAME``. With ``CQRS_TEST_REDIS_URL`` set, tasks go through Redis.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tests.settings import *  # noqa: F403
+from tests.settings import DATABASES
+
+if os.environ.get("CQRS_QCLUSTER_DB_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["CQRS_QCLUSTER_DB_NAME"]
+
+Q_CLUSTER = {
+    "name": os.environ.get("CQRS_QCLUSTER_NAME", "django_cqrs_workers"),
+    "sync": False,
+    "workers": 2,
+    "timeout": 10,
+    "retry": 12,
+    "max_attempts": 5,
+    "poll": 0.1,
+    "catch_up": False,
+    "ack_failures": True,
+}
+if os.environ.get("CQRS_TEST_REDIS_URL"):
+    Q_CLUSTER["redis"] = os.environ["CQRS_TEST_REDIS_URL"]
+else:
+    Q_CLUSTER["orm"] = "default"
+
+DJANGO_CQRS = {
+    "AUTODISCOVER_MODULES": ["handlers", "projections", "async_projections"],
+    "CATCHUP_BATCH_SIZE": int(os.environ.get("CQRS_QCLUSTER_BATCH_SIZE", "1000")),
+}
