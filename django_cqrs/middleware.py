@@ -152,19 +152,20 @@ class _WriteGuard:
 def read_only(query_name: str) -> Iterator[None]:
     """Reject database writes inside the block on every configured connection.
 
-    On PostgreSQL the block also runs in a savepoint marked READ ONLY that is always
-    rolled back, so even a write hidden in a function call cannot persist.
+    On the event log's database the block runs in a savepoint that is always rolled
+    back, so a refused write cannot leave the caller's transaction marked for rollback;
+    on PostgreSQL that savepoint is also READ ONLY, so even a write hidden in a function
+    call cannot persist.
     """
     guard = _WriteGuard(query_name)
     with ExitStack() as stack:
         for alias in connections:
             conn = connections[alias]
-            if (
-                alias == cqrs_settings.DATABASE
-                and conn.vendor == "postgresql"
-                and cqrs_settings.QUERY_READ_ONLY_TRANSACTION
-            ):
-                stack.enter_context(_rolled_back_read_only(alias))
+            if alias == cqrs_settings.DATABASE:
+                read_only_tx = (
+                    conn.vendor == "postgresql" and cqrs_settings.QUERY_READ_ONLY_TRANSACTION
+                )
+                stack.enter_context(_rolled_back(alias, read_only=read_only_tx))
             stack.enter_context(conn.execute_wrapper(guard))
         try:
             yield
@@ -178,10 +179,11 @@ def read_only(query_name: str) -> Iterator[None]:
 
 
 @contextmanager
-def _rolled_back_read_only(alias: str) -> Iterator[None]:
+def _rolled_back(alias: str, *, read_only: bool) -> Iterator[None]:
     with transaction.atomic(using=alias):
-        with connections[alias].cursor() as cursor:
-            cursor.execute("SET LOCAL transaction_read_only = on")
+        if read_only:
+            with connections[alias].cursor() as cursor:
+                cursor.execute("SET LOCAL transaction_read_only = on")
         try:
             yield
         finally:

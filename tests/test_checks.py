@@ -1,0 +1,482 @@
+"""System checks (one test per id) and the DJANGO_CQRS settings object."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.core.checks import Error, Warning
+from django.core.checks.registry import registry as check_registry
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from django_cqrs import Command, Event, Query, command_bus, query_bus
+from django_cqrs import events as events_module
+from django_cqrs import projections as projections_module
+from django_cqrs.checks import check_events, check_handlers, check_projections, check_settings
+from django_cqrs.conf import DEFAULTS, cqrs_settings
+from django_cqrs.exceptions import ConfigurationError, DuplicateHandlerError
+from django_cqrs.middleware import LoggingMiddleware, TransactionMiddleware
+from django_cqrs.projections import Projection, handles
+from django_cqrs.read_models import ReadModel
+from django_cqrs.registry import Registry
+from tests.testapp.events import Deposited
+from tests.testapp.models import Account, AccountView
+
+CHECKS = (check_settings, check_handlers, check_projections, check_events)
+
+
+def only(messages: list[Any], check_id: str) -> list[Any]:
+    found = [m for m in messages if m.id == check_id]
+    for message in found:
+        assert message.hint, f"{check_id} has no hint"
+    return found
+
+
+def run_all() -> list[Any]:
+    return [message for check in CHECKS for message in check()]
+
+
+# -- registration and a clean project ---------------------------------------------------
+
+
+def test_checks_are_registered():
+    registered = check_registry.get_checks()
+
+    for check in CHECKS:
+        assert check in registered
+
+
+@pytest.mark.django_db
+def test_the_test_project_passes_the_checks():
+    call_command("check")
+
+    assert [m for m in run_all() if m.id.startswith("django_cqrs.")] == []
+
+
+# -- settings: E001, E002, E003 ------------------------------------------------------------
+
+
+def test_e001_unknown_key():
+    with override_settings(DJANGO_CQRS={"CONCURENCY_RETRIES": 3}):
+        [message] = only(check_settings(), "django_cqrs.E001")
+
+    assert isinstance(message, Error)
+    assert "'CONCURENCY_RETRIES'" in message.msg
+    assert "CONCURRENCY_RETRIES" in message.hint
+
+
+def test_e001_fails_manage_py_check():
+    with override_settings(DJANGO_CQRS={"NOPE": 1}), pytest.raises(SystemCheckError, match="E001"):
+        call_command("check")
+
+
+def test_e002_dotted_path_that_does_not_import():
+    with override_settings(
+        DJANGO_CQRS={"QUERY_MIDDLEWARE": ["django_cqrs.middleware.NoSuchMiddleware"]}
+    ):
+        [message] = only(check_settings(), "django_cqrs.E002")
+
+    assert isinstance(message, Error)
+    assert "'django_cqrs.middleware.NoSuchMiddleware'" in message.msg
+    assert "QUERY_MIDDLEWARE" in message.msg
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ({"COMMAND_MIDDLEWARE": "django_cqrs.middleware.LoggingMiddleware"}, "list of dotted"),
+        ({"COMMAND_MIDDLEWARE": [LoggingMiddleware]}, "list of dotted"),
+        ({"CONCURRENCY_RETRIES": "3"}, "must be int"),
+        ({"CONCURRENCY_RETRIES": -1}, "cannot be negative"),
+        ({"REBUILD_BATCH_SIZE": 0}, "at least 1"),
+        ({"AUTODISCOVER": "yes"}, "must be bool"),
+        ({"DATABASE": "replica"}, "'replica', which is not in DATABASES"),
+    ],
+    ids=[
+        "middleware string",
+        "middleware class",
+        "retries str",
+        "retries negative",
+        "batch size zero",
+        "autodiscover str",
+        "unknown database",
+    ],
+)
+def test_e003_value_of_the_wrong_type(value, fragment):
+    with override_settings(DJANGO_CQRS=value):
+        [message] = only(check_settings(), "django_cqrs.E003")
+
+    assert isinstance(message, Error)
+    assert fragment in message.msg
+
+
+def test_e003_setting_that_is_not_a_dict():
+    with override_settings(DJANGO_CQRS=["CONCURRENCY_RETRIES"]):
+        [message] = only(check_settings(), "django_cqrs.E003")
+
+    assert "must be a dict" in message.msg
+
+
+def test_valid_settings_pass():
+    valid = {
+        "COMMAND_MIDDLEWARE": ["django_cqrs.middleware.TransactionMiddleware"],
+        "CONCURRENCY_RETRIES": 0,
+        "DATABASE": "default",
+        "AUTODISCOVER": False,
+    }
+    with override_settings(DJANGO_CQRS=valid):
+        assert check_settings() == []
+
+
+# -- handlers: E004, W001, W002 ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchiveThing(Command[None]):
+    thing_id: int
+
+
+def archive_one(command: ArchiveThing) -> None: ...
+
+
+def archive_two(command: ArchiveThing) -> None: ...
+
+
+def test_e004_duplicate_handler(monkeypatch):
+    registry = Registry("command", Command)
+    monkeypatch.setattr(command_bus, "registry", registry)
+    registry.register(ArchiveThing, archive_one)
+    with pytest.raises(DuplicateHandlerError, match="already has a command handler"):
+        registry.register(ArchiveThing, archive_two)
+
+    [message] = only(check_handlers(), "django_cqrs.E004")
+
+    assert isinstance(message, Error)
+    assert "tests.test_checks.archive_one" in message.msg
+    assert "tests.test_checks.archive_two" in message.msg
+    assert message.obj is ArchiveThing
+
+
+def test_e004_duplicate_query_handler(monkeypatch):
+    @dataclasses.dataclass(frozen=True)
+    class FindThing(Query[int]):
+        thing_id: int
+
+    registry = Registry("query", Query)
+    monkeypatch.setattr(query_bus, "registry", registry)
+    registry.register(FindThing, lambda query: 1)
+    with pytest.raises(DuplicateHandlerError, match="already has a query handler"):
+        registry.register(FindThing, lambda query: 2)
+
+    [message] = only(check_handlers(), "django_cqrs.E004")
+
+    assert "two query handlers" in message.msg
+
+
+@pytest.fixture
+def installed_app_messages() -> Iterator[list[type]]:
+    """Classes declared in a module of an installed app; silenced after the test."""
+    declared: list[type] = []
+    yield declared
+    for cls in declared:
+        cls.abstract = True  # the documented way to exempt a base class from W001/W002
+
+
+def test_w001_command_without_handler(installed_app_messages):
+    @dataclasses.dataclass(frozen=True)
+    class CloseAccount(Command[None]):
+        __module__ = "tests.testapp.commands"
+        account_id: int
+
+    installed_app_messages.append(CloseAccount)
+
+    [message] = [m for m in only(check_handlers(), "django_cqrs.W001") if m.obj is CloseAccount]
+
+    assert isinstance(message, Warning)
+    assert message.msg.startswith("tests.testapp.commands.")
+    assert message.msg.endswith("CloseAccount has no command handler.")
+    assert "@command_handler(CloseAccount)" in message.hint
+
+
+def test_w001_is_silenced_by_a_handler_or_abstract(installed_app_messages, monkeypatch):
+    @dataclasses.dataclass(frozen=True)
+    class FreezeAccount(Command[None]):
+        __module__ = "tests.testapp.commands"
+        account_id: int
+
+    @dataclasses.dataclass(frozen=True)
+    class BaseAccountCommand(Command[None]):
+        __module__ = "tests.testapp.commands"
+        abstract = True
+        account_id: int
+
+    installed_app_messages.append(FreezeAccount)
+    registry = Registry("command", Command)
+    for message_type, handler in command_bus.registry.items():
+        registry.register(message_type, handler)
+    registry.register(FreezeAccount, lambda command: None)
+    monkeypatch.setattr(command_bus, "registry", registry)
+
+    silenced = (FreezeAccount, BaseAccountCommand)
+    assert [m for m in check_handlers() if m.obj in silenced] == []
+
+
+def test_w001_ignores_messages_outside_installed_apps():
+    @dataclasses.dataclass(frozen=True)
+    class LocalCommand(Command[None]):
+        value: int
+
+    assert [m for m in check_handlers() if m.obj is LocalCommand] == []
+
+
+def test_w002_query_without_handler(installed_app_messages):
+    @dataclasses.dataclass(frozen=True)
+    class ListAccounts(Query[list]):
+        __module__ = "tests.testapp.commands"
+        owner: str
+
+    installed_app_messages.append(ListAccounts)
+
+    [message] = [m for m in only(check_handlers(), "django_cqrs.W002") if m.obj is ListAccounts]
+
+    assert isinstance(message, Warning)
+    assert "has no query handler" in message.msg
+    assert "@query_handler(ListAccounts)" in message.hint
+
+
+# -- projections: E005, E006, W003 -------------------------------------------------------
+
+
+@pytest.fixture
+def declared_projections() -> Iterator[list[type[Projection]]]:
+    declared: list[type[Projection]] = []
+    yield declared
+    for cls in declared:
+        projections_module.unregister(cls)
+
+
+def test_e005_read_model_that_is_not_a_read_model(declared_projections):
+    class AggregateAsReadModel(Projection):
+        read_models = [Account]
+
+        @handles(Deposited)
+        def on_deposit(self, event: Deposited, envelope: Any) -> None: ...
+
+    declared_projections.append(AggregateAsReadModel)
+
+    [message] = [
+        m for m in only(check_projections(), "django_cqrs.E005") if m.obj is AggregateAsReadModel
+    ]
+
+    assert isinstance(message, Error)
+    assert "Account" in message.msg
+    assert "not a concrete ReadModel" in message.msg
+
+
+def test_e005_abstract_read_model(declared_projections):
+    class AbstractReadModelProjection(Projection):
+        read_models = [ReadModel]
+
+        @handles(Deposited)
+        def on_deposit(self, event: Deposited, envelope: Any) -> None: ...
+
+    declared_projections.append(AbstractReadModelProjection)
+
+    [message] = [
+        m
+        for m in only(check_projections(), "django_cqrs.E005")
+        if m.obj is AbstractReadModelProjection
+    ]
+
+    assert "abstract" in message.msg
+
+
+def test_e005_no_read_models(declared_projections):
+    class NoReadModels(Projection):
+        @handles(Deposited)
+        def on_deposit(self, event: Deposited, envelope: Any) -> None: ...
+
+    declared_projections.append(NoReadModels)
+
+    [message] = [m for m in only(check_projections(), "django_cqrs.E005") if m.obj is NoReadModels]
+
+    assert "declares no read_models" in message.msg
+
+
+def test_e006_two_projections_with_the_same_name(declared_projections):
+    class FirstTwin(Projection):
+        name = "tests.Twin"
+        read_models = [AccountView]
+
+        @handles(Deposited)
+        def on_deposit(self, event: Deposited, envelope: Any) -> None: ...
+
+    class SecondTwin(Projection):
+        name = "tests.Twin"
+        read_models = [AccountView]
+
+        @handles(Deposited)
+        def on_deposit(self, event: Deposited, envelope: Any) -> None: ...
+
+    declared_projections.extend([FirstTwin, SecondTwin])
+
+    [message] = only(check_projections(), "django_cqrs.E006")
+
+    assert isinstance(message, Error)
+    assert "'tests.Twin'" in message.msg
+    assert "FirstTwin" in message.msg
+    assert "SecondTwin" in message.msg
+
+
+def test_w003_projection_without_handlers(declared_projections):
+    class Idle(Projection):
+        read_models = [AccountView]
+
+    declared_projections.append(Idle)
+
+    [message] = only(check_projections(), "django_cqrs.W003")
+
+    assert isinstance(message, Warning)
+    assert message.obj is Idle
+    assert "handles no events" in message.msg
+
+
+def test_unregistered_projections_are_no_longer_checked(declared_projections):
+    class Transient(Projection):
+        read_models = [Account]
+
+    projections_module.unregister(Transient)
+
+    assert [m for m in check_projections() if m.obj is Transient] == []
+
+
+# -- events: E008 --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def event_registry() -> Iterator[None]:
+    saved = dict(events_module._event_types)
+    yield
+    events_module._event_types.clear()
+    events_module._event_types.update(saved)
+
+
+def test_e008_event_field_type_that_cannot_be_stored(event_registry):
+    @dataclasses.dataclass(frozen=True)
+    class AccountFrozen(Event, name="tests.checks.AccountFrozen"):
+        __module__ = "tests.testapp.events"
+        account_id: int
+        reasons: list[complex]
+        photo: bytes | None = None
+
+    [first, second] = [m for m in check_events() if m.obj is AccountFrozen]
+
+    for message in (first, second):
+        assert message.id == "django_cqrs.E008"
+        assert isinstance(message, Error)
+        assert message.hint
+    assert "AccountFrozen.reasons: unsupported field type complex" in first.msg
+    assert "AccountFrozen.photo: unsupported field type bytes" in second.msg
+
+
+@dataclasses.dataclass(frozen=True)
+class Attachment:
+    data: bytearray
+
+
+def test_e008_nested_dataclass_field(event_registry):
+    # Real (not string) annotations, as a module without `from __future__` would have.
+    statement_sent = dataclasses.make_dataclass(
+        "StatementSent",
+        [("account_id", int), ("attachment", Attachment)],
+        bases=(Event,),
+        frozen=True,
+        namespace={"__module__": "tests.testapp.events", "event_type": "tests.checks.Sent"},
+    )
+
+    [message] = [m for m in only(check_events(), "django_cqrs.E008") if m.obj is statement_sent]
+
+    assert "StatementSent.attachment.data: unsupported field type bytearray" in message.msg
+
+
+def test_e008_annotation_that_cannot_be_resolved(event_registry):
+    @dataclasses.dataclass(frozen=True)
+    class Local:
+        value: int
+
+    @dataclasses.dataclass(frozen=True)
+    class LimitChanged(Event, name="tests.checks.LimitChanged"):
+        __module__ = "tests.testapp.events"
+        limit: Local  # a string under `from __future__ import annotations`: unresolvable
+
+    [message] = [m for m in only(check_events(), "django_cqrs.E008") if m.obj is LimitChanged]
+
+    assert "cannot resolve a field annotation" in message.msg
+    assert "Local" in message.msg
+
+
+def test_e008_accepts_every_supported_type(event_registry):
+    @dataclasses.dataclass(frozen=True)
+    class Everything(Event, name="tests.checks.Everything"):
+        __module__ = "tests.testapp.events"
+        account_id: int
+        amounts: dict[str, Decimal]
+        history: list[Decimal] | None
+        pair: tuple[int, str]
+        tags: frozenset[str]
+
+    assert [m for m in check_events() if m.obj is Everything] == []
+
+
+# -- settings object -----------------------------------------------------------------------
+
+
+def test_settings_default_values():
+    assert cqrs_settings.CONCURRENCY_RETRIES == DEFAULTS["CONCURRENCY_RETRIES"] == 3
+    assert cqrs_settings.DATABASE == "default"
+
+
+def test_override_settings_changes_values_and_restores_them():
+    assert cqrs_settings.CONCURRENCY_RETRIES == 3
+
+    with override_settings(
+        DJANGO_CQRS={
+            "CONCURRENCY_RETRIES": 7,
+            "COMMAND_MIDDLEWARE": ["django_cqrs.middleware.TransactionMiddleware"],
+        }
+    ):
+        assert cqrs_settings.CONCURRENCY_RETRIES == 7
+        assert [TransactionMiddleware] == cqrs_settings.COMMAND_MIDDLEWARE
+        assert DEFAULTS["REBUILD_BATCH_SIZE"] == cqrs_settings.REBUILD_BATCH_SIZE
+
+    assert cqrs_settings.CONCURRENCY_RETRIES == 3
+    assert TransactionMiddleware in cqrs_settings.COMMAND_MIDDLEWARE
+    assert len(cqrs_settings.COMMAND_MIDDLEWARE) == 3
+
+
+def test_unknown_key_raises_when_a_setting_is_read():
+    with (
+        override_settings(DJANGO_CQRS={"CONCURENCY_RETRIES": 7}),
+        pytest.raises(ConfigurationError, match=r"CONCURENCY_RETRIES.*django_cqrs\.E001"),
+    ):
+        cqrs_settings.CONCURRENCY_RETRIES  # noqa: B018
+
+    assert cqrs_settings.CONCURRENCY_RETRIES == 3
+
+
+def test_bad_dotted_path_raises_naming_the_setting():
+    with (
+        override_settings(DJANGO_CQRS={"COMMAND_MIDDLEWARE": ["nowhere.Middleware"]}),
+        pytest.raises(ConfigurationError, match=r"'nowhere\.Middleware'.*COMMAND_MIDDLEWARE"),
+    ):
+        cqrs_settings.COMMAND_MIDDLEWARE  # noqa: B018
+
+
+def test_reading_an_attribute_that_is_not_a_setting_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="Invalid DJANGO_CQRS setting: 'NOT_A_SETTING'"):
+        cqrs_settings.NOT_A_SETTING  # noqa: B018

@@ -1,0 +1,615 @@
+"""Events survive a round trip through the real event log with their exact types."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import uuid
+from decimal import Decimal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from django_cqrs import Event, store
+from django_cqrs.events import decode_event, event_class
+from django_cqrs.exceptions import (
+    ConfigurationError,
+    SerializationError,
+    UnknownEventTypeError,
+)
+from django_cqrs.models import StoredEvent
+from tests.testapp.events import Deposited
+from tests.testapp.models import Account
+
+pytestmark = pytest.mark.django_db
+
+UTC = dt.UTC
+
+
+class Color(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+class Priority(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Size(enum.StrEnum):
+    SMALL = "s"
+    LARGE = "l"
+
+
+@dataclasses.dataclass(frozen=True)
+class Money:
+    amount: Decimal
+    currency: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+    sku: str
+    price: Decimal
+    quantity: int
+    discount: Money | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Address:
+    street: str
+    city: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Customer:
+    customer_id: uuid.UUID
+    address: Address
+
+
+@dataclasses.dataclass(frozen=True)
+class SerScalars(Event, name="tests.serialization.Scalars"):
+    text: str
+    count: int
+    ratio: float
+    flag: bool
+    ident: uuid.UUID
+    amount: Decimal
+    at: dt.datetime
+    day: dt.date
+    clock: dt.time
+    duration: dt.timedelta
+
+
+@dataclasses.dataclass(frozen=True)
+class SerEnums(Event, name="tests.serialization.Enums"):
+    color: Color
+    priority: Priority
+    size: Size
+
+
+@dataclasses.dataclass(frozen=True)
+class SerOrderPlaced(Event, name="tests.serialization.OrderPlaced"):
+    order_id: uuid.UUID
+    customer: Customer
+    lines: list[Line]
+    totals: dict[str, Decimal]
+    box_sizes: tuple[int, ...]
+    pair: tuple[str, Decimal]
+    tags: frozenset[str]
+    status: Literal["placed", "paid"]
+    note: str | None
+    shipped_at: dt.datetime | None
+    extra: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SerNaive(Event, name="tests.serialization.Naive"):
+    at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class SerUnsupported(Event, name="tests.serialization.Unsupported"):
+    blob: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class SerSets(Event, name="tests.serialization.Sets"):
+    labels: set[str]
+    codes: set[complex] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SerWithNumber(Event, name="tests.serialization.WithNumber"):
+    number: int
+    maybe: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SerRenamed(Event, name="tests.serialization.Renamed", version=3):
+    total: Decimal
+    currency: str
+
+    @classmethod
+    def upcast(cls, data: dict[str, Any], from_version: int) -> dict[str, Any]:
+        if from_version < 2:
+            data = {**data, "total": data.pop("amount")}
+        if from_version < 3:
+            data = {**data, "currency": "EUR"}
+        return data
+
+
+def _append(*events: Event) -> list[tuple[Event, Any]]:
+    """Append ``events`` to the log as one aggregate and read them back."""
+    before = store.head()
+    store.append(
+        list(events),
+        aggregate_type="tests.Serialization",
+        aggregate_id=uuid.uuid4(),
+        first_version=1,
+        metadata={},
+        using="default",
+    )
+    return store.read(after=before)
+
+
+def _round_trip(event: Event) -> Event:
+    [(read_back, envelope)] = _append(event)
+    assert envelope.event_type == type(event).event_type
+    return read_back
+
+
+def _scalars(**overrides: Any) -> SerScalars:
+    values: dict[str, Any] = {
+        "text": "hello ✓",
+        "count": 42,
+        "ratio": 0.1,
+        "flag": True,
+        "ident": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "amount": Decimal("0.10"),
+        "at": dt.datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=UTC),
+        "day": dt.date(2024, 2, 29),
+        "clock": dt.time(13, 14, 15, 16),
+        "duration": dt.timedelta(days=3, hours=4, microseconds=5),
+    }
+    values.update(overrides)
+    return SerScalars(**values)
+
+
+def _order(**overrides: Any) -> SerOrderPlaced:
+    values: dict[str, Any] = {
+        "order_id": uuid.UUID(int=7),
+        "customer": Customer(uuid.UUID(int=8), Address("1 Main St", "Springfield")),
+        "lines": [
+            Line("A-1", Decimal("9.90"), 2),
+            Line("B-2", Decimal("0.01"), 1, discount=Money(Decimal("0.005"), "EUR")),
+        ],
+        "totals": {"net": Decimal("19.81"), "tax": Decimal("3.7639")},
+        "box_sizes": (3, 1, 2),
+        "pair": ("EUR", Decimal("1.000")),
+        "tags": frozenset({"gift", "express"}),
+        "status": "placed",
+        "note": None,
+        "shipped_at": None,
+    }
+    values.update(overrides)
+    return SerOrderPlaced(**values)
+
+
+# -- round trips ---------------------------------------------------------------------
+
+
+def test_scalars_round_trip_exactly():
+    event = _scalars()
+
+    read_back = _round_trip(event)
+
+    assert read_back == event
+    assert type(read_back.ident) is uuid.UUID
+    assert type(read_back.day) is dt.date
+    assert type(read_back.duration) is dt.timedelta
+
+
+def test_decimal_keeps_its_exact_digits():
+    read_back = _round_trip(_scalars(amount=Decimal("0.10")))
+
+    assert read_back.amount == Decimal("0.10")
+    assert str(read_back.amount) == "0.10"  # not "0.1", not 0.1000000000000000055...
+    stored = StoredEvent.objects.order_by("-position").first()
+    assert stored.payload["amount"] == "0.10"
+
+
+@pytest.mark.parametrize(
+    "amount",
+    ["12345678901234567890.123456789012345678", "-0.000000000000000001", "1E+3", "0"],
+)
+def test_decimal_precision_and_exponent_survive(amount):
+    read_back = _round_trip(_scalars(amount=Decimal(amount)))
+
+    assert read_back.amount.as_tuple() == Decimal(amount).as_tuple()
+
+
+def test_datetime_keeps_microseconds_and_offset():
+    paris = dt.datetime(2024, 7, 1, 12, 0, 0, 1, tzinfo=ZoneInfo("Europe/Paris"))
+
+    read_back = _round_trip(_scalars(at=paris))
+
+    assert read_back.at == paris
+    assert read_back.at.microsecond == 1
+    assert read_back.at.utcoffset() == dt.timedelta(hours=2)
+    stored = StoredEvent.objects.order_by("-position").first()
+    assert stored.payload["at"] == "2024-07-01T12:00:00.000001+02:00"
+
+
+def test_datetime_without_microseconds_is_stored_with_them():
+    # A fixed width keeps stored datetimes sortable and tells readers the precision.
+    read_back = _round_trip(_scalars(at=dt.datetime(2024, 1, 1, tzinfo=UTC)))
+
+    assert read_back.at == dt.datetime(2024, 1, 1, tzinfo=UTC)
+    stored = StoredEvent.objects.order_by("-position").first()
+    assert stored.payload["at"] == "2024-01-01T00:00:00.000000+00:00"
+
+
+@pytest.mark.parametrize(
+    "duration",
+    [
+        dt.timedelta(0),
+        dt.timedelta(microseconds=1),
+        dt.timedelta(days=-1, seconds=5),
+        dt.timedelta(days=3650, microseconds=999999),
+    ],
+)
+def test_timedelta_round_trip(duration):
+    assert _round_trip(_scalars(duration=duration)).duration == duration
+
+
+def test_time_with_microseconds_round_trip():
+    clock = dt.time(0, 0, 0, 999999)
+
+    assert _round_trip(_scalars(clock=clock)).clock == clock
+
+
+def test_float_stays_a_float():
+    read_back = _round_trip(_scalars(ratio=1e-7))
+
+    assert read_back.ratio == 1e-7
+    assert type(read_back.ratio) is float
+
+
+def test_int_given_for_float_field_is_stored_as_float():
+    read_back = _round_trip(_scalars(ratio=3))
+
+    assert read_back.ratio == 3.0
+    assert type(read_back.ratio) is float
+
+
+def test_enums_round_trip_by_value():
+    event = SerEnums(color=Color.GREEN, priority=Priority.HIGH, size=Size.LARGE)
+
+    read_back = _round_trip(event)
+
+    assert read_back == event
+    assert read_back.color is Color.GREEN
+    assert read_back.priority is Priority.HIGH
+    assert read_back.size is Size.LARGE
+    stored = StoredEvent.objects.order_by("-position").first()
+    assert stored.payload == {"color": "green", "priority": 2, "size": "l"}
+
+
+def test_nested_containers_round_trip():
+    event = _order()
+
+    read_back = _round_trip(event)
+
+    assert read_back == event
+    assert isinstance(read_back.customer, Customer)
+    assert isinstance(read_back.customer.address, Address)
+    assert [type(line) for line in read_back.lines] == [Line, Line]
+    assert read_back.lines[1].discount == Money(Decimal("0.005"), "EUR")
+    assert str(read_back.lines[1].discount.amount) == "0.005"
+    assert read_back.box_sizes == (3, 1, 2)
+    assert type(read_back.box_sizes) is tuple
+    assert read_back.pair == ("EUR", Decimal("1.000"))
+    assert str(read_back.pair[1]) == "1.000"
+    assert read_back.totals == {"net": Decimal("19.81"), "tax": Decimal("3.7639")}
+    assert str(read_back.totals["tax"]) == "3.7639"
+    assert read_back.tags == frozenset({"gift", "express"})
+
+
+def test_optional_fields_round_trip_when_none_and_when_set():
+    shipped = dt.datetime(2025, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+
+    unset = _round_trip(_order(note=None, shipped_at=None))
+    set_ = _round_trip(_order(note="leave at door", shipped_at=shipped, status="paid"))
+
+    assert (unset.note, unset.shipped_at) == (None, None)
+    assert (set_.note, set_.shipped_at, set_.status) == ("leave at door", shipped, "paid")
+
+
+def test_set_field_round_trip():
+    read_back = _round_trip(SerSets(labels={"b", "a", "c"}))
+
+    assert read_back.labels == {"a", "b", "c"}
+    assert type(read_back.labels) is set
+    stored = StoredEvent.objects.order_by("-position").first()
+    assert stored.payload == {"labels": ["a", "b", "c"], "codes": None}  # sorted: stable
+
+
+def test_any_field_keeps_json_values():
+    extra = {"source": "api", "attempts": [1, 2], "ok": True, "none": None}
+
+    assert _round_trip(_order(extra=extra)).extra == extra
+
+
+def test_events_appended_together_keep_order_and_versions():
+    first, second = _scalars(count=1), _scalars(count=2)
+
+    [(a, env_a), (b, env_b)] = _append(first, second)
+
+    assert (a, b) == (first, second)
+    assert env_b.position > env_a.position
+    assert (env_a.aggregate_version, env_b.aggregate_version) == (1, 2)
+
+
+def test_round_trip_through_an_aggregate_save():
+    account = Account.open("ann")
+    account.deposit(Decimal("0.10"))
+    account.save()
+
+    [(event, envelope)] = store.stream(account)[-1:]
+
+    assert event == Deposited(
+        account_id=account.pk, amount=Decimal("0.10"), balance=Decimal("0.10")
+    )
+    assert str(event.amount) == "0.10"
+    assert envelope.aggregate_type == "testapp.Account"
+    assert envelope.aggregate_id == str(account.pk)
+
+
+def test_annotations_are_strings_in_this_module():
+    # The whole module uses `from __future__ import annotations`: the round trips
+    # above prove that string annotations are resolved.
+    assert SerOrderPlaced.__annotations__["lines"] == "list[Line]"
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+def _count() -> int:
+    return StoredEvent.objects.count()
+
+
+def test_naive_datetime_is_refused_and_nothing_is_stored():
+    before = _count()
+
+    with pytest.raises(SerializationError, match=r"SerNaive\.at: naive datetime"):
+        _append(SerNaive(at=dt.datetime(2024, 1, 1, 12, 0)))
+
+    assert _count() == before
+
+
+def test_naive_datetime_inside_a_batch_stores_none_of_the_batch():
+    before = _count()
+
+    with pytest.raises(SerializationError):
+        _append(
+            SerNaive(at=dt.datetime(2024, 1, 1, tzinfo=UTC)), SerNaive(at=dt.datetime(2024, 1, 1))
+        )
+
+    assert _count() == before
+
+
+def test_field_of_unsupported_type_is_refused():
+    before = _count()
+
+    with pytest.raises(
+        SerializationError, match=r"SerUnsupported\.blob: unsupported field type bytes"
+    ):
+        _append(SerUnsupported(blob=b"\x00"))
+
+    assert _count() == before
+
+
+def test_set_field_with_unsupported_item_type_is_refused():
+    before = _count()
+
+    with pytest.raises(
+        SerializationError, match=r"SerSets\.codes\[0\]: unsupported field type complex"
+    ):
+        _append(SerSets(labels=set(), codes={1j}))
+
+    assert _count() == before
+
+
+def test_wrong_type_names_the_nested_field_path():
+    bad_lines = [Line("A-1", Decimal("1"), 1), Line("B-2", 9.99, 1)]  # type: ignore[arg-type]
+
+    with pytest.raises(SerializationError) as excinfo:
+        _append(_order(lines=bad_lines))
+
+    message = str(excinfo.value)
+    assert "SerOrderPlaced.lines[1].price" in message
+    assert "expected Decimal, got float" in message
+
+
+def test_wrong_type_in_a_dict_names_the_key():
+    with pytest.raises(
+        SerializationError, match=r"SerOrderPlaced\.totals\['tax'\]: expected Decimal"
+    ):
+        _append(_order(totals={"net": Decimal("1"), "tax": "3.76"}))
+
+
+def test_wrong_type_deep_in_nested_dataclass_names_the_path():
+    bad = Customer(uuid.UUID(int=1), Address("1 Main St", 12))  # type: ignore[arg-type]
+
+    with pytest.raises(SerializationError, match=r"SerOrderPlaced\.customer\.address\.city"):
+        _append(_order(customer=bad))
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("5", r"SerWithNumber\.number: expected int, got str"),
+        (True, r"SerWithNumber\.number: expected int, got bool"),
+        (None, r"SerWithNumber\.number: None is not allowed for int"),
+        (1.5, r"SerWithNumber\.number: expected int, got float"),
+    ],
+)
+def test_wrong_scalar_types_are_refused(value, match):
+    with pytest.raises(SerializationError, match=match):
+        _append(SerWithNumber(number=value))
+
+
+def test_wrong_type_for_optional_field_is_refused():
+    with pytest.raises(SerializationError, match=r"SerWithNumber\.maybe: str value does not match"):
+        _append(SerWithNumber(number=1, maybe="2"))
+
+
+def test_literal_outside_its_values_is_refused():
+    with pytest.raises(SerializationError, match=r"SerOrderPlaced\.status: 'lost' is not one of"):
+        _append(_order(status="lost"))
+
+
+def test_enum_field_given_its_raw_value_is_refused():
+    with pytest.raises(SerializationError, match=r"SerEnums\.color: expected Color"):
+        _append(SerEnums(color="red", priority=Priority.LOW, size=Size.SMALL))
+
+
+@pytest.mark.parametrize("amount", [Decimal("NaN"), Decimal("Infinity")])
+def test_non_finite_decimal_is_refused(amount):
+    with pytest.raises(SerializationError, match=r"SerScalars\.amount"):
+        _append(_scalars(amount=amount))
+
+
+def test_non_finite_float_is_refused():
+    with pytest.raises(SerializationError, match=r"SerScalars\.ratio"):
+        _append(_scalars(ratio=float("nan")))
+
+
+def test_any_field_with_a_non_json_value_is_refused():
+    with pytest.raises(SerializationError, match=r"SerOrderPlaced\.extra\['when'\]"):
+        _append(_order(extra={"when": dt.date(2024, 1, 1)}))
+
+
+def test_failed_serialization_inside_an_aggregate_save_writes_nothing():
+    account = Account.objects.create(owner="bob")
+    version = account.version
+    account.record_event(SerNaive(at=dt.datetime(2024, 1, 1)))
+
+    with pytest.raises(SerializationError, match="naive datetime"):
+        account.save()
+
+    account.refresh_from_db()
+    assert account.version == version
+    assert not StoredEvent.objects.for_aggregate(account).exists()
+
+
+# -- schema versions -------------------------------------------------------------------
+
+
+def _store_raw(event_type: str, schema_version: int, payload: dict[str, Any]) -> int:
+    row = StoredEvent.objects.create(
+        event_type=event_type,
+        schema_version=schema_version,
+        aggregate_type="tests.Serialization",
+        aggregate_id=str(uuid.uuid4()),
+        aggregate_version=1,
+        payload=payload,
+        metadata={},
+    )
+    return row.position
+
+
+@pytest.mark.parametrize(
+    ("version", "payload"),
+    [
+        (1, {"amount": "12.50"}),
+        (2, {"total": "12.50"}),
+        (3, {"total": "12.50", "currency": "EUR"}),
+    ],
+)
+def test_old_schema_versions_are_upcast_when_read(version, payload):
+    position = _store_raw("tests.serialization.Renamed", version, payload)
+
+    [(event, envelope)] = store.read(after=position - 1)
+
+    assert event == SerRenamed(total=Decimal("12.50"), currency="EUR")
+    assert str(event.total) == "12.50"
+    assert envelope.schema_version == version
+
+
+def test_new_events_are_stored_with_the_current_schema_version():
+    _append(SerRenamed(total=Decimal("1"), currency="USD"))
+
+    stored = StoredEvent.objects.order_by("-position").first()
+    assert stored.schema_version == 3
+    assert stored.payload == {"total": "1", "currency": "USD"}
+
+
+def test_a_stored_version_newer_than_the_code_is_an_error():
+    position = _store_raw("tests.serialization.Renamed", 4, {"total": "1", "currency": "EUR"})
+
+    with pytest.raises(
+        SerializationError, match="stored schema version 4 is newer than the code's 3"
+    ):
+        store.read(after=position - 1)
+
+
+def test_stored_payload_missing_a_required_field_is_an_error():
+    with pytest.raises(SerializationError, match="SerRenamed"):
+        decode_event("tests.serialization.Renamed", 3, {"total": "1"})
+
+
+def test_stored_value_that_cannot_be_read_names_the_field():
+    with pytest.raises(
+        SerializationError, match=r"SerRenamed\.total: cannot read 'abc' as Decimal"
+    ):
+        decode_event("tests.serialization.Renamed", 3, {"total": "abc", "currency": "EUR"})
+
+
+# -- event type names ------------------------------------------------------------------
+
+
+def test_unknown_event_type_in_the_log_is_an_error_naming_it():
+    position = _store_raw("tests.serialization.NoSuchEvent", 1, {})
+
+    with pytest.raises(UnknownEventTypeError, match=r"'tests\.serialization\.NoSuchEvent'"):
+        store.read(after=position - 1)
+
+
+def test_event_class_lookup_by_stored_name():
+    assert event_class("tests.serialization.OrderPlaced") is SerOrderPlaced
+    with pytest.raises(UnknownEventTypeError):
+        event_class("tests.serialization.Nope")
+
+
+def test_two_event_classes_with_the_same_name_are_refused():
+    with pytest.raises(ConfigurationError) as excinfo:
+
+        @dataclasses.dataclass(frozen=True)
+        class Impostor(Event, name="tests.serialization.OrderPlaced"):
+            order_id: uuid.UUID
+
+    message = str(excinfo.value)
+    assert "'tests.serialization.OrderPlaced'" in message
+    assert "tests.test_serialization.SerOrderPlaced" in message
+    assert "Impostor" in message
+    # The original keeps its name: stored events still decode to it.
+    assert event_class("tests.serialization.OrderPlaced") is SerOrderPlaced
+
+
+def test_default_names_of_classes_in_different_scopes_do_not_clash():
+    def define() -> type[Event]:
+        @dataclasses.dataclass(frozen=True)
+        class Local(Event):
+            value: int
+
+        return Local
+
+    first = define()
+    second = define()  # the same definition evaluated again, as a module reload would
+
+    assert first.event_type == second.event_type
+    assert event_class(first.event_type) is second
