@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
 from uuid import UUID
 
+from django.db.models import Model, QuerySet
+
 from django_cqrs import command_handler, query_handler
+from django_cqrs.aggregates import Aggregate
 from django_cqrs.exceptions import AggregateNotFoundError, InvariantViolationError
 
 from .commands import AddItem, AddProduct, CancelOrder, PlaceOrder, RegisterCustomer, ShipOrder
 from .models import Customer, CustomerSummary, Order, OrderView, Product
 from .queries import GetCustomerSummary, GetOrder, ListOrders, OrderPage
+
+M = TypeVar("M", bound=Model)
 
 
 @command_handler(RegisterCustomer)
@@ -33,11 +39,7 @@ def place_order(command: PlaceOrder) -> UUID:
     products = Product.objects.in_bulk(list(wanted))
     missing = wanted - set(products)
     if missing:
-        raise AggregateNotFoundError(
-            f"product {sorted(map(str, missing))[0]} does not exist",
-            aggregate_type=Product.aggregate_type(),
-            aggregate_id=sorted(missing)[0],
-        )
+        raise _not_found(Product, min(missing))
     order = Order.place(
         customer, [(products[item.product_id], item.quantity) for item in command.items]
     )
@@ -45,15 +47,24 @@ def place_order(command: PlaceOrder) -> UUID:
     return order.id
 
 
+def _not_found(aggregate: type[Aggregate], pk: object) -> AggregateNotFoundError:
+    return AggregateNotFoundError(
+        f"{aggregate._meta.verbose_name} {pk} does not exist",
+        aggregate_type=aggregate.aggregate_type(),
+        aggregate_id=pk,
+    )
+
+
+def _one(queryset: QuerySet[M], pk: object, aggregate: type[Aggregate]) -> M:
+    """The row with primary key ``pk``, or the aggregate's not-found error."""
+    row = queryset.filter(pk=pk).first()
+    if row is None:
+        raise _not_found(aggregate, pk)
+    return row
+
+
 def _load_order(order_id: UUID) -> Order:
-    try:
-        return Order.objects.select_related("customer").get(pk=order_id)
-    except Order.DoesNotExist:
-        raise AggregateNotFoundError(
-            f"order {order_id} does not exist",
-            aggregate_type=Order.aggregate_type(),
-            aggregate_id=order_id,
-        ) from None
+    return _one(Order.objects.select_related("customer"), order_id, Order)
 
 
 @command_handler(AddItem)
@@ -79,14 +90,7 @@ def ship_order(command: ShipOrder) -> None:
 
 @query_handler(GetOrder)
 def get_order(query: GetOrder) -> OrderView:
-    try:
-        return OrderView.objects.get(pk=query.order_id)
-    except OrderView.DoesNotExist:
-        raise AggregateNotFoundError(
-            f"order {query.order_id} does not exist",
-            aggregate_type=Order.aggregate_type(),
-            aggregate_id=query.order_id,
-        ) from None
+    return _one(OrderView.objects.all(), query.order_id, Order)
 
 
 @query_handler(ListOrders)
@@ -109,11 +113,4 @@ def list_orders(query: ListOrders) -> OrderPage:
 
 @query_handler(GetCustomerSummary)
 def get_customer_summary(query: GetCustomerSummary) -> CustomerSummary:
-    try:
-        return CustomerSummary.objects.get(pk=query.customer_id)
-    except CustomerSummary.DoesNotExist:
-        raise AggregateNotFoundError(
-            f"customer {query.customer_id} does not exist",
-            aggregate_type=Customer.aggregate_type(),
-            aggregate_id=query.customer_id,
-        ) from None
+    return _one(CustomerSummary.objects.all(), query.customer_id, Customer)
