@@ -84,33 +84,39 @@ class Command(BaseCommand):
         placed = rejected = 0
         # The credit-limit invariant rejects some random orders; keep going until enough
         # orders are placed (rejections are reported, and nothing of them is written).
-        logging.getLogger("django_cqrs").setLevel(logging.WARNING)
-        while placed < options["orders"]:
-            items = [
-                OrderItem(product_id=pid, quantity=rng.randint(1, 3))
-                for pid in rng.sample(products, rng.randint(1, 4))
-            ]
-            try:
-                order_id = command_bus.dispatch(
-                    PlaceOrder(customer_id=rng.choice(customers), items=items), metadata=meta
-                ).value
-            except InvariantViolationError:
-                rejected += 1  # over the credit limit: the demo shows the invariant at work
-                continue
-            placed += 1
-            roll = rng.random()
-            try:
-                if roll < 0.2:
-                    command_bus.dispatch(
-                        AddItem(order_id=order_id, product_id=rng.choice(products), quantity=1),
-                        metadata=meta,
-                    )
-                if roll < 0.1:
-                    command_bus.dispatch(CancelOrder(order_id=order_id), metadata=meta)
-                elif roll > 0.6:
-                    command_bus.dispatch(ShipOrder(order_id=order_id), metadata=meta)
-            except InvariantViolationError:
-                pass
+        # Rejections are expected here; keep the log quiet while placing orders.
+        logger = logging.getLogger("django_cqrs")
+        old_level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            while placed < options["orders"]:
+                items = [
+                    OrderItem(product_id=pid, quantity=rng.randint(1, 3))
+                    for pid in rng.sample(products, rng.randint(1, 4))
+                ]
+                try:
+                    order_id = command_bus.dispatch(
+                        PlaceOrder(customer_id=rng.choice(customers), items=items), metadata=meta
+                    ).value
+                except InvariantViolationError:
+                    rejected += 1  # over the credit limit: the demo shows the invariant at work
+                    continue
+                placed += 1
+                roll = rng.random()
+                try:
+                    if roll < 0.2:
+                        command_bus.dispatch(
+                            AddItem(order_id=order_id, product_id=rng.choice(products), quantity=1),
+                            metadata=meta,
+                        )
+                    if roll < 0.1:
+                        command_bus.dispatch(CancelOrder(order_id=order_id), metadata=meta)
+                    elif roll > 0.6:
+                        command_bus.dispatch(ShipOrder(order_id=order_id), metadata=meta)
+                except InvariantViolationError:
+                    pass
+        finally:
+            logger.setLevel(old_level)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Seeded {len(customers)} customers, {len(products)} products and {placed} "
