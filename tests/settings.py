@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "django_cqrs",
     "demo_project.orders",
     "tests.testapp",
+    "tests.tutorial",
 ]
 
 MIDDLEWARE = [
