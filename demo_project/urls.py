@@ -1,8 +1,15 @@
-"""URLs of the demo project."""
+"""URLs of the demo project: the API, its OpenAPI schema and docs, and the admin."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from demo_project.orders.api import router
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("cqrs/", include("django_cqrs.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/", include(router.urls)),
 ]

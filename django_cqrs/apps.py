@@ -30,3 +30,9 @@ class DjangoCQRSConfig(AppConfig):
         event_recorded.connect(on_event_recorded, dispatch_uid="django_cqrs.tasks.trigger")
         if apps.is_installed("django_q"):
             post_migrate.connect(ensure_schedule, sender=self, dispatch_uid="django_cqrs.schedule")
+        if cqrs_settings.ADMIN_AUTOREGISTER_READ_MODELS and apps.is_installed(
+            "django.contrib.admin"
+        ):
+            from .admin import autoregister_read_models
+
+            autoregister_read_models()

@@ -76,6 +76,12 @@ DEFAULTS: dict[str, Any] = {
     "CATCHUP_SCHEDULE_MINUTES": 1,
     # Async projections: queue catch-up tasks when events are recorded (False: schedule only).
     "TRIGGER_ON_COMMIT": True,
+    # Admin: register every ReadModel without an admin of its own with ReadModelAdmin.
+    "ADMIN_AUTOREGISTER_READ_MODELS": False,
+    # Health endpoint: 503 when a projection lags by more events than this (None: no limit).
+    "HEALTH_MAX_LAG_EVENTS": 1000,
+    # Health endpoint: 503 when a projection's oldest unapplied event is older (None: no limit).
+    "HEALTH_MAX_LAG_SECONDS": 300.0,
 }
 
 # Settings holding dotted paths; they are imported when read.

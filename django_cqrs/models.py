@@ -36,6 +36,10 @@ class StoredEventQuerySet(models.QuerySet["StoredEvent"]):
     def update(self, **kwargs: Any) -> int:
         raise AppendOnlyError("Stored events cannot be changed; record a new event instead")
 
+    def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> int:
+        # Refuse before Django opens its atomic block, which the error would spoil.
+        raise AppendOnlyError("Stored events cannot be changed; record a new event instead")
+
     def delete(self) -> tuple[int, dict[str, int]]:
         raise AppendOnlyError("Stored events cannot be deleted; the event log is append-only")
 
@@ -58,6 +62,8 @@ class StoredEvent(models.Model):
     class Meta:
         db_table = "django_cqrs_event"
         ordering = ["position"]
+        # The append-only queryset also guards Django's internal manager.
+        base_manager_name = "objects"
         verbose_name = "stored event"
         constraints = [
             models.UniqueConstraint(
@@ -110,6 +116,11 @@ class ProjectionState(models.Model):
         db_table = "django_cqrs_projection_state"
         ordering = ["name"]
         verbose_name = "projection"
+        # Checked by the projections dashboard in the admin (django_cqrs.admin).
+        permissions = [
+            ("operate_projection", "Can catch up, pause, resume, retry and skip projections"),
+            ("rebuild_projection", "Can rebuild projections from the event log"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.position} ({self.status})"
@@ -163,3 +174,36 @@ class ParkedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.projection} #{self.position} {self.event_type} ({self.resolution})"
+
+
+class IdempotencyRecord(models.Model):
+    """The stored answer to one HTTP command request sent with an ``Idempotency-Key``.
+
+    The row is inserted before the command runs (its unique key is the lock) and gets
+    the response in the command's own transaction, so a command commits with its answer.
+    """
+
+    key = models.CharField(max_length=255)
+    #: Primary key of the user who sent the request ("" for anonymous requests).
+    user = models.CharField(max_length=150, blank=True, default="")
+    #: SHA-256 of the method, path and (canonical JSON) body.
+    request_hash = models.CharField(max_length=64)
+    #: Who holds the claim while the request runs; replaced when an abandoned claim is taken.
+    lock_token = models.CharField(max_length=32)
+    locked_at = models.DateTimeField(default=timezone.now)
+    #: Null while the first request is still running.
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True, default="")
+    response_headers = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        db_table = "django_cqrs_idempotency"
+        verbose_name = "idempotency record"
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="django_cqrs_idempotency_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.response_status or 'pending'})"

@@ -5,50 +5,72 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ProjectionState',
+            name="ProjectionState",
             fields=[
-                ('name', models.CharField(max_length=255, primary_key=True, serialize=False)),
-                ('position', models.BigIntegerField(default=0)),
-                ('status', models.CharField(choices=[('live', 'live'), ('rebuilding', 'rebuilding'), ('paused', 'paused'), ('stopped', 'stopped (parked event)')], default='live', max_length=20)),
-                ('last_error', models.TextField(blank=True, default='')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('position_recorded_at', models.DateTimeField(blank=True, null=True)),
-                ('rebuild_position', models.BigIntegerField(blank=True, null=True)),
-                ('rebuild_started_at', models.DateTimeField(blank=True, null=True)),
+                ("name", models.CharField(max_length=255, primary_key=True, serialize=False)),
+                ("position", models.BigIntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("live", "live"),
+                            ("rebuilding", "rebuilding"),
+                            ("paused", "paused"),
+                            ("stopped", "stopped (parked event)"),
+                        ],
+                        default="live",
+                        max_length=20,
+                    ),
+                ),
+                ("last_error", models.TextField(blank=True, default="")),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("position_recorded_at", models.DateTimeField(blank=True, null=True)),
+                ("rebuild_position", models.BigIntegerField(blank=True, null=True)),
+                ("rebuild_started_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'verbose_name': 'projection',
-                'db_table': 'django_cqrs_projection_state',
-                'ordering': ['name'],
+                "verbose_name": "projection",
+                "db_table": "django_cqrs_projection_state",
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='StoredEvent',
+            name="StoredEvent",
             fields=[
-                ('position', models.BigAutoField(primary_key=True, serialize=False)),
-                ('event_type', models.CharField(db_index=True, max_length=255)),
-                ('schema_version', models.PositiveSmallIntegerField(default=1)),
-                ('aggregate_type', models.CharField(max_length=255)),
-                ('aggregate_id', models.CharField(max_length=64)),
-                ('aggregate_version', models.PositiveIntegerField()),
-                ('payload', models.JSONField()),
-                ('metadata', models.JSONField(default=dict)),
-                ('recorded_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ("position", models.BigAutoField(primary_key=True, serialize=False)),
+                ("event_type", models.CharField(db_index=True, max_length=255)),
+                ("schema_version", models.PositiveSmallIntegerField(default=1)),
+                ("aggregate_type", models.CharField(max_length=255)),
+                ("aggregate_id", models.CharField(max_length=64)),
+                ("aggregate_version", models.PositiveIntegerField()),
+                ("payload", models.JSONField()),
+                ("metadata", models.JSONField(default=dict)),
+                (
+                    "recorded_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
             ],
             options={
-                'verbose_name': 'stored event',
-                'db_table': 'django_cqrs_event',
-                'ordering': ['position'],
-                'indexes': [models.Index(fields=['aggregate_type', 'aggregate_id'], name='django_cqrs_event_agg')],
-                'constraints': [models.UniqueConstraint(fields=('aggregate_type', 'aggregate_id', 'aggregate_version'), name='django_cqrs_event_unique_aggregate_version')],
+                "verbose_name": "stored event",
+                "db_table": "django_cqrs_event",
+                "ordering": ["position"],
+                "indexes": [
+                    models.Index(
+                        fields=["aggregate_type", "aggregate_id"], name="django_cqrs_event_agg"
+                    )
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("aggregate_type", "aggregate_id", "aggregate_version"),
+                        name="django_cqrs_event_unique_aggregate_version",
+                    )
+                ],
             },
         ),
     ]

@@ -5,55 +5,75 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_cqrs', '0001_initial'),
+        ("django_cqrs", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ProjectionTrigger',
+            name="ProjectionTrigger",
             fields=[
-                ('name', models.CharField(max_length=255, primary_key=True, serialize=False)),
-                ('queued_at', models.DateTimeField(blank=True, null=True)),
+                ("name", models.CharField(max_length=255, primary_key=True, serialize=False)),
+                ("queued_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'db_table': 'django_cqrs_projection_trigger',
+                "db_table": "django_cqrs_projection_trigger",
             },
         ),
         migrations.AddField(
-            model_name='projectionstate',
-            name='attempts',
+            model_name="projectionstate",
+            name="attempts",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='projectionstate',
-            name='failing_position',
+            model_name="projectionstate",
+            name="failing_position",
             field=models.BigIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='projectionstate',
-            name='next_retry_at',
+            model_name="projectionstate",
+            name="next_retry_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.CreateModel(
-            name='ParkedEvent',
+            name="ParkedEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('projection', models.CharField(db_index=True, max_length=255)),
-                ('position', models.BigIntegerField()),
-                ('event_type', models.CharField(max_length=255)),
-                ('error', models.TextField()),
-                ('traceback', models.TextField()),
-                ('attempts', models.PositiveIntegerField()),
-                ('parked_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('resolution', models.CharField(choices=[('parked', 'parked'), ('retried', 'retried'), ('skipped', 'skipped')], db_index=True, default='parked', max_length=20)),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("projection", models.CharField(db_index=True, max_length=255)),
+                ("position", models.BigIntegerField()),
+                ("event_type", models.CharField(max_length=255)),
+                ("error", models.TextField()),
+                ("traceback", models.TextField()),
+                ("attempts", models.PositiveIntegerField()),
+                ("parked_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "resolution",
+                    models.CharField(
+                        choices=[
+                            ("parked", "parked"),
+                            ("retried", "retried"),
+                            ("skipped", "skipped"),
+                        ],
+                        db_index=True,
+                        default="parked",
+                        max_length=20,
+                    ),
+                ),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'db_table': 'django_cqrs_parked_event',
-                'ordering': ['projection', 'position'],
-                'constraints': [models.UniqueConstraint(fields=('projection', 'position'), name='django_cqrs_parked_unique')],
+                "db_table": "django_cqrs_parked_event",
+                "ordering": ["projection", "position"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("projection", "position"), name="django_cqrs_parked_unique"
+                    )
+                ],
             },
         ),
     ]

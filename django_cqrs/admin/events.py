@@ -1,0 +1,220 @@
+"""The event log in the admin: browse, filter and read events; never change them.
+
+    # admin/django_cqrs/storedevent/                 every event, newest first
+    # admin/django_cqrs/storedevent/?correlation_id=...&user=alice
+    # admin/django_cqrs/storedevent/stream/?aggregate_type=orders.Order&aggregate_id=...
+
+The log is append-only in the model too: ``StoredEvent.save()`` on a stored row,
+``delete()`` and queryset ``update()``/``delete()`` raise ``AppendOnlyError``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.apps import apps
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db import models
+from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.utils.safestring import SafeString
+
+from ..models import StoredEvent
+from .filters import (
+    AggregateIdFilter,
+    AggregateTypeFilter,
+    CorrelationIdFilter,
+    EventTypeFilter,
+    UserFilter,
+)
+from .mixins import ReadOnlyAdminMixin, event_stream_url
+
+#: Most events one stream page shows (the changelist pages through any number).
+STREAM_LIMIT = 1000
+
+
+def pretty_json(value: Any) -> SafeString:
+    """``value`` as indented JSON in a ``<pre>`` block."""
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return format_html('<pre class="cqrs-json">{}</pre>', text)
+
+
+def event_rows(events: list[StoredEvent], site: admin.AdminSite) -> list[dict[str, Any]]:
+    """What the event table template shows for each event."""
+    rows = []
+    for event in events:
+        try:
+            url = reverse(f"{site.name}:django_cqrs_storedevent_change", args=[event.position])
+        except NoReverseMatch:
+            url = ""
+        rows.append(
+            {
+                "event": event,
+                "url": url,
+                "payload": pretty_json(event.payload),
+                "metadata": pretty_json(event.metadata),
+            }
+        )
+    return rows
+
+
+def render_event_table(
+    events: list[StoredEvent], site: admin.AdminSite, *, show_aggregate: bool = False
+) -> SafeString:
+    """An HTML table of ``events`` (version, position, type, time, payload, metadata)."""
+    html = render_to_string(
+        "admin/django_cqrs/event_table.html",
+        {"rows": event_rows(events, site), "show_aggregate": show_aggregate},
+    )
+    return SafeString(html)
+
+
+def aggregate_admin_url(site: admin.AdminSite, aggregate_type: str, aggregate_id: str) -> str:
+    """The admin page of the aggregate itself, or "" when it has none on ``site``."""
+    try:
+        model = apps.get_model(aggregate_type)
+    except (LookupError, ValueError):
+        return ""
+    if not site.is_registered(model):
+        return ""
+    opts = model._meta
+    try:
+        return reverse(
+            f"{site.name}:{opts.app_label}_{opts.model_name}_change", args=[aggregate_id]
+        )
+    except NoReverseMatch:
+        return ""
+
+
+class StoredEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Read-only browser of the event log, with filters and per-aggregate streams."""
+
+    list_display = (
+        "position",
+        "event_type",
+        "aggregate",
+        "aggregate_version",
+        "recorded_at",
+        "correlation",
+        "user",
+    )
+    list_display_links = ("position", "event_type")
+    list_filter = (
+        EventTypeFilter,
+        AggregateTypeFilter,
+        AggregateIdFilter,
+        CorrelationIdFilter,
+        UserFilter,
+        ("recorded_at", admin.DateFieldListFilter),
+    )
+    search_fields = ("=aggregate_id", "event_type")
+    ordering = ("-position",)
+    list_per_page = 50
+    # Counting a long log twice per page is slow; facets would count per choice.
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    fields = (
+        "position",
+        "event_type",
+        "schema_version",
+        "aggregate",
+        "aggregate_version",
+        "recorded_at",
+        "pretty_payload",
+        "pretty_metadata",
+    )
+    readonly_fields = fields
+
+    # -- columns --------------------------------------------------------------------
+
+    @admin.display(description="aggregate", ordering="aggregate_id")
+    def aggregate(self, event: StoredEvent) -> str:
+        url = event_stream_url(self.admin_site, event.aggregate_id, event.aggregate_type)
+        return format_html(
+            '<a href="{}" title="this aggregate\'s events, in order">{} {}</a>',
+            url,
+            event.aggregate_type,
+            event.aggregate_id,
+        )
+
+    @admin.display(description="correlation id")
+    def correlation(self, event: StoredEvent) -> str:
+        return self._filter_link("correlation_id", event.metadata.get("correlation_id"))
+
+    @admin.display(description="user")
+    def user(self, event: StoredEvent) -> str:
+        return self._filter_link("user", event.metadata.get("user"))
+
+    def _filter_link(self, parameter: str, value: Any) -> str:
+        if not value:
+            return "-"
+        url = reverse(f"{self.admin_site.name}:django_cqrs_storedevent_changelist")
+        return format_html('<a href="{}?{}">{}</a>', url, urlencode({parameter: value}), value)
+
+    @admin.display(description="payload")
+    def pretty_payload(self, event: StoredEvent) -> str:
+        return pretty_json(event.payload)
+
+    @admin.display(description="metadata")
+    def pretty_metadata(self, event: StoredEvent) -> str:
+        return pretty_json(event.metadata)
+
+    # -- one aggregate's stream -----------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        stream = path(
+            "stream/",
+            self.admin_site.admin_view(self.stream_view),
+            name="django_cqrs_storedevent_stream",
+        )
+        return [stream, *super().get_urls()]
+
+    def stream_view(self, request: HttpRequest) -> HttpResponse:
+        """One aggregate's events in version order (``?aggregate_type=&aggregate_id=``)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        aggregate_type = request.GET.get("aggregate_type", "").strip()
+        aggregate_id = request.GET.get("aggregate_id", "").strip()
+        qs = StoredEvent.objects.filter(aggregate_id=aggregate_id)
+        if aggregate_type:
+            qs = qs.filter(aggregate_type=aggregate_type)
+        events = list(qs.order_by("aggregate_type", "aggregate_version")[: STREAM_LIMIT + 1])
+        truncated = len(events) > STREAM_LIMIT
+        events = events[:STREAM_LIMIT]
+        types = sorted({event.aggregate_type for event in events})
+        single_type = aggregate_type or (types[0] if len(types) == 1 else "")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Events of {single_type or 'aggregate'} {aggregate_id}",
+            "aggregate_type": single_type,
+            "aggregate_id": aggregate_id,
+            "aggregate_url": (
+                aggregate_admin_url(self.admin_site, single_type, aggregate_id)
+                if single_type
+                else ""
+            ),
+            "event_table": render_event_table(
+                events, self.admin_site, show_aggregate=len(types) > 1
+            ),
+            "count": len(events),
+            "truncated": truncated,
+            "limit": STREAM_LIMIT,
+            "changelist_url": reverse(f"{self.admin_site.name}:django_cqrs_storedevent_changelist")
+            + "?"
+            + urlencode({"aggregate_id": aggregate_id}),
+        }
+        return TemplateResponse(request, "admin/django_cqrs/storedevent/stream.html", context)
+
+
+def events_of(instance: models.Model, *, limit: int) -> list[StoredEvent]:
+    """The newest ``limit`` events of an aggregate instance, oldest first."""
+    qs = StoredEvent.objects.for_aggregate(instance)
+    newest = list(qs.order_by("-aggregate_version")[:limit])
+    return newest[::-1]

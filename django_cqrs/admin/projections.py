@@ -1,0 +1,384 @@
+"""The projections dashboard: health of every projection, and the actions that fix it.
+
+    # admin/django_cqrs/projectionstate/                         the dashboard
+    # admin/django_cqrs/projectionstate/<name>/change/           one projection, parked events
+    # POST admin/django_cqrs/projectionstate/<name>/catch-up/    (and pause, resume, retry,
+    #                                                              skip, rebuild)
+
+The dashboard lists every registered projection, with or without a ``ProjectionState``
+row, with the figures of ``projection_status()`` (the same as ``cqrs_status``). Viewing
+needs ``django_cqrs.view_projectionstate``; catch-up, pause, resume, retry and skip need
+``django_cqrs.operate_projection``; rebuild needs ``django_cqrs.rebuild_projection``.
+Every action that ran is recorded in the admin log (``LogEntry``) of the projection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_http_methods
+
+from ..exceptions import CQRSError
+from ..health import problems
+from ..models import ParkedEvent, ProjectionState
+from ..projections import ASYNC, Projection, get_projection
+from ..status import ProjectionStatus, projection_status
+from .mixins import ReadOnlyAdminMixin
+
+OPERATE = "django_cqrs.operate_projection"
+REBUILD = "django_cqrs.rebuild_projection"
+
+Status = ProjectionState.Status
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectionAction:
+    """One button of the dashboard: what it runs, who may run it, and when it applies."""
+
+    slug: str
+    label: str
+    permission: str
+    run: Callable[[type[Projection], HttpRequest], str]
+    applies: Callable[[ProjectionStatus], bool]
+    #: Ask on a confirmation page first (GET shows it, POST runs the action).
+    confirm: bool = False
+    #: Shown per parked event (takes its ``position``) rather than per projection.
+    per_event: bool = False
+
+
+def _catch_up(cls: type[Projection], request: HttpRequest) -> str:
+    from ..runner import catch_up
+
+    read = catch_up(cls)
+    return f"Caught up: {read} event{'' if read == 1 else 's'} read."
+
+
+def _pause(cls: type[Projection], request: HttpRequest) -> str:
+    from ..runner import set_paused
+
+    set_paused(cls, True)
+    return "Paused: no catch-up runs until it is resumed."
+
+
+def _resume(cls: type[Projection], request: HttpRequest) -> str:
+    from ..runner import catch_up, set_paused
+
+    set_paused(cls, False)
+    read = catch_up(cls)
+    return f"Resumed and caught up: {read} event{'' if read == 1 else 's'} read."
+
+
+def _retry(cls: type[Projection], request: HttpRequest) -> str:
+    from ..runner import retry
+
+    read = retry(cls)
+    return f"Retried the parked events: {read} event{'' if read == 1 else 's'} read."
+
+
+def _skip(cls: type[Projection], request: HttpRequest) -> str:
+    from ..runner import skip
+
+    position = _position(request)
+    read = skip(cls, position)
+    return f"Skipped the event at position {position}, then {read} events read."
+
+
+def _rebuild(cls: type[Projection], request: HttpRequest) -> str:
+    from ..rebuild import rebuild
+
+    applied = rebuild(cls)
+    return f"Rebuilt from the event log: {applied} event{'' if applied == 1 else 's'} applied."
+
+
+def _position(request: HttpRequest) -> int:
+    try:
+        return int(request.POST.get("position", ""))
+    except ValueError:
+        raise CQRSError("Give the position of the event to skip.") from None
+
+
+def _is_async(row: ProjectionStatus) -> bool:
+    return row.mode == ASYNC
+
+
+ACTIONS: dict[str, ProjectionAction] = {
+    action.slug: action
+    for action in (
+        ProjectionAction(
+            "catch-up",
+            "Catch up now",
+            OPERATE,
+            _catch_up,
+            lambda row: _is_async(row) and row.status == Status.LIVE,
+        ),
+        ProjectionAction(
+            "pause",
+            "Pause",
+            OPERATE,
+            _pause,
+            lambda row: _is_async(row) and row.status == Status.LIVE,
+        ),
+        ProjectionAction(
+            "resume",
+            "Resume",
+            OPERATE,
+            _resume,
+            lambda row: _is_async(row) and row.status == Status.PAUSED,
+        ),
+        ProjectionAction(
+            "retry",
+            "Retry parked",
+            OPERATE,
+            _retry,
+            lambda row: _is_async(row) and (row.parked > 0 or row.status == Status.STOPPED),
+        ),
+        ProjectionAction(
+            "skip",
+            "Skip this event",
+            OPERATE,
+            _skip,
+            lambda row: _is_async(row) and row.parked > 0,
+            per_event=True,
+        ),
+        ProjectionAction("rebuild", "Rebuild", REBUILD, _rebuild, lambda row: True, confirm=True),
+    )
+}
+
+
+def _health_url() -> str:
+    try:
+        return reverse("django_cqrs:health")
+    except NoReverseMatch:
+        return ""
+
+
+class ProjectionStateAdmin(admin.ModelAdmin):
+    """The projections dashboard (changelist), detail pages (change) and actions."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    # -- URLs -----------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        actions = [
+            path(
+                f"<str:object_id>/{action.slug}/",
+                wrap(partial(self.action_view, action=action.slug)),
+                name=f"django_cqrs_projectionstate_{action.slug.replace('-', '_')}",
+            )
+            for action in ACTIONS.values()
+        ]
+        return [*actions, *super().get_urls()]
+
+    def _url(self, view: str, *args: Any) -> str:
+        return reverse(f"{self.admin_site.name}:django_cqrs_projectionstate_{view}", args=args)
+
+    def action_url(self, name: str, slug: str) -> str:
+        return self._url(slug.replace("-", "_"), name)
+
+    def allowed_actions(self, request: HttpRequest, row: ProjectionStatus) -> list[dict[str, Any]]:
+        """The projection-wide actions ``request.user`` may run on ``row`` now."""
+        return [
+            {"slug": a.slug, "label": a.label, "url": self.action_url(row.name, a.slug)}
+            for a in ACTIONS.values()
+            if not a.per_event and a.applies(row) and request.user.has_perm(a.permission)
+        ]
+
+    # -- dashboard ------------------------------------------------------------------
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        statuses = projection_status()
+        rows = [
+            {
+                "status": row,
+                "url": self._url("change", row.name),
+                "actions": self.allowed_actions(request, row),
+                "error": row.last_error.strip().splitlines()[-1] if row.last_error else "",
+                "problems": problems(row),
+            }
+            for row in statuses
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Projections",
+            "rows": rows,
+            "head": statuses[0].head if statuses else None,
+            "healthy": not any(r["problems"] for r in rows),
+            "health_url": _health_url(),
+            "parked_url": reverse(f"{self.admin_site.name}:django_cqrs_parkedevent_changelist")
+            + "?resolution__exact=parked",
+            **(extra_context or {}),
+        }
+        return TemplateResponse(
+            request, "admin/django_cqrs/projectionstate/dashboard.html", context
+        )
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        cls = self._projection(object_id)
+        row = self._status(cls.name)
+        state = ProjectionState.objects.filter(name=cls.name).first()
+        parked = ParkedEvent.objects.filter(projection=cls.name)
+        may_operate = request.user.has_perm(OPERATE)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": cls.name,
+            "projection": cls,
+            "row": row,
+            "state": state,
+            "actions": self.allowed_actions(request, row),
+            "parked": list(parked.filter(resolution=ParkedEvent.Resolution.PARKED)),
+            "resolved": list(
+                parked.exclude(resolution=ParkedEvent.Resolution.PARKED).order_by("-position")[:20]
+            ),
+            "skip_url": self.action_url(cls.name, "skip")
+            if may_operate and ACTIONS["skip"].applies(row)
+            else "",
+            "event_types": cls.handled_event_types(),
+            "read_models": [self._read_model_link(model) for model in cls.read_models],
+            "history_url": self._url("history", cls.name) if state else "",
+            "dashboard_url": self._url("changelist"),
+        }
+        return TemplateResponse(request, "admin/django_cqrs/projectionstate/detail.html", context)
+
+    def _read_model_link(self, model: type[Any]) -> dict[str, str]:
+        opts = model._meta
+        url = ""
+        if self.admin_site.is_registered(model):
+            url = reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_changelist")
+        return {"label": opts.label, "url": url}
+
+    @staticmethod
+    def _projection(name: str) -> type[Projection]:
+        try:
+            return get_projection(name)
+        except CQRSError:
+            raise Http404(f"No projection is named {name!r}") from None
+
+    @staticmethod
+    def _status(name: str) -> ProjectionStatus:
+        return next(row for row in projection_status() if row.name == name)
+
+    # -- actions --------------------------------------------------------------------
+
+    @staticmethod
+    def _next_url(request: HttpRequest, default: str) -> str:
+        target = request.POST.get("next", "")
+        if target and url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            return target
+        return default
+
+    def action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        """Run ``action`` on the projection (POST); a confirmed action asks first (GET)."""
+        return require_http_methods(["GET", "POST"])(self._action)(request, object_id, action)
+
+    def _action(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        spec = ACTIONS[action]
+        if not request.user.has_perm(spec.permission):
+            raise PermissionDenied
+        cls = self._projection(object_id)
+        detail_url = self._url("change", cls.name)
+        if request.method != "POST":
+            if not spec.confirm:
+                return HttpResponseRedirect(detail_url)
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": f"{spec.label} {cls.name}?",
+                "projection": cls,
+                "action": spec,
+                "row": self._status(cls.name),
+                "read_models": [model._meta.label for model in cls.read_models],
+                "detail_url": detail_url,
+            }
+            return TemplateResponse(
+                request, "admin/django_cqrs/projectionstate/confirm.html", context
+            )
+        redirect = HttpResponseRedirect(self._next_url(request, detail_url))
+        if not spec.applies(self._status(cls.name)):
+            messages.error(request, f"{spec.label} does not apply to {cls.name} now.")
+            return redirect
+        try:
+            outcome = spec.run(cls, request)
+        except CQRSError as exc:
+            messages.error(request, f"{spec.label} failed for {cls.name}: {exc}")
+            return redirect
+        state = ProjectionState.objects.get(name=cls.name)
+        self.log_change(request, state, f"{spec.label}: {outcome}")
+        after = self._status(cls.name)
+        summary = (
+            f"{cls.name}: {outcome} Now {after.status} at position {after.position} "
+            f"of {after.head}, {after.parked} parked."
+        )
+        if after.parked:
+            messages.warning(request, summary)
+        else:
+            messages.success(request, summary)
+        return redirect
+
+
+class ParkedEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Events a projection gave up on, with their tracebacks (retry or skip: dashboard)."""
+
+    list_display = (
+        "projection",
+        "position",
+        "event_type",
+        "error",
+        "attempts",
+        "parked_at",
+        "resolution",
+    )
+    list_filter = ("resolution", "projection", "event_type")
+    search_fields = ("projection", "event_type", "error")
+    ordering = ("-parked_at",)
+    fields = (
+        "projection",
+        "position",
+        "event_type",
+        "error",
+        "attempts",
+        "parked_at",
+        "resolution",
+        "resolved_at",
+        "traceback_text",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="traceback")
+    def traceback_text(self, obj: ParkedEvent) -> Any:
+        from django.utils.html import format_html
+
+        return format_html('<pre class="cqrs-traceback">{}</pre>', obj.traceback or "-")

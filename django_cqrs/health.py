@@ -1,0 +1,61 @@
+"""Is every projection healthy? The rules behind ``/cqrs/health/`` and the admin dashboard.
+
+    from django_cqrs.health import health_report
+    report = health_report()
+    report["healthy"]                                    # False: answer 503
+    report["projections"]["orders.CustomerSummaryProjection"]["problems"]
+
+A projection is unhealthy when it has parked events, is stopped, or lags by more than
+``HEALTH_MAX_LAG_EVENTS`` events or ``HEALTH_MAX_LAG_SECONDS`` seconds (``None``
+switches a limit off).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .conf import cqrs_settings
+from .models import ProjectionState
+from .status import ProjectionStatus, projection_status
+
+
+def problems(row: ProjectionStatus) -> list[str]:
+    """What is wrong with one projection, in words; empty when it is healthy."""
+    found: list[str] = []
+    if row.parked:
+        found.append(f"{row.parked} parked event{'' if row.parked == 1 else 's'}")
+    if row.status == ProjectionState.Status.STOPPED and not row.parked:
+        found.append("stopped")
+    max_events = cqrs_settings.HEALTH_MAX_LAG_EVENTS
+    if max_events is not None and row.lag_events > max_events:
+        found.append(f"lag of {row.lag_events} events is over {max_events}")
+    max_seconds = cqrs_settings.HEALTH_MAX_LAG_SECONDS
+    if max_seconds is not None and row.lag_seconds > max_seconds:
+        found.append(f"lag of {row.lag_seconds:.1f} s is over {max_seconds} s")
+    return found
+
+
+def health_report(rows: list[ProjectionStatus] | None = None) -> dict[str, Any]:
+    """Per-projection lag, parked events and problems, and the overall verdict."""
+    rows = projection_status() if rows is None else rows
+    projections: dict[str, Any] = {}
+    for row in rows:
+        found = problems(row)
+        projections[row.name] = {
+            "mode": row.mode,
+            "status": row.status,
+            "position": row.position,
+            "lag_events": row.lag_events,
+            "lag_seconds": row.lag_seconds,
+            "parked": row.parked,
+            "rebuilding": row.rebuilding,
+            "healthy": not found,
+            "problems": found,
+        }
+    healthy = all(p["healthy"] for p in projections.values())
+    return {
+        "status": "ok" if healthy else "unhealthy",
+        "healthy": healthy,
+        "head": rows[0].head if rows else None,
+        "projections": projections,
+    }

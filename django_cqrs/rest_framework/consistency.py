@@ -1,0 +1,38 @@
+"""Read-your-writes over HTTP: ``CQRS-Position`` out, ``CQRS-Min-Position`` in.
+
+# POST /api/orders/            ->  201, CQRS-Position: 1042
+# GET /api/orders/?customer_id=...   with  CQRS-Min-Position: 1042
+#   waits (up to DJANGO_CQRS["MIN_POSITION_TIMEOUT"], 5 s) until the projections
+#   behind the read model reached 1042, then answers; 503 + Retry-After otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..status import wait_for_position
+from .exceptions import BadHeader, PositionNotReached
+
+POSITION_HEADER = "CQRS-Position"
+MIN_POSITION_HEADER = "CQRS-Min-Position"
+
+
+def parse_min_position(value: str | None) -> int | None:
+    """Parse ``CQRS-Min-Position``; None when absent, ``BadHeader`` (400) when malformed."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit() or len(value) > 18:
+        raise BadHeader(f"{MIN_POSITION_HEADER} must be a non-negative integer, not {value!r}")
+    return int(value)
+
+
+def require_position(read_models: Any, header_value: str | None) -> None:
+    """Wait for the position a client asked for; raise ``PositionNotReached`` (503) on timeout."""
+    position = parse_min_position(header_value)
+    if position is None:
+        return
+    if not wait_for_position(read_models, position):
+        raise PositionNotReached(
+            f"The projections behind this resource have not reached position {position} yet."
+        )

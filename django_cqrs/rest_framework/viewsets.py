@@ -1,0 +1,508 @@
+"""Viewsets whose actions dispatch commands and queries.
+
+    from django_cqrs.rest_framework.viewsets import (
+        CQRSViewSet, command_action, command_route, query_action, query_route,
+    )
+
+    class OrderViewSet(CQRSViewSet):
+        aggregate = Order              # If-Match is checked against Order.version
+        id_field = "order_id"          # the URL id fills this field of each message
+        read_models = [OrderView]      # what CQRS-Min-Position waits for
+
+        create = command_route(PlaceOrder, result_field="order_id")    # POST /orders/
+        list = query_route(ListOrders, serializer_class=OrderViewSerializer)
+        retrieve = query_route(GetOrder, serializer_class=OrderViewSerializer)   # + ETag
+        cancel = command_action(CancelOrder)                     # POST /orders/{id}/cancel/
+        ship = command_action(ShipOrder, permission_classes=[IsAdminUser])
+
+The request body (or query string) is validated by a serializer derived from the
+message dataclass; the URL id is injected into ``id_field`` (a malformed id is a 404);
+the command runs on :data:`command_bus` with the request's user and request id as event
+metadata. Command answers carry ``CQRS-Position`` and, for one aggregate, its new
+``ETag``; ``Idempotency-Key``, ``If-Match`` and ``CQRS-Min-Position`` work on every
+route. Errors are problem details (see :mod:`django_cqrs.rest_framework.exceptions`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from django.db import models, router, transaction
+from django.urls import NoReverseMatch
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.utils.urls import remove_query_param, replace_query_param
+from rest_framework.views import APIView
+
+from ..bus import CommandResult, command_bus, query_bus
+from ..conf import cqrs_settings
+from ..models import StoredEvent
+from .consistency import MIN_POSITION_HEADER, POSITION_HEADER, require_position
+from .exceptions import BadHeader, NotFound, PayloadTooLarge, problem_exception_handler
+from .idempotency import KEY_HEADER, run_idempotent
+from .preconditions import check_version, etag, parse_if_match
+from .serializers import (
+    FieldOptions,
+    StrictDataclassSerializer,
+    message_serializer,
+    serialize_result,
+)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+ResponseBuilder = Callable[[Any, Request, Any], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class MessageRoute:
+    """How one route turns a request into a message and its result into a response."""
+
+    message: type
+    #: Does the URL carry an id (``/orders/{id}/...``)?
+    detail: bool = False
+    #: Field of the message that the URL id fills (default: the view's ``id_field``).
+    id_field: str | None = None
+    #: Extra DRF field arguments by dotted path, e.g. ``{"items.quantity": {"min_value": 1}}``.
+    fields: FieldOptions = dataclasses.field(default_factory=dict)
+    permission_classes: Sequence[Any] | None = None
+    #: Serializer of the result (default: derived from the result's type).
+    serializer_class: type[serializers.BaseSerializer[Any]] | None = None
+    #: Commands: answer ``{result_field: value}``.
+    result_field: str | None = None
+    #: Commands: success status (204 when there is no body).
+    status_code: int = status.HTTP_200_OK
+    #: ``(view, request, result) -> data``: build the response body yourself.
+    response: ResponseBuilder | None = None
+    #: Queries: the read models behind the result (for CQRS-Min-Position).
+    read_models: Sequence[type[models.Model]] | None = None
+    #: Queries: attribute of the result sent as ``ETag``.
+    etag_field: str | None = "version"
+    kind: str = "command"
+
+    def request_serializer(self) -> type[StrictDataclassSerializer]:
+        return message_serializer(self.message, fields=self.fields)
+
+    def body_serializer(self, id_field: str | None) -> type[StrictDataclassSerializer]:
+        """The serializer of what the client sends (without the URL's id)."""
+        exclude = (id_field,) if self.detail and id_field else ()
+        return message_serializer(self.message, fields=self.fields, exclude=exclude)
+
+
+# -- mixins ---------------------------------------------------------------------------
+
+
+class _LazySchema:
+    """``CQRSAutoSchema`` per view, imported on first use (drf-spectacular is optional)."""
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        if instance is None:
+            return self
+        from .schema import CQRSAutoSchema
+
+        schema = CQRSAutoSchema()
+        schema.view = instance
+        return schema
+
+
+class CQRSViewMixin:
+    """What every CQRS view shares: JSON only, problem details, body limit, request ids."""
+
+    parser_classes: Sequence[type[BaseParser]] = [JSONParser]
+    renderer_classes: Sequence[type[BaseRenderer]] = [JSONRenderer]
+    #: Field that the URL id fills in each message (``order_id``); a route may override it.
+    id_field: str | None = None
+    #: The aggregate model behind detail routes; enables ``If-Match``.
+    aggregate: type[models.Model] | None = None
+    #: Read models behind the queries (None: wait for every projection).
+    read_models: Sequence[type[models.Model]] | None = None
+    lookup_url_kwarg: str | None = "pk"
+    schema = _LazySchema()
+
+    def get_exception_handler(self) -> Callable[..., Any]:
+        return problem_exception_handler
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        request.cqrs_request_id = request_id(request)  # type: ignore[attr-defined]
+        check_body_size(request)
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        request_id_value = getattr(request, "cqrs_request_id", None)
+        if request_id_value:
+            response[REQUEST_ID_HEADER] = request_id_value
+        return response
+
+    def route(self) -> MessageRoute | None:
+        """The route of the current action, if it dispatches a message."""
+        handler = getattr(self, getattr(self, "action", None) or "", None)
+        return getattr(handler, "cqrs_route", None)
+
+    def get_permissions(self) -> list[Any]:
+        route = self.route()
+        if route is not None and route.permission_classes is not None:
+            return [permission() for permission in route.permission_classes]
+        return super().get_permissions()  # type: ignore[misc]
+
+    def route_id_field(self, route: MessageRoute) -> str | None:
+        return route.id_field or self.id_field
+
+    def url_id(self, route: MessageRoute, pk: Any) -> Any:
+        """The URL id as the type of the message's id field; a malformed id is a 404."""
+        id_field = self.route_id_field(route)
+        if id_field is None:
+            raise TypeError(f"{type(self).__name__} needs id_field for {route.message.__name__}")
+        field = route.request_serializer()().fields[id_field]
+        try:
+            return field.run_validation(pk)
+        except serializers.ValidationError:
+            raise NotFound(f"{pk!r} is not a valid id") from None
+
+    def message_data(self, route: MessageRoute, data: Any, pk: Any) -> Any:
+        """The request's data with the URL id filled in."""
+        if not route.detail:
+            return data
+        id_field = self.route_id_field(route)
+        value = self.url_id(route, pk)
+        if not isinstance(data, Mapping):
+            return data  # the serializer reports the wrong type
+        assert id_field is not None  # url_id() checked it
+        if id_field in data:
+            raise serializers.ValidationError({id_field: ["This field comes from the URL."]})
+        return {**data, id_field: str(value)}
+
+    def dispatch_metadata(self, request: Request) -> dict[str, Any]:
+        """Event metadata: who sent the request, and its id."""
+        metadata: dict[str, Any] = {"request_id": request.cqrs_request_id}  # type: ignore[attr-defined]
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            metadata["user"] = user.get_username()
+            metadata["user_id"] = str(user.pk)
+        return metadata
+
+
+class CommandMixin(CQRSViewMixin):
+    """Runs a command route: validate, check If-Match, dispatch, answer."""
+
+    def run_command(self, request: Request, route: MessageRoute, pk: Any = None) -> Response:
+        key = request.headers.get(KEY_HEADER)
+        if key is None:
+            return self.execute_command(request, route, pk)
+        return run_idempotent(
+            request,
+            key,
+            lambda: self.execute_command(request, route, pk),
+            self.handle_exception,  # type: ignore[attr-defined]
+        )
+
+    def execute_command(self, request: Request, route: MessageRoute, pk: Any = None) -> Response:
+        """Validate the request into the route's command, dispatch it, build the answer."""
+        data = self.message_data(route, request.data, pk)
+        serializer = route.request_serializer()(data=data)
+        serializer.is_valid(raise_exception=True)
+        command = serializer.validated_data
+        metadata = self.dispatch_metadata(request)
+        expected = parse_if_match(request.headers.get("If-Match")) if route.detail else None
+        if expected is None:
+            result = command_bus.dispatch(command, metadata=metadata)
+        else:
+            if self.aggregate is None:
+                raise BadHeader("If-Match is not supported on this resource")
+            aggregate_id = self.url_id(route, pk)
+            # The version check and the command share one transaction: race-free.
+            with transaction.atomic(using=router.db_for_write(self.aggregate)):
+                check_version(self.aggregate, aggregate_id, expected)
+                result = command_bus.dispatch(command, metadata=metadata)
+        return self.command_response(request, route, result, pk)
+
+    def command_response(
+        self, request: Request, route: MessageRoute, result: CommandResult[Any], pk: Any
+    ) -> Response:
+        if route.response is not None:
+            data = route.response(self, request, result)
+        elif route.result_field is not None:
+            data = {route.result_field: serialize_result(result.value)}
+        elif route.serializer_class is not None:
+            data = route.serializer_class(result.value).data
+        else:
+            data = None if result.value is None else {"value": serialize_result(result.value)}
+        status_code = route.status_code if data is not None else status.HTTP_204_NO_CONTENT
+        response = Response(data, status=status_code)
+        if result.position is not None:
+            response[POSITION_HEADER] = str(result.position)
+        version = self.new_version(route, result, pk)
+        if version is not None:
+            response["ETag"] = etag(version)
+        location = self.location(route, result)
+        if location:
+            response["Location"] = location
+        return response
+
+    def new_version(self, route: MessageRoute, result: CommandResult[Any], pk: Any) -> int | None:
+        """The aggregate's version after a detail command (from its last event)."""
+        if not route.detail or self.aggregate is None or result.position is None:
+            return None
+        row = (
+            StoredEvent.objects.using(cqrs_settings.DATABASE)
+            .filter(position=result.position)
+            .values_list("aggregate_type", "aggregate_id", "aggregate_version")
+            .first()
+        )
+        if row is None or row[0] != self.aggregate._meta.label:
+            return None
+        if row[1] != str(self.url_id(route, pk)):
+            return None
+        return int(row[2])
+
+    def location(self, route: MessageRoute, result: CommandResult[Any]) -> str | None:
+        """URL of the created resource, when this viewset can show it."""
+        if route.detail or route.result_field is None or not hasattr(self, "retrieve"):
+            return None
+        basename = getattr(self, "basename", None)
+        if not basename:
+            return None
+        try:
+            request = getattr(self, "request", None)
+            return reverse(f"{basename}-detail", kwargs={"pk": result.value}, request=request)
+        except NoReverseMatch:
+            return None
+
+
+class QueryMixin(CQRSViewMixin):
+    """Runs a query route: parameters from the query string, wait for position, answer."""
+
+    def query_data(self, request: Request, route: MessageRoute, pk: Any) -> Any:
+        names = route.request_serializer()().fields
+        data: dict[str, Any] = {}
+        for name, field in names.items():
+            # An empty parameter (``?status=``) means "no filter", as in django-filter.
+            if request.query_params.get(name, "") != "":
+                many = isinstance(field, serializers.ListField | serializers.ListSerializer)
+                params = request.query_params
+                data[name] = params.getlist(name) if many else params.get(name)
+        return self.message_data(route, data, pk)
+
+    def run_query(self, request: Request, route: MessageRoute, pk: Any = None) -> Response:
+        serializer = route.request_serializer()(data=self.query_data(request, route, pk))
+        serializer.is_valid(raise_exception=True)
+        read_models = route.read_models if route.read_models is not None else self.read_models
+        require_position(read_models, request.headers.get(MIN_POSITION_HEADER))
+        value = query_bus.dispatch(
+            serializer.validated_data, metadata=self.dispatch_metadata(request)
+        )
+        return self.query_response(request, route, value)
+
+    def query_response(self, request: Request, route: MessageRoute, value: Any) -> Response:
+        if route.response is not None:
+            return Response(route.response(self, request, value))
+        if is_page(value):
+            return Response(self.page_data(request, route, value))
+        if isinstance(value, models.QuerySet):
+            queryset = self.filter_queryset(value) if hasattr(self, "filter_queryset") else value
+            page = self.paginate_queryset(queryset) if hasattr(self, "paginate_queryset") else None
+            if page is not None:
+                paginated: Response = self.get_paginated_response(  # type: ignore[attr-defined]
+                    self.result_data(route, page, many=True)
+                )
+                return paginated
+            return Response(self.result_data(route, queryset, many=True))
+        many = isinstance(value, list | tuple)
+        response = Response(self.result_data(route, value, many=many))
+        version = getattr(value, route.etag_field, None) if route.etag_field and not many else None
+        if isinstance(version, int):
+            tag = etag(version)
+            response["ETag"] = tag
+            if tag in _if_none_match(request):
+                return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
+        return response
+
+    def result_data(self, route: MessageRoute, value: Any, *, many: bool = False) -> Any:
+        serializer_class = route.serializer_class or getattr(self, "serializer_class", None)
+        if serializer_class is None:
+            return serialize_result(list(value) if many else value)
+        return serializer_class(value, many=many).data
+
+    def page_data(self, request: Request, route: MessageRoute, page: Any) -> dict[str, Any]:
+        """DRF's page shape, ``{count, next, previous, results}``, from a page result."""
+        url = request.build_absolute_uri()
+        has_next = page.page * page.page_size < page.count
+        if page.page > 1:
+            previous = (
+                remove_query_param(url, "page")
+                if page.page == 2
+                else replace_query_param(url, "page", page.page - 1)
+            )
+        else:
+            previous = None
+        return {
+            "count": page.count,
+            "next": replace_query_param(url, "page", page.page + 1) if has_next else None,
+            "previous": previous,
+            "results": self.result_data(route, page.results, many=True),
+        }
+
+
+def is_page(value: Any) -> bool:
+    """Is ``value`` a page of results (``count``, ``page``, ``page_size``, ``results``)?"""
+    return all(hasattr(value, name) for name in ("count", "page", "page_size", "results"))
+
+
+def _if_none_match(request: Request) -> set[str]:
+    header = request.headers.get("If-None-Match", "")
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
+
+
+def request_id(request: Request) -> str:
+    """The client's ``X-Request-ID`` when it is sane, else a new one."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def check_body_size(request: Request) -> None:
+    """Raise ``PayloadTooLarge`` (413) for a body over ``MAX_BODY_SIZE`` bytes."""
+    limit = cqrs_settings.MAX_BODY_SIZE
+    if limit is None:
+        return
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise BadHeader("Content-Length must be a number") from None
+    if length > int(limit):
+        raise PayloadTooLarge(f"The request body has {length} bytes; the limit is {limit}.")
+
+
+# -- declaring routes -------------------------------------------------------------------
+
+_LIST_ROUTES = {"list", "create"}
+
+
+class _RouteFactory:
+    """Becomes the view method named by the attribute it is assigned to."""
+
+    def __init__(self, route: MessageRoute, action_kwargs: dict[str, Any] | None) -> None:
+        self.route = route
+        #: None for the standard routes (create, list, retrieve); @action kwargs otherwise.
+        self.action_kwargs = action_kwargs
+
+    def __call__(self, func: ResponseBuilder) -> Any:
+        """Decorator form: the decorated function builds the response body."""
+        return self.build(func.__name__, dataclasses.replace(self.route, response=func))
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        setattr(owner, name, self.build(name, self.route))
+
+    def build(self, name: str, route: MessageRoute) -> Any:
+        if self.action_kwargs is None:
+            route = dataclasses.replace(route, detail=name not in _LIST_ROUTES)
+            if route.kind == "command" and name == "create" and route.status_code == 200:
+                route = dataclasses.replace(route, status_code=status.HTTP_201_CREATED)
+        if route.kind == "command":
+
+            def handler(self: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
+                return self.run_command(request, route, kwargs.get(self.lookup_url_kwarg))
+
+        else:
+
+            def handler(self: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
+                return self.run_query(request, route, kwargs.get(self.lookup_url_kwarg))
+
+        handler.__name__ = name
+        handler.__qualname__ = name
+        handler.__doc__ = (route.message.__doc__ or "").strip() or None
+        if handler.__doc__ and handler.__doc__.startswith(f"{route.message.__name__}("):
+            handler.__doc__ = None  # the dataclass's generated signature says nothing
+        handler.cqrs_route = route  # type: ignore[attr-defined]
+        if self.action_kwargs is None:
+            return handler
+        kwargs = dict(self.action_kwargs)
+        kwargs.setdefault("url_path", name.replace("_", "-"))
+        methods: list[Any] = ["post"] if route.kind == "command" else ["get"]
+        return action(methods=methods, detail=route.detail, **kwargs)(handler)
+
+
+def command_route(message: type, **options: Any) -> Any:
+    """``create`` (POST on the list URL) or another standard route running ``message``."""
+    return _RouteFactory(MessageRoute(message, kind="command", **options), None)
+
+
+def query_route(message: type, **options: Any) -> Any:
+    """``list`` or ``retrieve`` answered by the query ``message``."""
+    return _RouteFactory(MessageRoute(message, kind="query", **options), None)
+
+
+def command_action(
+    message: type, *, detail: bool = True, url_path: str | None = None, **options: Any
+) -> Any:
+    """An extra POST action (``/orders/{id}/cancel/``) running the command ``message``.
+
+    Use it as an attribute (``cancel = command_action(CancelOrder)``) or as a decorator
+    of a ``(self, request, result) -> data`` function that builds the answer.
+    """
+    action_kwargs = {"url_path": url_path} if url_path else {}
+    if "permission_classes" in options:
+        action_kwargs["permission_classes"] = options["permission_classes"]
+    return _RouteFactory(
+        MessageRoute(message, detail=detail, kind="command", **options), action_kwargs
+    )
+
+
+def query_action(
+    message: type, *, detail: bool = True, url_path: str | None = None, **options: Any
+) -> Any:
+    """An extra GET action (``/customers/{id}/summary/``) answered by the query ``message``."""
+    action_kwargs = {"url_path": url_path} if url_path else {}
+    if "permission_classes" in options:
+        action_kwargs["permission_classes"] = options["permission_classes"]
+    return _RouteFactory(
+        MessageRoute(message, detail=detail, kind="query", **options), action_kwargs
+    )
+
+
+# -- concrete classes -------------------------------------------------------------------
+
+
+class CommandViewSet(CommandMixin, viewsets.GenericViewSet):
+    """A viewset whose routes run commands."""
+
+
+class QueryViewSet(QueryMixin, viewsets.GenericViewSet):
+    """A viewset whose routes answer queries over read models."""
+
+
+class CQRSViewSet(CommandMixin, QueryMixin, viewsets.GenericViewSet):
+    """A viewset with command and query routes."""
+
+
+class CommandView(CommandMixin, APIView):
+    """``POST`` runs one command (the opt-in ``/commands/<name>/`` endpoint)."""
+
+    message_route: MessageRoute = None  # type: ignore[assignment]  # set by as_view()
+
+    def route(self) -> MessageRoute | None:
+        return self.message_route
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return self.run_command(request, self.message_route)
+
+
+class QueryView(QueryMixin, APIView):
+    """``GET`` answers one query (the opt-in ``/queries/<name>/`` endpoint)."""
+
+    message_route: MessageRoute = None  # type: ignore[assignment]  # set by as_view()
+
+    def route(self) -> MessageRoute | None:
+        return self.message_route
+
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return self.run_query(request, self.message_route)
