@@ -56,7 +56,10 @@ TEMPLATES = [
 DATABASE_URL = os.environ.get("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
-    DATABASES["default"].setdefault("TEST", {})["NAME"] = "test_django_cqrs"
+    # CQRS_TEST_DB_NAME lets two runs share one server without dropping each other's database.
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get(
+        "CQRS_TEST_DB_NAME", "test_django_cqrs"
+    )
 else:
     DATABASES = {
         "default": {
