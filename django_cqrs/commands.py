@@ -8,6 +8,8 @@
     class CancelOrder(Command[None]):    # the type argument is what the handler returns
         order_id: UUID
         reason: str = ""
+
+Handlers are registered with ``@command_handler`` and run by ``command_bus.dispatch()``.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@
     StoredEvent.objects.after(120)[:100]       # events after position 120, in order
     StoredEvent.objects.for_aggregate(order)   # one aggregate's stream, in order
     ProjectionState.objects.get(name="orders.OrderViewProjection").position
+
+Stored events are append-only: changing or deleting one raises ``AppendOnlyError``.
 """
 
 from __future__ import annotations

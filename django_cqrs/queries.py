@@ -7,6 +7,8 @@
     @dataclass(frozen=True)
     class GetOrder(Query["OrderView"]):
         order_id: UUID
+
+Handlers are registered with ``@query_handler`` and run by ``query_bus.dispatch()``.
 """
 
 from __future__ import annotations

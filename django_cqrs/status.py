@@ -60,7 +60,7 @@ def projection_status() -> list[ProjectionStatus]:
             position = head
         else:
             position = state.position if state else 0
-        lag = max(head - position, 0)
+        lag = _events_after(position, head, using)
         rows.append(
             ProjectionStatus(
                 name=cls.name,
@@ -76,6 +76,13 @@ def projection_status() -> list[ProjectionStatus]:
             )
         )
     return rows
+
+
+def _events_after(position: int, head: int, using: str) -> int:
+    """Events stored after ``position``: counted, since positions can have gaps."""
+    if head <= position:
+        return 0
+    return StoredEvent.objects.using(using).filter(position__gt=position).count()
 
 
 def _lag_seconds(position: int, lag: int, now: dt.datetime, using: str) -> float:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from decimal import Decimal
 from io import StringIO
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -33,7 +34,7 @@ from demo_project.orders.commands import (
     ShipOrder,
 )
 from demo_project.orders.models import Customer, CustomerSummary, Order, OrderView, Product
-from django_cqrs import command_bus
+from django_cqrs import command_bus, store
 from django_cqrs.admin import AggregateAdmin, ReadModelAdmin, autoregister_read_models
 from django_cqrs.exceptions import AppendOnlyError
 from django_cqrs.models import ParkedEvent, ProjectionState, StoredEvent
@@ -171,9 +172,7 @@ def parked(settings: Any, _clean_poison: None) -> dict[str, int]:
 
 def snapshot(*model_classes: type[models.Model]) -> dict[str, list[dict[str, Any]]]:
     """Every row of ``model_classes``, all columns, in primary-key order."""
-    return {
-        m._meta.label: list(m._base_manager.order_by("pk").values()) for m in model_classes
-    }
+    return {m._meta.label: list(m._base_manager.order_by("pk").values()) for m in model_classes}
 
 
 def dashboard_figures(html: str) -> dict[str, dict[str, str]]:
@@ -263,8 +262,9 @@ def test_an_operator_may_catch_up_but_not_rebuild(operator: Client, shop: dict[s
     assert operator.post(action_url(ORDER_VIEW, "rebuild")).status_code == 403
     assert operator.get(action_url(ORDER_VIEW, "rebuild")).status_code == 403
     assert operator.post(action_url(SUMMARY, "catch-up")).status_code == 302
+    head = store.head()
     assert [e.change_message for e in log_entries(SUMMARY)] == [
-        "Catch up now: Caught up: 6 events read."
+        f"Catch up now: Caught up. Checkpoint 0 → {head} of {head}."
     ]
     assert log_entries(ORDER_VIEW) == []
 
@@ -292,7 +292,11 @@ READ_ONLY = [
 
 @pytest.mark.parametrize(("app_label", "model_name"), READ_ONLY)
 def test_crafted_requests_change_nothing(
-    admin_client: Client, shop: dict[str, Any], parked: dict[str, int], app_label: str, model_name: str
+    admin_client: Client,
+    shop: dict[str, Any],
+    parked: dict[str, int],
+    app_label: str,
+    model_name: str,
 ) -> None:
     from django_cqrs.runner import catch_up
 
@@ -342,6 +346,22 @@ def test_crafted_requests_change_nothing(
     assert snapshot(*every) == before
 
 
+def test_projection_states_change_only_through_the_actions(
+    admin_client: Client, parked: dict[str, int]
+) -> None:
+    before = snapshot(ProjectionState, ParkedEvent)
+    data = {"name": TOTALS, "position": "0", "status": "live", "last_error": ""}
+
+    assert admin_client.post(url("django_cqrs_projectionstate_add"), data).status_code == 403
+    admin_client.post(url("django_cqrs_projectionstate_change", TOTALS), data)
+    admin_client.post(dashboard_url(), {"action": "delete_selected", "_selected_action": TOTALS})
+    delete = url("django_cqrs_projectionstate_delete", TOTALS)
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+
+    assert snapshot(ProjectionState, ParkedEvent) == before
+    assert not LogEntry.objects.exists()
+
+
 def test_the_change_page_of_a_read_model_shows_values_without_a_form(
     admin_client: Client, shop: dict[str, Any]
 ) -> None:
@@ -378,7 +398,13 @@ def test_one_line_registers_a_read_model_with_every_column_search_and_filters() 
 
     columns = [f.name for f in OrderView._meta.concrete_fields]
     assert model_admin.get_list_display(request) == [*columns, "cqrs_events"]
-    assert model_admin.get_search_fields(request) == ["id", "customer_id", "customer_name", "total", "status"]
+    assert model_admin.get_search_fields(request) == [
+        "id",
+        "customer_id",
+        "customer_name",
+        "total",
+        "status",
+    ]
     assert model_admin.get_list_filter(request) == ["placed_at"]
     assert model_admin.get_actions(request) == {}
 
@@ -493,7 +519,9 @@ def test_the_event_log_filters_by_type_aggregate_correlation_user_and_date(
     assert positions("") == every
     assert positions("?event_type=orders.OrderPlaced") == expected(event_type="orders.OrderPlaced")
     assert len(positions("?event_type=orders.OrderPlaced")) == 3
-    assert positions("?aggregate_type=orders.Customer") == expected(aggregate_type="orders.Customer")
+    assert positions("?aggregate_type=orders.Customer") == expected(
+        aggregate_type="orders.Customer"
+    )
     assert positions(f"?aggregate_id={shop['first']}") == expected(aggregate_id=str(shop["first"]))
     assert len(positions(f"?aggregate_id={shop['first']}")) == 2  # placed, cancelled
     assert positions("?correlation_id=corr-grace") == expected(aggregate_id=str(shop["second"]))
@@ -515,14 +543,16 @@ def test_the_event_log_filters_by_type_aggregate_correlation_user_and_date(
 def test_an_event_page_shows_payload_and_metadata_as_pretty_json(
     admin_client: Client, shop: dict[str, Any]
 ) -> None:
-    event = StoredEvent.objects.get(event_type="orders.OrderPlaced", aggregate_id=str(shop["second"]))
+    event = StoredEvent.objects.get(
+        event_type="orders.OrderPlaced", aggregate_id=str(shop["second"])
+    )
 
     page = admin_client.get(url("django_cqrs_storedevent_change", event.pk)).content.decode()
 
     assert '<pre class="cqrs-json">' in page
-    assert '\n  &quot;customer_name&quot;: &quot;Grace Hopper&quot;,' in page
-    assert '&quot;correlation_id&quot;: &quot;corr-grace&quot;' in page
-    assert '&quot;user&quot;: &quot;bob&quot;' in page
+    assert "\n  &quot;customer_name&quot;: &quot;Grace Hopper&quot;," in page
+    assert "&quot;correlation_id&quot;: &quot;corr-grace&quot;" in page
+    assert "&quot;user&quot;: &quot;bob&quot;" in page
     assert stream_url(shop["second"], "orders.Order").replace("&", "&amp;") in page
     assert 'name="_save"' not in page
 
@@ -574,7 +604,8 @@ def test_catch_up_now_applies_the_pending_events_and_is_logged(
     operator: Client, shop: dict[str, Any]
 ) -> None:
     lag = next(r for r in projection_status() if r.name == SUMMARY).lag_events
-    assert lag > 0 and CustomerSummary.objects.count() == 0
+    assert lag > 0
+    assert CustomerSummary.objects.count() == 0
 
     response = operator.post(action_url(SUMMARY, "catch-up"), follow=True)
 
@@ -584,8 +615,8 @@ def test_catch_up_now_applies_the_pending_events_and_is_logged(
     [entry] = log_entries(SUMMARY)
     assert entry.action_flag == CHANGE
     assert entry.user.username == "operator"
-    # Six events of the types it handles (registrations, orders placed, the cancellation).
-    assert entry.change_message == "Catch up now: Caught up: 6 events read."
+    head = store.head()
+    assert entry.change_message == f"Catch up now: Caught up. Checkpoint 0 → {head} of {head}."
     assert entry.content_type.model_class() is ProjectionState
     assert any("Caught up" in m for m in messages_of(response))
     history = operator.get(url("django_cqrs_projectionstate_history", SUMMARY))
@@ -663,7 +694,11 @@ def test_rebuild_asks_first_then_rebuilds_and_is_logged(
     row = OrderView.objects.get(pk=shop["second"])
     assert (row.status, row.total) == ("placed", "$5.00")
     [entry] = log_entries(ORDER_VIEW)
-    assert entry.change_message == "Rebuild: Rebuilt from the event log: 5 events applied."
+    head = store.head()
+    assert entry.change_message == (
+        f"Rebuild: Rebuilt from the event log: 5 events applied. Checkpoint {head} → {head} "
+        f"of {head}."
+    )
 
 
 def test_actions_that_do_not_apply_are_refused(admin_client: Client, shop: dict[str, Any]) -> None:
@@ -725,3 +760,19 @@ def test_allow_edit_is_the_escape_hatch_for_editing_aggregates(
     assert {"id", "version"} <= set(editable.get_readonly_fields(request, customer))
     form = editable.get_form(request, customer)
     assert set(form.base_fields) == {"name", "credit_limit"}
+
+
+# -- the docs -------------------------------------------------------------------------------
+
+
+def test_the_admin_doc_registers_the_tutorial_app_as_shown(admin_client: Client) -> None:
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "admin.md").read_text()
+    match = re.search(r"```python\n(# todo/admin\.py\n.*?)```", doc, re.S)
+    assert match is not None
+
+    assert match.group(1) == (root / "tests" / "tutorial" / "admin.py").read_text()
+    assert admin_client.get(url("todo_taskview_changelist")).status_code == 200
+    assert admin_client.get(url("todo_task_changelist")).status_code == 200
+    assert admin_client.get(url("todo_taskview_add")).status_code == 403
+    assert admin_client.get(url("todo_task_add")).status_code == 403

@@ -106,12 +106,12 @@ class StoredEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     )
     list_display_links = ("position", "event_type")
     list_filter = (
-        EventTypeFilter,
-        AggregateTypeFilter,
         AggregateIdFilter,
         CorrelationIdFilter,
         UserFilter,
         ("recorded_at", admin.DateFieldListFilter),
+        EventTypeFilter,
+        AggregateTypeFilter,
     )
     search_fields = ("=aggregate_id", "event_type")
     ordering = ("-position",)
@@ -155,7 +155,11 @@ class StoredEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if not value:
             return "-"
         url = reverse(f"{self.admin_site.name}:django_cqrs_storedevent_changelist")
-        return format_html('<a href="{}?{}">{}</a>', url, urlencode({parameter: value}), value)
+        text = str(value)
+        short = f"{text[:8]}…" if len(text) > 12 else text  # ids are long; the title has it all
+        return format_html(
+            '<a href="{}?{}" title="{}">{}</a>', url, urlencode({parameter: text}), text, short
+        )
 
     @admin.display(description="payload")
     def pretty_payload(self, event: StoredEvent) -> str:
@@ -179,6 +183,7 @@ class StoredEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         """One aggregate's events in version order (``?aggregate_type=&aggregate_id=``)."""
         if not self.has_view_permission(request):
             raise PermissionDenied
+        request.current_app = self.admin_site.name
         aggregate_type = request.GET.get("aggregate_type", "").strip()
         aggregate_id = request.GET.get("aggregate_id", "").strip()
         qs = StoredEvent.objects.filter(aggregate_id=aggregate_id)

@@ -58,8 +58,8 @@ class ProjectionAction:
 def _catch_up(cls: type[Projection], request: HttpRequest) -> str:
     from ..runner import catch_up
 
-    read = catch_up(cls)
-    return f"Caught up: {read} event{'' if read == 1 else 's'} read."
+    catch_up(cls)
+    return "Caught up."
 
 
 def _pause(cls: type[Projection], request: HttpRequest) -> str:
@@ -73,23 +73,23 @@ def _resume(cls: type[Projection], request: HttpRequest) -> str:
     from ..runner import catch_up, set_paused
 
     set_paused(cls, False)
-    read = catch_up(cls)
-    return f"Resumed and caught up: {read} event{'' if read == 1 else 's'} read."
+    catch_up(cls)
+    return "Resumed and caught up."
 
 
 def _retry(cls: type[Projection], request: HttpRequest) -> str:
     from ..runner import retry
 
-    read = retry(cls)
-    return f"Retried the parked events: {read} event{'' if read == 1 else 's'} read."
+    retry(cls)
+    return "Retried the parked events."
 
 
 def _skip(cls: type[Projection], request: HttpRequest) -> str:
     from ..runner import skip
 
     position = _position(request)
-    read = skip(cls, position)
-    return f"Skipped the event at position {position}, then {read} events read."
+    skip(cls, position)
+    return f"Skipped the event at position {position}."
 
 
 def _rebuild(cls: type[Projection], request: HttpRequest) -> str:
@@ -161,17 +161,11 @@ def _health_url() -> str:
         return ""
 
 
-class ProjectionStateAdmin(admin.ModelAdmin):
-    """The projections dashboard (changelist), detail pages (change) and actions."""
+class ProjectionStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The projections dashboard (changelist), detail pages (change) and actions.
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    The state rows change only through the actions, never through a form.
+    """
 
     # -- URLs -----------------------------------------------------------------------
 
@@ -208,6 +202,7 @@ class ProjectionStateAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
+        request.current_app = self.admin_site.name
         statuses = projection_status()
         rows = [
             {
@@ -227,8 +222,7 @@ class ProjectionStateAdmin(admin.ModelAdmin):
             "head": statuses[0].head if statuses else None,
             "healthy": not any(r["problems"] for r in rows),
             "health_url": _health_url(),
-            "parked_url": reverse(f"{self.admin_site.name}:django_cqrs_parkedevent_changelist")
-            + "?resolution__exact=parked",
+            "parked_url": self._parked_url(),
             **(extra_context or {}),
         }
         return TemplateResponse(
@@ -244,6 +238,7 @@ class ProjectionStateAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
+        request.current_app = self.admin_site.name
         cls = self._projection(object_id)
         row = self._status(cls.name)
         state = ProjectionState.objects.filter(name=cls.name).first()
@@ -270,6 +265,13 @@ class ProjectionStateAdmin(admin.ModelAdmin):
             "dashboard_url": self._url("changelist"),
         }
         return TemplateResponse(request, "admin/django_cqrs/projectionstate/detail.html", context)
+
+    def _parked_url(self) -> str:
+        try:
+            url = reverse(f"{self.admin_site.name}:django_cqrs_parkedevent_changelist")
+        except NoReverseMatch:
+            return ""
+        return f"{url}?resolution__exact=parked"
 
     def _read_model_link(self, model: type[Any]) -> dict[str, str]:
         opts = model._meta
@@ -308,6 +310,7 @@ class ProjectionStateAdmin(admin.ModelAdmin):
         spec = ACTIONS[action]
         if not request.user.has_perm(spec.permission):
             raise PermissionDenied
+        request.current_app = self.admin_site.name
         cls = self._projection(object_id)
         detail_url = self._url("change", cls.name)
         if request.method != "POST":
@@ -327,7 +330,8 @@ class ProjectionStateAdmin(admin.ModelAdmin):
                 request, "admin/django_cqrs/projectionstate/confirm.html", context
             )
         redirect = HttpResponseRedirect(self._next_url(request, detail_url))
-        if not spec.applies(self._status(cls.name)):
+        before = self._status(cls.name)
+        if not spec.applies(before):
             messages.error(request, f"{spec.label} does not apply to {cls.name} now.")
             return redirect
         try:
@@ -335,13 +339,13 @@ class ProjectionStateAdmin(admin.ModelAdmin):
         except CQRSError as exc:
             messages.error(request, f"{spec.label} failed for {cls.name}: {exc}")
             return redirect
-        state = ProjectionState.objects.get(name=cls.name)
-        self.log_change(request, state, f"{spec.label}: {outcome}")
         after = self._status(cls.name)
-        summary = (
-            f"{cls.name}: {outcome} Now {after.status} at position {after.position} "
-            f"of {after.head}, {after.parked} parked."
-        )
+        moved = f"Checkpoint {before.position} → {after.position} of {after.head}."
+        state = ProjectionState.objects.get(name=cls.name)
+        self.log_change(request, state, f"{spec.label}: {outcome} {moved}")
+        parked = f"{after.parked} parked event{'' if after.parked == 1 else 's'}"
+        # The outcome first: the admin capitalizes the first letter of each message.
+        summary = f"{outcome} {moved} {cls.name} is now {after.status}, with {parked}."
         if after.parked:
             messages.warning(request, summary)
         else:

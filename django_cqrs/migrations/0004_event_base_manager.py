@@ -4,14 +4,17 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_cqrs', '0003_idempotencyrecord'),
+        ("django_cqrs", "0003_idempotencyrecord"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='storedevent',
-            options={'base_manager_name': 'objects', 'ordering': ['position'], 'verbose_name': 'stored event'},
+            name="storedevent",
+            options={
+                "base_manager_name": "objects",
+                "ordering": ["position"],
+                "verbose_name": "stored event",
+            },
         ),
     ]

@@ -5,46 +5,52 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Account',
+            name="Account",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField(default=0, editable=False)),
-                ('owner', models.CharField(max_length=100)),
-                ('balance', models.DecimalField(decimal_places=2, default=Decimal('0'), max_digits=14)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("version", models.PositiveIntegerField(default=0, editable=False)),
+                ("owner", models.CharField(max_length=100)),
+                (
+                    "balance",
+                    models.DecimalField(decimal_places=2, default=Decimal("0"), max_digits=14),
+                ),
             ],
             options={
-                'abstract': False,
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='AccountLedger',
+            name="AccountLedger",
             fields=[
-                ('position', models.BigIntegerField(primary_key=True, serialize=False)),
-                ('account_id', models.BigIntegerField(db_index=True)),
-                ('amount', models.DecimalField(decimal_places=2, max_digits=14)),
+                ("position", models.BigIntegerField(primary_key=True, serialize=False)),
+                ("account_id", models.BigIntegerField(db_index=True)),
+                ("amount", models.DecimalField(decimal_places=2, max_digits=14)),
             ],
             options={
-                'abstract': False,
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='AccountView',
+            name="AccountView",
             fields=[
-                ('account_id', models.BigIntegerField(primary_key=True, serialize=False)),
-                ('owner', models.CharField(max_length=100)),
-                ('balance', models.CharField(max_length=32)),
-                ('movements', models.IntegerField(default=0)),
+                ("account_id", models.BigIntegerField(primary_key=True, serialize=False)),
+                ("owner", models.CharField(max_length=100)),
+                ("balance", models.CharField(max_length=32)),
+                ("movements", models.IntegerField(default=0)),
             ],
             options={
-                'abstract': False,
+                "abstract": False,
             },
         ),
     ]

@@ -1,0 +1,275 @@
+"""The demo admin in a real browser: headless Chromium (Debian's packages) driven by Selenium.
+
+Logs in, lists and searches ``OrderView``, opens an order's event stream, and catches a
+lagging projection up from the dashboard, taking screenshots on the way. They go to a
+temporary folder; to refresh the ones in the docs:
+
+    CQRS_SCREENSHOT_DIR=docs/screenshots .venv/bin/pytest tests/test_browser.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from demo_project.orders.commands import (
+    AddProduct,
+    CancelOrder,
+    OrderItem,
+    PlaceOrder,
+    RegisterCustomer,
+    ShipOrder,
+)
+from demo_project.orders.models import CustomerSummary, OrderView
+from demo_project.orders.projections import CustomerSummaryProjection
+from django_cqrs import command_bus, projections
+from django_cqrs.models import ProjectionState
+from django_cqrs.status import projection_status
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+SUMMARY = "orders.CustomerSummaryProjection"
+
+pytestmark = [
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists() or not Path(CHROMEDRIVER).exists(),
+        reason="needs headless Chromium: apt-get install chromium chromium-driver (.ci/run does)",
+    ),
+    pytest.mark.django_db(transaction=True),
+]
+
+webdriver = pytest.importorskip(
+    "selenium.webdriver", reason="needs selenium: pip install -e '.[dev]'"
+)
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@pytest.fixture
+def browser(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1400,1000",
+        "--lang=en-US",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    failures = request.session.testsfailed
+    try:
+        yield driver
+    finally:
+        if request.session.testsfailed > failures:
+            # What the browser showed when the test failed, next to the screenshots.
+            folder = tmp_path / "screenshots"
+            folder.mkdir(exist_ok=True)
+            driver.save_screenshot(str(folder / "failure.png"))
+            (folder / "failure.html").write_text(driver.page_source)
+            print(f"browser was at {driver.current_url}; see {folder}")
+        driver.quit()
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("CQRS_SCREENSHOT_DIR") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def demo_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Show only the demo's projections (the test apps register their own too)."""
+    demo = [cls for cls in projections.all_projections() if cls.name.startswith("orders.")]
+    monkeypatch.setattr(projections, "_projection_classes", demo)
+
+
+@pytest.fixture
+def shop(settings: Any, django_user_model: Any) -> dict[str, Any]:
+    """An admin user and orders; the async customer summaries are left behind (lagging)."""
+    settings.DJANGO_CQRS = {"TRIGGER_ON_COMMIT": False}
+    django_user_model.objects.create_superuser("admin", "admin@example.com", "demo-password")
+
+    def run(command: Any, user: str = "alice") -> Any:
+        return command_bus.dispatch(command, metadata={"user": user}).value
+
+    customers = {
+        name: run(RegisterCustomer(name=name, credit_limit=Decimal("2000")))
+        for name in ("Ada Lovelace", "Grace Hopper", "Alan Turing")
+    }
+    products = [
+        run(AddProduct(name=name, price=Decimal(price)))
+        for name, price in (("Keyboard", "49.90"), ("Monitor", "219.00"), ("Mouse", "19.50"))
+    ]
+    orders = []
+    for i, (name, customer) in enumerate([*customers.items(), *customers.items()]):
+        items = [OrderItem(product_id=products[(i + j) % 3], quantity=j + 1) for j in range(2)]
+        orders.append(run(PlaceOrder(customer_id=customer, items=items), user=name.split()[0]))
+    run(ShipOrder(order_id=orders[1]), user="bob")
+    run(CancelOrder(order_id=orders[3]))
+    return {"customers": customers, "orders": orders}
+
+
+class Console:
+    """The admin in the browser: open pages, log in, take screenshots."""
+
+    def __init__(self, browser: Any, base_url: str, screenshots: Path) -> None:
+        self.browser = browser
+        self.base_url = base_url
+        self.screenshots = screenshots
+        self.wait = WebDriverWait(browser, 20)
+
+    def open(self, path: str) -> None:
+        self.browser.get(self.base_url + path)
+
+    def find(self, css: str, within: Any = None) -> Any:
+        return (within or self.browser).find_element(By.CSS_SELECTOR, css)
+
+    def find_all(self, css: str) -> list[Any]:
+        return list(self.browser.find_elements(By.CSS_SELECTOR, css))
+
+    def wait_for(self, css: str) -> Any:
+        return self.wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+    def log_in(self) -> None:
+        self.open("/admin/login/?next=/admin/")
+        self.find("#id_username").send_keys("admin")
+        self.find("#id_password").send_keys("demo-password")
+        self.find("input[type=submit]").click()
+        self.wait_for("#site-name")
+        assert "Projections" in self.browser.page_source
+
+    def fold_sidebar(self) -> None:
+        """Fold the navigation sidebar away (the browser remembers): wider tables."""
+        self.find("#toggle-nav-sidebar").click()
+
+    def shot(self, name: str) -> Path:
+        path = self.screenshots / name
+        assert self.browser.save_screenshot(str(path))
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        return path
+
+    def projection_row(self, name: str) -> Any:
+        return self.find(f'tr[data-projection="{name}"]')
+
+    def figure(self, name: str, field: str) -> str:
+        return str(self.find(f'[data-field="{field}"]', self.projection_row(name)).text)
+
+
+@pytest.fixture
+def console(browser: Any, live_server: Any, screenshots: Path, demo_only: None) -> Console:
+    return Console(browser, live_server.url, screenshots)
+
+
+def test_an_operator_browses_the_demo_admin(console: Console, shop: dict[str, Any]) -> None:
+    console.log_in()
+
+    # List the order views, then search them.
+    console.open("/admin/orders/orderview/")
+    console.fold_sidebar()
+    rows = console.find_all("#result_list tbody tr")
+    assert len(rows) == OrderView.objects.count() == 6
+    console.shot("admin-orderview-list.png")
+    search = console.find("#searchbar")
+    search.send_keys("Grace")
+    search.submit()
+    console.wait.until(ec.url_contains("q=Grace"))
+    rows = console.find_all("#result_list tbody tr")
+    assert len(rows) == 2
+    assert all("Grace Hopper" in row.text for row in rows)
+    console.shot("admin-orderview-search.png")
+
+    # Open the shipped order's event stream from its row.
+    [shipped] = [row for row in rows if "shipped" in row.text]
+    console.find("a.cqrs-events-link", shipped).click()
+    console.wait_for("tr.cqrs-event")
+    assert "Events of orders.Order" in console.browser.title
+    events = console.find_all("tr.cqrs-event")
+    assert [e.text.split()[0] for e in events] == ["1", "2"]  # aggregate versions
+    assert "orders.OrderPlaced" in events[0].text
+    assert "orders.OrderShipped" in events[1].text
+    console.shot("admin-event-stream.png")
+
+    # The event log, filtered by user.
+    console.open("/admin/django_cqrs/storedevent/?user=bob")
+    assert len(console.find_all("#result_list tbody tr")) == 1
+    console.shot("admin-event-log.png")
+
+    # The dashboard: the async summaries lag; catch them up.
+    lag = next(row for row in projection_status() if row.name == SUMMARY).lag_events
+    assert lag > 0
+    console.open("/admin/django_cqrs/projectionstate/")
+    assert console.figure(SUMMARY, "lag_events") == str(lag)
+    console.shot("admin-projections-lagging.png")
+    console.find('input[name="cqrs-catch-up"]', console.projection_row(SUMMARY)).click()
+    console.wait_for("ul.messagelist li.success")
+    assert console.figure(SUMMARY, "lag_events") == "0"
+    assert "Caught up" in console.find("ul.messagelist").text
+    assert CustomerSummary.objects.count() == 3
+    console.shot("admin-projections-caught-up.png")
+
+    # The projection's history lists the action.
+    console.open(f"/admin/django_cqrs/projectionstate/{SUMMARY}/history/")
+    assert "Catch up now" in console.browser.page_source
+
+
+def test_an_operator_reads_a_parked_event_and_skips_it(
+    console: Console, shop: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    placed = CustomerSummaryProjection.placed
+    alans_first_order = shop["orders"][2]
+
+    def placed_but_one(self: Any, event: Any, envelope: Any) -> None:
+        if event.order_id == alans_first_order:
+            raise RuntimeError("customer summary service unavailable")
+        placed(self, event, envelope)
+
+    # The summaries fail on Alan's first order, and park it at once (no retries).
+    monkeypatch.setattr(CustomerSummaryProjection, "placed", placed_but_one)
+    monkeypatch.setattr(CustomerSummaryProjection, "max_retries", 0)
+    console.log_in()
+    console.open("/admin/django_cqrs/projectionstate/")
+    console.fold_sidebar()
+    console.find('input[name="cqrs-catch-up"]', console.projection_row(SUMMARY)).click()
+    console.wait_for("ul.messagelist li.warning")
+
+    assert console.figure(SUMMARY, "status") == "stopped"
+    assert console.figure(SUMMARY, "parked") == "1"
+    assert "1 parked event" in console.figure(SUMMARY, "last_error")
+    assert console.find("#cqrs-health").text == "unhealthy"
+    console.shot("admin-projections-parked.png")
+
+    # The projection's page: the parked event, its traceback, and the way out.
+    console.find("a", console.projection_row(SUMMARY)).click()
+    console.wait_for("table.cqrs-parked")
+    console.find("table.cqrs-parked details summary").click()
+    traceback = console.find("table.cqrs-parked pre.cqrs-traceback").text
+    assert "Traceback (most recent call last)" in traceback
+    assert "RuntimeError: customer summary service unavailable" in traceback
+    console.browser.set_window_size(1400, 1250)  # tall enough for the traceback
+    console.shot("admin-projection-parked-event.png")
+
+    console.find('table.cqrs-parked input[type="submit"]').click()
+    console.wait_for("ul.messagelist li.success")
+    assert "Skipped the event" in console.find("ul.messagelist").text
+    assert "Parked events (0)" in console.browser.page_source
+    assert ProjectionState.objects.get(name=SUMMARY).status == "live"
+    summary = CustomerSummary.objects.get(customer_name="Alan Turing")
+    assert summary.order_count == 1  # the skipped order does not count
