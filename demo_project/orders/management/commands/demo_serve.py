@@ -35,6 +35,8 @@ class Command(BaseCommand):
             f"Demo on http://127.0.0.1:{port}/ — API /api/, docs /api/docs/, admin /admin/ "
             "(local-only superuser admin / admin)."
         )
+        # SIGTERM (kill, CI, a process manager) must stop the cluster too, as Ctrl+C does.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
         try:
             call_command("runserver", f"127.0.0.1:{port}", use_reloader=False)
         finally:
