@@ -121,6 +121,7 @@ class Aggregate(models.Model):
                 self.__dict__["_cqrs_expected_version"] = None if was_adding else old_version
                 self.version = old_version + max(1, len(pending))
                 super().save(*args, **kwargs)
+                self.save_related(using)
                 if pending:
                     self._append_events(pending, first_version=old_version + 1, using=using)
         except BaseException:
@@ -130,6 +131,13 @@ class Aggregate(models.Model):
         finally:
             self.__dict__.pop("_cqrs_expected_version", None)
         self.__dict__["_cqrs_pending"] = []
+
+    def save_related(self, using: str) -> None:
+        """Save rows that belong to the aggregate (e.g. order lines) in its transaction.
+
+        Called by :meth:`save` right after the aggregate's own row, inside the same
+        savepoint and before the events are appended; the default saves nothing.
+        """
 
     def _append_events(self, pending: list[Event], *, first_version: int, using: str) -> None:
         from . import store

@@ -30,7 +30,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from django.apps import apps
-from django.db import models, router
+from django.core.exceptions import ValidationError
+from django.db import connections, models, router
+from django.db.models.constants import OnConflict
+from django.db.models.fields import NOT_PROVIDED
 
 from .events import Event, EventEnvelope
 from .exceptions import ConfigurationError, ProjectionApplyError, ProjectionError
@@ -92,6 +95,31 @@ class RowBuffer:
         row = self.rows[key]
         return None if row is _DELETED else row
 
+    def prefetch(self, model: type[models.Model], pks: Iterable[Any]) -> None:
+        """Load the existing rows of ``model`` among ``pks`` in one query per 1,000 keys.
+
+        Keys already buffered, keys that are not valid for the primary key, and rows
+        that do not exist are left alone (:meth:`get` loads those one by one, as before).
+        """
+        wanted: dict[Any, None] = {}
+        for pk in pks:
+            try:
+                key = _pk_key(model, pk)
+            except (ValidationError, ValueError, TypeError):
+                continue
+            if key is not None and (model, key) not in self.rows:
+                wanted[key] = None
+        if not wanted:
+            return
+        target = self.targets.get(model)
+        source = target or model
+        manager = source._base_manager.using(router.db_for_write(source))
+        keys = list(wanted)
+        for start in range(0, len(keys), 1000):
+            for row in manager.filter(pk__in=keys[start : start + 1000]).order_by():
+                instance = row if target is None else _convert_existing(row, model)
+                self.rows.setdefault((model, _pk_key(model, row.pk)), instance)
+
     def put(self, instance: models.Model) -> None:
         key = (type(instance), _pk_key(type(instance), instance.pk))
         self.rows[key] = instance
@@ -133,8 +161,8 @@ def _convert(instance: models.Model | None, to: type[M]) -> M | None:
     """The same row as an instance of ``to`` (a read model or its shadow)."""
     if instance is None:
         return None
-    values = {f.attname: getattr(instance, f.attname) for f in to._meta.concrete_fields}
-    converted = to(**values)
+    # Positional arguments, in ``to``'s field order: Model.__init__'s fast path.
+    converted = to(*[getattr(instance, f.attname) for f in to._meta.concrete_fields])
     converted._state.adding = instance._state.adding
     return converted
 
@@ -155,6 +183,8 @@ def upsert(model: type[models.Model], instances: Sequence[models.Model]) -> None
     """Insert or replace ``instances`` (whole rows) in one statement per 500 rows."""
     if not instances:
         return
+    if _upsert_sql(model, instances):
+        return
     pk_name = model._meta.pk.name
     fields = [
         f.name
@@ -169,6 +199,126 @@ def upsert(model: type[models.Model], instances: Sequence[models.Model]) -> None
     model._base_manager.using(router.db_for_write(model)).bulk_create(list(instances), **kwargs)
 
 
+def _upsert_sql(model: type[models.Model], instances: Sequence[models.Model]) -> bool:
+    """``upsert()`` for plain columns, without the ORM's per-value SQL compilation.
+
+    Writes what ``bulk_create(update_conflicts=True)`` writes (``pre_save`` and
+    ``get_db_prep_save`` of every field, the backend's own ``ON CONFLICT`` clause) and
+    returns False, writing nothing, for anything else it would have to handle: generated
+    or ``db_default`` columns, fields with custom placeholders, expressions as values,
+    missing primary keys, backends other than SQLite and PostgreSQL.
+    """
+    using = router.db_for_write(model)
+    conn = connections[using]
+    opts = model._meta
+    pk = opts.pk
+    fields = list(opts.concrete_fields)
+    update = [f for f in fields if not f.primary_key]
+    if (
+        conn.vendor not in ("sqlite", "postgresql")
+        or pk is None
+        or not (
+            conn.features.supports_update_conflicts_with_target
+            if update
+            else conn.features.supports_ignore_conflicts
+        )
+        or any(
+            getattr(f, "generated", False)
+            or f.db_default is not NOT_PROVIDED
+            or getattr(f, "get_placeholder", None) is not None
+            for f in fields
+        )
+    ):
+        return False
+    rows: list[list[Any]] = []
+    for instance in instances:
+        if type(instance) is not model or getattr(instance, pk.attname) is None:
+            return False
+        row = []
+        for field in fields:
+            value = field.pre_save(instance, True)
+            if hasattr(value, "resolve_expression"):
+                return False
+            row.append(field.get_db_prep_save(value, connection=conn))
+        rows.append(row)
+    qn = conn.ops.quote_name
+    suffix = conn.ops.on_conflict_suffix_sql(
+        fields,
+        OnConflict.UPDATE if update else OnConflict.IGNORE,
+        [f.column for f in update],
+        [pk.column],
+    )
+    head = f"INSERT INTO {qn(opts.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
+    casts = _array_casts(fields, conn) if len(rows) > 1 else None
+    if casts is not None:
+        # PostgreSQL: one array parameter per column (unnest), whatever the row count:
+        # a short statement instead of thousands of placeholders to bind and parse.
+        with conn.cursor() as cursor:
+            for start in range(0, len(rows), 5000):
+                chunk = rows[start : start + 5000]
+                cursor.execute(
+                    f"{head}SELECT * FROM unnest({casts}) {suffix}",
+                    [[row[i] for row in chunk] for i in range(len(fields))],
+                )
+        rows = []
+    head += "VALUES "
+    one = f"({', '.join(['%s'] * len(fields))})"
+    size = max(1, min(500, conn.ops.bulk_batch_size(fields, instances)))
+    with conn.cursor() as cursor:
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            cursor.execute(
+                f"{head}{', '.join([one] * len(chunk))} {suffix}",
+                [value for row in chunk for value in row],
+            )
+    for instance in instances:
+        instance._state.adding = False
+        instance._state.db = using
+    return True
+
+
+#: Field types whose values PostgreSQL takes as elements of a typed array unchanged.
+_ARRAY_SAFE_TYPES = frozenset(
+    {
+        "AutoField",
+        "BigAutoField",
+        "BigIntegerField",
+        "BooleanField",
+        "CharField",
+        "DateField",
+        "DateTimeField",
+        "DecimalField",
+        "EmailField",
+        "FloatField",
+        "IntegerField",
+        "PositiveBigIntegerField",
+        "PositiveIntegerField",
+        "PositiveSmallIntegerField",
+        "SlugField",
+        "SmallAutoField",
+        "SmallIntegerField",
+        "TextField",
+        "TimeField",
+        "URLField",
+        "UUIDField",
+    }
+)
+
+
+def _array_casts(fields: Sequence[Any], conn: Any) -> str | None:
+    """``%s::<type>[], ...`` for an unnest() insert on PostgreSQL, or None."""
+    if conn.vendor != "postgresql":
+        return None
+    casts = []
+    for field in fields:
+        target = field.target_field if field.is_relation else field
+        db_type = field.db_type(conn)
+        if target.get_internal_type() not in _ARRAY_SAFE_TYPES or not db_type:
+            return None
+        casts.append(f"%s::{db_type}[]")
+    return ", ".join(casts)
+
+
 class Projection:
     """Base class of projections; subclass with ``read_models`` and ``@handles`` methods."""
 
@@ -181,6 +331,10 @@ class Projection:
     abstract: ClassVar[bool] = True
     #: Event class -> name of the method handling it.
     handlers: ClassVar[dict[type[Event], str]] = {}
+    #: Read model -> event field holding its primary key, for read models not keyed by
+    #: the aggregate id (e.g. ``{CustomerSummary: "customer_id"}``): lets batches load
+    #: their rows in one query.
+    key_fields: ClassVar[dict[type[models.Model], str]] = {}
     #: Async only: events per catch-up batch (default: DJANGO_CQRS["CATCHUP_BATCH_SIZE"]).
     batch_size: ClassVar[int | None] = None
     #: Async only: failed attempts on one event before it is parked.
@@ -325,9 +479,26 @@ def apply_rows(
     replaying: bool,
     skip: frozenset[int] = frozenset(),
 ) -> int | None:
-    """Decode and apply raw event rows (except positions in ``skip``); return the last seen."""
-    from .store import decode_row
+    """Decode and apply raw event rows (except positions in ``skip``); return the last seen.
 
+    With a buffered projection, the read-model rows the batch will touch are loaded
+    first, in bulk: those whose primary key is an event's aggregate id, or the value of
+    the event field named in ``key_fields`` for that read model. Rows then cost no query
+    per event (a rebuild or catch-up would otherwise be bound by them).
+    """
+    from .store import EVENT_FIELDS, decode_row
+
+    if projection.buffer is not None:
+        rows = list(rows)
+        aggregate_ids = {row[EVENT_FIELDS.index("aggregate_id")] for row in rows}
+        payload = EVENT_FIELDS.index("payload")
+        for model in projection.read_models:
+            field = projection.key_fields.get(model)
+            if field is None:
+                keys: set[Any] = aggregate_ids
+            else:
+                keys = {row[payload].get(field) for row in rows} - {None}
+            projection.buffer.prefetch(model, keys)
     last = None
     for row in rows:
         last = row[0]

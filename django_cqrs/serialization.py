@@ -265,6 +265,16 @@ _DECODERS: dict[type, Callable[[Any], Any]] = {
 
 def from_json_dict(cls: type, data: dict[str, Any], *, path: str | None = None) -> Any:
     """Rebuild a dataclass instance of ``cls`` from its JSON dict."""
+    # Fast path: a decoder compiled once per type. On any failure, decode again the
+    # careful way below, which gives the same result or the error naming the field.
+    try:
+        return _fast_dataclass_decoder(cls)(data)
+    except Exception:
+        pass
+    return _from_json_dict_checked(cls, data, path=path)
+
+
+def _from_json_dict_checked(cls: type, data: dict[str, Any], *, path: str | None) -> Any:
     prefix = path or cls.__qualname__
     kwargs = {}
     for name, tp in field_types(cls).items():
@@ -274,6 +284,80 @@ def from_json_dict(cls: type, data: dict[str, Any], *, path: str | None = None) 
         return cls(**kwargs)
     except TypeError as exc:
         raise SerializationError(f"{prefix}: {exc}") from exc
+
+
+# -- compiled decoders ----------------------------------------------------------------
+# Rebuilds read every stored event, so decoding is hot. These decoders do what
+# decode_value() does for valid data, with the type analysis done once per type; they
+# raise on anything unusual and from_json_dict() then falls back to decode_value().
+
+
+@functools.cache
+def _fast_dataclass_decoder(cls: Any) -> Callable[[Any], Any]:
+    plan = [(name, _fast_decoder(tp)) for name, tp in field_types(cls).items()]
+
+    def decode(data: Any) -> Any:
+        kwargs = {}
+        for name, decode_field in plan:
+            if name in data:
+                kwargs[name] = decode_field(data[name])
+        return cls(**kwargs)
+
+    return decode
+
+
+def _identity(data: Any) -> Any:
+    return data
+
+
+def _fast_decoder(tp: Any) -> Callable[[Any], Any]:
+    if tp is Any:
+        return _identity
+    origin = _origin(tp)
+    if _is_optional_union(tp):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(options) != 1:
+            return lambda data: None if data is None else decode_value(data, tp, "")
+        decode_option = _fast_decoder(options[0])
+        return lambda data: None if data is None else decode_option(data)
+    if origin is typing.Literal:
+        return _identity
+    if origin in (list, tuple, frozenset, set) or tp in (list, tuple):
+        args = typing.get_args(tp)
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            decoders = [_fast_decoder(a) for a in args]
+            return lambda data: tuple(f(v) for v, f in zip(data, decoders, strict=True))
+        item = _fast_decoder(args[0] if args else Any)
+        container: Callable[[Any], Any] = list
+        if origin is tuple or tp is tuple:
+            container = tuple
+        elif origin is frozenset:
+            container = frozenset
+        elif origin is set:
+            container = set
+        if item is _identity and container is list:
+            return lambda data: [v for v in data]
+        return lambda data: container([item(v) for v in data])
+    if origin is dict or tp is dict:
+        value = _fast_decoder((typing.get_args(tp) or (str, Any))[1])
+        return lambda data: {k: value(v) for k, v in data.items()}
+    if isinstance(tp, type):
+        scalar = _DECODERS.get(tp)
+        if scalar is None and issubclass(tp, enum.Enum):
+            scalar = tp
+        if scalar is not None:
+            decode_scalar = scalar
+
+            def decode(data: Any) -> Any:
+                if data is None:
+                    raise SerializationError("null")
+                return decode_scalar(data)
+
+            return decode
+        if dataclasses.is_dataclass(tp):
+            # Looked up at call time: a dataclass may refer to itself.
+            return lambda data: _fast_dataclass_decoder(tp)(data)
+    return lambda data: decode_value(data, tp, "")
 
 
 def check_supported(cls: type) -> list[str]:

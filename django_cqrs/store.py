@@ -74,7 +74,11 @@ def append(
         )
         for index, event in enumerate(events)
     ]
-    StoredEvent.objects.using(using).bulk_create(rows)
+    if len(rows) == 1:
+        # Most commands record one event: a plain INSERT ... RETURNING is cheaper.
+        rows[0].save(force_insert=True, using=using)
+    else:
+        StoredEvent.objects.using(using).bulk_create(rows)
     return [envelope_of(row) for row in rows]
 
 

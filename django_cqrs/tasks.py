@@ -23,7 +23,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
 from .conf import cqrs_settings
@@ -83,12 +83,8 @@ def request_catch_up(name: str) -> bool:
     """Queue a catch-up for ``name`` unless one is already queued; True if queued now."""
     using = cqrs_settings.DATABASE
     now = timezone.now()
-    flagged = (
-        ProjectionTrigger.objects.using(using)
-        .filter(name=name, queued_at__isnull=True)
-        .update(queued_at=now)
-    )
-    if not flagged and not ProjectionTrigger.objects.using(using).filter(name=name).exists():
+    flagged = _raise_flag(name, now, using)
+    if not flagged and not _trigger_exists(name, using):
         try:
             with transaction.atomic(using=using):
                 ProjectionTrigger.objects.using(using).create(name=name, queued_at=now)
@@ -103,6 +99,39 @@ def request_catch_up(name: str) -> bool:
             ProjectionTrigger.objects.using(using).filter(name=name).update(queued_at=None)
             raise
     return bool(flagged)
+
+
+# The flag is tested in every command that records an event for an async projection:
+# these two statements are the ORM's ``filter(name=..., queued_at__isnull=True).update()``
+# and ``filter(name=...).exists()`` in plain SQL, because building the ORM queries cost
+# more than running them (bench/commands.py --breakdown).
+
+
+def _raise_flag(name: str, now: dt.datetime, using: str) -> int:
+    """Set ``queued_at`` if it is not set; return the number of rows changed (0 or 1)."""
+    conn = connections[using]
+    qn = conn.ops.quote_name
+    opts = ProjectionTrigger._meta
+    queued_at = qn(opts.get_field("queued_at").column)
+    with transaction.mark_for_rollback_on_error(using), conn.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {qn(opts.db_table)} SET {queued_at} = %s "
+            f"WHERE {qn(opts.get_field('name').column)} = %s AND {queued_at} IS NULL",
+            [conn.ops.adapt_datetimefield_value(now), name],
+        )
+        return int(cursor.rowcount)
+
+
+def _trigger_exists(name: str, using: str) -> bool:
+    conn = connections[using]
+    qn = conn.ops.quote_name
+    opts = ProjectionTrigger._meta
+    with transaction.mark_for_rollback_on_error(using), conn.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {qn(opts.db_table)} WHERE {qn(opts.get_field('name').column)} = %s",
+            [name],
+        )
+        return cursor.fetchone() is not None
 
 
 def _async_projection_names(event_type: type[Event]) -> list[str]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
 
-from django.db import models, transaction
+from django.db import models
 
 from django_cqrs.aggregates import Aggregate
 from django_cqrs.exceptions import InvariantViolationError
@@ -169,11 +168,9 @@ class Order(Aggregate):
                 field="items",
             )
 
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        with transaction.atomic(using=kwargs.get("using")):
-            super().save(*args, **kwargs)
-            new_lines = [line for line in self.current_lines if line._state.adding]
-            OrderLine.objects.bulk_create(new_lines)
+    def save_related(self, using: str) -> None:
+        new_lines = [line for line in self.current_lines if line._state.adding]
+        OrderLine.objects.using(using).bulk_create(new_lines)
 
 
 class OrderLine(models.Model):

@@ -58,6 +58,7 @@ class CustomerSummaryProjection(Projection):
     """``CustomerSummary``: order count and lifetime value per customer (asynchronous)."""
 
     read_models = [CustomerSummary]
+    key_fields = {CustomerSummary: "customer_id"}  # every event it handles carries it
     mode = "async"  # refreshed by django-q2 tasks, after the command commits
 
     @handles(CustomerRegistered)

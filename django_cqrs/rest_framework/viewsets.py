@@ -97,6 +97,22 @@ class MessageRoute:
         return message_serializer(self.message, fields=self.fields, exclude=exclude)
 
 
+_request_fields: dict[type, dict[str, Any]] = {}
+
+
+def request_fields(serializer_class: type[serializers.Serializer[Any]]) -> dict[str, Any]:
+    """The fields of a (cached) request serializer class, built once per class.
+
+    Building a dataclass serializer's fields is costly; the views only read their names
+    and types here and validate the URL id with one of them (fields keep no state
+    between validations).
+    """
+    fields = _request_fields.get(serializer_class)
+    if fields is None:
+        fields = _request_fields[serializer_class] = dict(serializer_class().fields)
+    return fields
+
+
 # -- mixins ---------------------------------------------------------------------------
 
 
@@ -163,7 +179,7 @@ class CQRSViewMixin:
         id_field = self.route_id_field(route)
         if id_field is None:
             raise TypeError(f"{type(self).__name__} needs id_field for {route.message.__name__}")
-        field = route.request_serializer()().fields[id_field]
+        field = request_fields(route.request_serializer())[id_field]
         try:
             return field.run_validation(pk)
         except serializers.ValidationError:
@@ -283,7 +299,7 @@ class QueryMixin(CQRSViewMixin):
     """Runs a query route: parameters from the query string, wait for position, answer."""
 
     def query_data(self, request: Request, route: MessageRoute, pk: Any) -> Any:
-        names = route.request_serializer()().fields
+        names = request_fields(route.request_serializer())
         data: dict[str, Any] = {}
         for name, field in names.items():
             # An empty parameter (``?status=``) means "no filter", as in django-filter.
