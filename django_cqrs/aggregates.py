@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
 from django.core.exceptions import ValidationError
-from django.db import models, router, transaction
+from django.db import connections, models, router, transaction
 
 from .context import current_context
 from .events import Event, EventEnvelope
@@ -115,9 +115,10 @@ class Aggregate(models.Model):
             kwargs.setdefault("force_insert", True)
         if kwargs.get("update_fields") is not None:
             kwargs["update_fields"] = {*kwargs["update_fields"], "version"}
+        # Before any write: a violation leaves nothing to roll back.
+        self.check_invariants()
         try:
-            with transaction.atomic(using=using):
-                self.check_invariants()
+            with transaction.atomic(using=using, savepoint=self._needs_savepoint(using)):
                 self.__dict__["_cqrs_expected_version"] = None if was_adding else old_version
                 self.version = old_version + max(1, len(pending))
                 super().save(*args, **kwargs)
@@ -131,6 +132,15 @@ class Aggregate(models.Model):
         finally:
             self.__dict__.pop("_cqrs_expected_version", None)
         self.__dict__["_cqrs_pending"] = []
+
+    @staticmethod
+    def _needs_savepoint(using: str) -> bool:
+        # Directly inside the transaction the command bus opened for this command, an
+        # error fails the whole command, so a savepoint of our own would only cost two
+        # round trips. Anywhere else (a nested atomic block, no bus) keep one, so that
+        # the caller's transaction stays usable after a failed save.
+        ctx = current_context()
+        return ctx is None or ctx.transaction != (using, len(connections[using].atomic_blocks))
 
     def save_related(self, using: str) -> None:
         """Save rows that belong to the aggregate (e.g. order lines) in its transaction.

@@ -34,6 +34,8 @@ class DispatchContext:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     positions: list[int] = dataclasses.field(default_factory=list)
     attempt: int = 1
+    #: (database alias, atomic depth) of the transaction the bus opened for this command.
+    transaction: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         if not self.correlation_id:

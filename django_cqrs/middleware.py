@@ -84,8 +84,16 @@ class TransactionMiddleware(BaseMiddleware):
     """Run each command attempt in one transaction on the event log's database."""
 
     def __call__(self, message: Any, ctx: DispatchContext) -> Any:
-        with transaction.atomic(using=cqrs_settings.DATABASE):
-            return self.next(message, ctx)
+        alias = cqrs_settings.DATABASE
+        with transaction.atomic(using=alias):
+            # Aggregates saved directly in this block need no savepoint of their own:
+            # any error in them fails (and rolls back) the whole command.
+            previous = ctx.transaction
+            ctx.transaction = (alias, len(connections[alias].atomic_blocks))
+            try:
+                return self.next(message, ctx)
+            finally:
+                ctx.transaction = previous
 
 
 class RetryMiddleware(BaseMiddleware):
