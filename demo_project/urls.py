@@ -1,10 +1,11 @@
 """URLs of the demo project: the API, its OpenAPI schema and docs, and the admin."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from demo_project.orders.api import router
+from django_cqrs.rest_framework.views import UnknownRouteView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -12,4 +13,5 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include(router.urls)),
+    re_path(r"^api/", UnknownRouteView.as_view()),  # problem details, not an HTML 404
 ]

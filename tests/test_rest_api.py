@@ -473,3 +473,14 @@ def test_shipping_needs_staff_403(client: APIClient, order_id: str) -> None:
 
 def test_per_route_permissions_also_guard_the_opt_in_endpoints(anonymous: APIClient) -> None:
     assert_problem(post(anonymous, "/api/commands/add-product/", {"name": "x", "price": "1"}), 401)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["get", "post", "delete"])
+def test_unknown_api_url_is_a_problem_detail_not_an_html_page(method: str) -> None:
+    from rest_framework.test import APIClient
+
+    response = getattr(APIClient(), method)("/api/no-such-route/")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("application/problem+json")
+    assert "/api/no-such-route/" in response.json()["detail"]
