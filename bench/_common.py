@@ -16,11 +16,13 @@ import contextlib
 import json
 import os
 import platform
+import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -341,3 +343,28 @@ def timed(func: Callable[[], Any]) -> tuple[float, Any]:
     started = time.perf_counter()
     value = func()
     return time.perf_counter() - started, value
+
+
+def seed_through_bus(
+    seed: int, customers: int, products: int
+) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """Customers and products, registered through the bus (so their summaries exist)."""
+    from decimal import Decimal
+
+    from demo_project.orders.commands import AddProduct, RegisterCustomer
+    from django_cqrs import command_bus
+
+    rng = random.Random(seed)
+    customer_ids = [
+        command_bus.dispatch(
+            RegisterCustomer(name=f"Customer {i}", credit_limit=Decimal("1000000000"))
+        ).value
+        for i in range(customers)
+    ]
+    product_ids = [
+        command_bus.dispatch(
+            AddProduct(name=f"Product {i}", price=Decimal(rng.randint(100, 99999)) / 100)
+        ).value
+        for i in range(products)
+    ]
+    return customer_ids, product_ids

@@ -32,7 +32,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -224,23 +223,8 @@ class Poller(threading.Thread):
 
 
 def seed(args: argparse.Namespace) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
-    from demo_project.orders.commands import AddProduct, RegisterCustomer
-    from django_cqrs import command_bus
-
-    rng = random.Random(args.seed)
-    customers = [
-        command_bus.dispatch(
-            RegisterCustomer(name=f"Customer {i}", credit_limit=Decimal("1000000000"))
-        ).value
-        for i in range(args.lag_customers)
-    ]
-    products = [
-        command_bus.dispatch(
-            AddProduct(name=f"Product {i}", price=Decimal(rng.randint(100, 99999)) / 100)
-        ).value
-        for i in range(args.lag_products)
-    ]
-    return customers, products
+    """Customers and products, registered through the bus (so their summaries exist)."""
+    return _common.seed_through_bus(args.seed, args.lag_customers, args.lag_products)
 
 
 def dispatch_paced(

@@ -203,23 +203,7 @@ Inputs = list[tuple[uuid.UUID, list[tuple[uuid.UUID, int]]]]
 
 def seed(args: argparse.Namespace) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
     """Customers and products, registered through the bus (so their summaries exist)."""
-    from demo_project.orders.commands import AddProduct, RegisterCustomer
-    from django_cqrs import command_bus
-
-    rng = random.Random(args.seed)
-    customers = [
-        command_bus.dispatch(
-            RegisterCustomer(name=f"Customer {i}", credit_limit=Decimal("1000000000"))
-        ).value
-        for i in range(args.customers)
-    ]
-    products = [
-        command_bus.dispatch(
-            AddProduct(name=f"Product {i}", price=Decimal(rng.randint(100, 99999)) / 100)
-        ).value
-        for i in range(args.products)
-    ]
-    return customers, products
+    return _common.seed_through_bus(args.seed, args.customers, args.products)
 
 
 def order_inputs(
