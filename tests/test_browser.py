@@ -153,6 +153,8 @@ class Console:
         self.find("#id_username").send_keys("admin")
         self.find("#id_password").send_keys("demo-password")
         self.find("input[type=submit]").click()
+        # The login page has #site-name too: wait until the browser has left it.
+        self.wait.until(lambda browser: "/login/" not in browser.current_url)
         self.wait_for("#site-name")
         assert "Projections" in self.browser.page_source
 
