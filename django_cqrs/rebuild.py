@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from . import store
 from .conf import cqrs_settings
-from .models import ProjectionState, StoredEvent
+from .models import ProjectionState
 from .projections import SYNC, Projection, apply_rows, get_projection
 from .runner import ensure_state, lock_state, skipped_positions
 
@@ -73,10 +73,7 @@ def shadow_model(model: type[models.Model], using: str) -> type[models.Model]:
 
 def lock_log_against_appends(using: str) -> None:
     """Make appenders wait until this transaction ends (PostgreSQL); SQLite needs nothing."""
-    conn = connections[using]
-    if conn.vendor == "postgresql":
-        with conn.cursor() as cursor:
-            cursor.execute(f"LOCK TABLE {StoredEvent._meta.db_table} IN SHARE MODE")
+    store.lock_log(using, "SHARE")
 
 
 def _table_exists(table: str, using: str) -> bool:
@@ -133,10 +130,13 @@ def _replay(
     using: str,
     progress: Progress | None,
     commit_each: bool,
-) -> tuple[int, int]:
-    """Replay events (after, until] into the shadow tables; return (applied, position)."""
+) -> int:
+    """Replay events (after, until] into the shadow tables; return how many were read.
+
+    Every event up to ``until`` has been read when it returns; with ``commit_each`` the
+    rebuild's position is saved after each batch and, at the end, as ``until``.
+    """
     applied = 0
-    position = after
     types = cls.handled_event_types()
     for rows in store.iter_all(
         after=after, until=until, batch_size=size, event_types=types, using=using
@@ -153,7 +153,9 @@ def _replay(
         applied += len(rows)
         if progress:
             progress(position, until)
-    return applied, position
+    if commit_each:
+        ProjectionState.objects.using(using).filter(name=cls.name).update(rebuild_position=until)
+    return applied
 
 
 def rebuild(
@@ -193,7 +195,7 @@ def rebuild(
         head = store.head(using)
         if head - position <= size:
             break
-        done, position = _replay(
+        applied += _replay(
             cls,
             targets,
             after=position,
@@ -204,14 +206,11 @@ def rebuild(
             progress=progress,
             commit_each=True,
         )
-        applied += done
-        if done == 0:
-            position = head
-            ProjectionState.objects.using(using).filter(name=cls.name).update(rebuild_position=head)
+        position = head
     # Switch: the tail and the swap in one transaction, with new events held back.
     with transaction.atomic(using=using), _stop_new_events(cls, using):
         head = store.head(using)
-        done, _ = _replay(
+        applied += _replay(
             cls,
             targets,
             after=position,
@@ -222,7 +221,6 @@ def rebuild(
             progress=progress,
             commit_each=False,
         )
-        applied += done
         for live, shadow in targets.items():
             _replace_rows(live, shadow, using)
         ProjectionState.objects.using(using).filter(name=cls.name).update(

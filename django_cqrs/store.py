@@ -41,12 +41,20 @@ EVENT_FIELDS = (
 )
 
 
-def lock_for_append(using: str) -> None:
-    """Serialize appends until commit so that position order equals commit order."""
+def lock_log(using: str, mode: str) -> None:
+    """Take PostgreSQL's ``LOCK TABLE <log> IN <mode> MODE`` until the transaction ends.
+
+    SQLite needs no lock: it has one writer at a time.
+    """
     conn = connections[using]
     if conn.vendor == "postgresql":
         with conn.cursor() as cursor:
-            cursor.execute(f"LOCK TABLE {StoredEvent._meta.db_table} IN EXCLUSIVE MODE")
+            cursor.execute(f"LOCK TABLE {StoredEvent._meta.db_table} IN {mode} MODE")
+
+
+def lock_for_append(using: str) -> None:
+    """Serialize appends until commit so that position order equals commit order."""
+    lock_log(using, "EXCLUSIVE")
 
 
 def append(

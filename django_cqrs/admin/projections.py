@@ -368,17 +368,7 @@ class ParkedEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ("resolution", "projection", "event_type")
     search_fields = ("projection", "event_type", "error")
     ordering = ("-parked_at",)
-    fields = (
-        "projection",
-        "position",
-        "event_type",
-        "error",
-        "attempts",
-        "parked_at",
-        "resolution",
-        "resolved_at",
-        "traceback_text",
-    )
+    fields = (*list_display, "resolved_at", "traceback_text")
     readonly_fields = fields
 
     @admin.display(description="traceback")
