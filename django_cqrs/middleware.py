@@ -117,8 +117,12 @@ class RetryMiddleware(BaseMiddleware):
         raise AssertionError("unreachable")
 
 
-_ALLOWED_FIRST_WORDS = {"SELECT", "WITH", "EXPLAIN", "SHOW", "VALUES", "SAVEPOINT", "RELEASE"}
-_ROLLBACK_TO = re.compile(r"^\s*ROLLBACK\s+TO\s", re.IGNORECASE)
+#: Reads, and transaction control (which writes nothing itself; SQLite's BEGIN goes
+#: through the cursor).
+_ALLOWED_FIRST_WORDS = {
+    *("SELECT", "WITH", "EXPLAIN", "SHOW", "VALUES"),
+    *("BEGIN", "SAVEPOINT", "RELEASE", "ROLLBACK"),
+}
 _STRINGS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
 _WRITE_IN_SELECT = re.compile(
     r"\bFOR\s+(?:NO\s+KEY\s+UPDATE|UPDATE|SHARE|KEY\s+SHARE)\b|\bINTO\b", re.IGNORECASE
@@ -130,8 +134,6 @@ def write_reason(sql: str) -> str | None:
     """Why ``sql`` is not a read, or None when it is one (judged by its first keyword)."""
     stripped = sql.lstrip(" \t\r\n(")
     first = stripped.split(None, 1)[0].upper() if stripped else ""
-    if _ROLLBACK_TO.match(stripped):
-        return None
     if first not in _ALLOWED_FIRST_WORDS:
         return f"{first or 'empty'} statement"
     bare = _STRINGS.sub("''", stripped)
@@ -160,26 +162,27 @@ class _WriteGuard:
 def read_only(query_name: str) -> Iterator[None]:
     """Reject database writes inside the block on every configured connection.
 
-    On the event log's database the block runs in a savepoint that is always rolled
-    back, so a refused write cannot leave the caller's transaction marked for rollback;
-    on PostgreSQL that savepoint is also READ ONLY, so even a write hidden in a function
-    call cannot persist.
+    Every statement is checked before it is sent (see :func:`write_reason`), so a refused
+    write never reaches the database and the caller's transaction stays usable. On the
+    event log's database the database itself refuses writes too: SQLite by
+    ``PRAGMA query_only`` (in process, no round trip); PostgreSQL by a ``READ ONLY``
+    transaction that is always rolled back — ``BEGIN READ ONLY`` when the query opens
+    the transaction, a savepoint with ``SET LOCAL transaction_read_only`` inside the
+    caller's — so that even a write hidden in a function call cannot persist.
     """
     guard = _WriteGuard(query_name)
     with ExitStack() as stack:
         for alias in connections:
-            conn = connections[alias]
             if alias == cqrs_settings.DATABASE:
-                read_only_tx = (
-                    conn.vendor == "postgresql" and cqrs_settings.QUERY_READ_ONLY_TRANSACTION
-                )
-                stack.enter_context(_rolled_back(alias, read_only=read_only_tx))
-            stack.enter_context(conn.execute_wrapper(guard))
+                stack.enter_context(_database_refuses_writes(alias))
+            stack.enter_context(connections[alias].execute_wrapper(guard))
         try:
             yield
         except DatabaseError as exc:
-            # PostgreSQL's own refusal (SQLSTATE 25006) for writes the guard cannot see.
-            if getattr(exc.__cause__, "sqlstate", None) == "25006":
+            # The database's own refusal of a write the statement check cannot see:
+            # PostgreSQL's SQLSTATE 25006, SQLite's "attempt to write a readonly database".
+            cause = exc.__cause__
+            if getattr(cause, "sqlstate", None) == "25006" or "readonly database" in str(cause):
                 raise QueryWriteError(
                     f"Query handler for {query_name} attempted a write: {exc}"
                 ) from exc
@@ -187,9 +190,62 @@ def read_only(query_name: str) -> Iterator[None]:
 
 
 @contextmanager
-def _rolled_back(alias: str, *, read_only: bool) -> Iterator[None]:
+def _database_refuses_writes(alias: str) -> Iterator[None]:
+    conn = connections[alias]
+    postgres = conn.vendor == "postgresql" and cqrs_settings.QUERY_READ_ONLY_TRANSACTION
+    with ExitStack() as stack:
+        if conn.vendor == "sqlite":
+            stack.enter_context(_sqlite_query_only(conn))
+        if conn.in_atomic_block:
+            # Inside the caller's transaction: a savepoint, always rolled back, so that a
+            # refused ORM write (whose own atomic block marks the transaction for
+            # rollback) spoils only the savepoint.
+            stack.enter_context(_rolled_back(alias, set_read_only=postgres))
+        elif postgres:
+            stack.enter_context(_read_only_transaction(alias))
+        yield
+
+
+@contextmanager
+def _sqlite_query_only(conn: Any) -> Iterator[None]:
+    conn.ensure_connection()
+    raw = conn.connection
+    (was_on,) = raw.execute("PRAGMA query_only").fetchone()
+    if was_on:  # a query dispatched inside a query
+        yield
+        return
+    raw.execute("PRAGMA query_only = ON")
+    try:
+        yield
+    finally:
+        if conn.connection is raw:
+            raw.execute("PRAGMA query_only = OFF")
+
+
+@contextmanager
+def _read_only_transaction(alias: str) -> Iterator[None]:
+    """A transaction that starts READ ONLY and is always rolled back (PostgreSQL)."""
+    conn = connections[alias]
+    conn.ensure_connection()
+    raw = conn.connection
+    if not hasattr(raw, "read_only"):  # psycopg2
+        with _rolled_back(alias, set_read_only=True):
+            yield
+        return
+    # psycopg 3 then opens the transaction with BEGIN READ ONLY: no extra round trip.
+    raw.read_only = True
+    try:
+        with _rolled_back(alias, set_read_only=False):
+            yield
+    finally:
+        if conn.connection is raw and not raw.closed:
+            raw.read_only = None
+
+
+@contextmanager
+def _rolled_back(alias: str, *, set_read_only: bool) -> Iterator[None]:
     with transaction.atomic(using=alias):
-        if read_only:
+        if set_read_only:
             with connections[alias].cursor() as cursor:
                 cursor.execute("SET LOCAL transaction_read_only = on")
         try:

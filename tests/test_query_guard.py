@@ -282,3 +282,59 @@ def test_without_the_read_only_middleware_nothing_is_guarded(account_id):
         run_query(WRITES["orm create"])
 
     assert AccountView.objects.filter(pk=999).exists()
+
+
+# -- what the database itself refuses, and what the guard costs ------------------------
+
+
+@pytest.mark.django_db
+def test_the_database_refuses_a_write_the_statement_check_misses(account_id, monkeypatch):
+    # Pretend the statement check misses an INSERT: the database must refuse it anyway
+    # (SQLite: PRAGMA query_only; PostgreSQL: the READ ONLY transaction).
+    monkeypatch.setattr("django_cqrs.middleware.write_reason", lambda sql: None)
+
+    error = assert_refused(WRITES["raw insert"])
+
+    assert "read" in str(error).lower()
+    assert_commands_still_work(account_id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_query_outside_a_transaction_sends_only_its_own_statements(account_id):
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        assert run_query(lambda: AccountView.objects.get(pk=account_id).owner) == "ann"
+
+    # SQLite: no transaction (its BEGIN would take the write lock and queue readers
+    # behind writers). PostgreSQL: the READ ONLY transaction's BEGIN and ROLLBACK, and no
+    # SET LOCAL statement of its own (psycopg sends BEGIN READ ONLY).
+    statements = [q["sql"].split(None, 1)[0].upper() for q in captured.captured_queries]
+    if connection.vendor == "postgresql":
+        assert statements == ["BEGIN", "SELECT", "ROLLBACK"]
+    else:
+        assert statements == ["SELECT"]
+    assert_commands_still_work(account_id)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+def test_a_query_outside_a_transaction_runs_read_only(account_id):
+    def body() -> Any:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW transaction_read_only")
+            return cursor.fetchone()
+
+    assert run_query(body) == ("on",)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sqlite_connection_is_not_left_query_only(account_id):
+    if connection.vendor != "sqlite":
+        pytest.skip("PRAGMA query_only is SQLite's")
+    run_query(lambda: AccountView.objects.count())
+
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA query_only")
+        assert cursor.fetchone() == (0,)
+    assert_commands_still_work(account_id)

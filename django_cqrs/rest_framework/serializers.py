@@ -20,13 +20,15 @@ instead of a 422 from the aggregate.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.db import models
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
+from rest_framework.settings import api_settings
 from rest_framework_dataclasses.field_utils import get_type_info
 from rest_framework_dataclasses.serializers import DataclassSerializer
 
@@ -142,6 +144,69 @@ def message_serializer(
     return cls
 
 
+class _Instances(threading.local):
+    def __init__(self) -> None:
+        self.by_key: dict[Any, serializers.BaseSerializer[Any]] = {}
+
+
+_instances = _Instances()
+
+
+def reused(key: Any, factory: Callable[[], serializers.BaseSerializer[Any]]) -> Any:
+    """One serializer instance per ``key`` and thread, built by ``factory`` on first use.
+
+    DRF builds a serializer's fields anew for every instance: for a dataclass or model
+    serializer that is most of the time it takes to validate a small body or represent a
+    row. The views here only call ``run_validation()`` and ``to_representation()``, which
+    keep no state between calls, so each thread builds the fields once.
+    """
+    by_key = _instances.by_key
+    instance = by_key.get(key)
+    if instance is None:
+        instance = by_key[key] = factory()
+    return instance
+
+
+def validate(serializer_class: type[serializers.Serializer[Any]], data: Any) -> Any:
+    """``serializer_class(data=data).is_valid(raise_exception=True)``; its validated data.
+
+    Same result and same 400 error shape, on a reused instance (see :func:`reused`).
+    """
+    serializer = reused(("validate", serializer_class), serializer_class)
+    try:
+        return serializer.run_validation(data)
+    except serializers.ValidationError as exc:
+        detail = exc.detail
+        if isinstance(detail, list):  # the body is null: what is_valid() reports
+            if len(detail) == 1 and getattr(detail[0], "code", None) == "null":
+                detail = [ErrorDetail("No data provided", code="null")]
+            detail = {api_settings.NON_FIELD_ERRORS_KEY: detail}
+        raise serializers.ValidationError(detail) from None
+
+
+def represent(
+    serializer_class: type[serializers.BaseSerializer[Any]],
+    value: Any,
+    *,
+    many: bool = False,
+    context: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``serializer_class(value, many=many, context=context, **kwargs).data``, reused.
+
+    ``kwargs`` must be hashable: they are part of the reuse key.
+    """
+    key = ("represent", serializer_class, many, tuple(sorted(kwargs.items())))
+    serializer = reused(key, lambda: serializer_class(many=many, **kwargs))
+    serializer.instance = value
+    serializer._context = dict(context or {})
+    try:
+        return serializer.to_representation(value)
+    finally:
+        serializer.instance = None
+        serializer._context = {}
+
+
 def _doc(message_type: type) -> str:
     doc = (message_type.__doc__ or "").strip()
     # A dataclass without a docstring gets its signature as one: not worth showing.
@@ -205,11 +270,11 @@ def serialize_result(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, models.Model):
-        return model_serializer(type(value))(value).data
+        return represent(model_serializer(type(value)), value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return ResultDataclassSerializer(value, dataclass=type(value)).data
+        return represent(ResultDataclassSerializer, value, dataclass=type(value))
     if isinstance(value, models.QuerySet):
-        return model_serializer(value.model)(value, many=True).data
+        return represent(model_serializer(value.model), value, many=True)
     if isinstance(value, list | tuple):
         return [serialize_result(item) for item in value]
     if isinstance(value, dict):

@@ -54,7 +54,10 @@ from .serializers import (
     FieldOptions,
     StrictDataclassSerializer,
     message_serializer,
+    represent,
+    reused,
     serialize_result,
+    validate,
 )
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -97,19 +100,13 @@ class MessageRoute:
         return message_serializer(self.message, fields=self.fields, exclude=exclude)
 
 
-_request_fields: dict[type, dict[str, Any]] = {}
+def request_fields(serializer_class: type[serializers.Serializer[Any]]) -> Mapping[str, Any]:
+    """The fields of a request serializer, built once per class and thread.
 
-
-def request_fields(serializer_class: type[serializers.Serializer[Any]]) -> dict[str, Any]:
-    """The fields of a (cached) request serializer class, built once per class.
-
-    Building a dataclass serializer's fields is costly; the views only read their names
-    and types here and validate the URL id with one of them (fields keep no state
-    between validations).
+    The views read their names and types, and validate the URL id with one of them
+    (fields keep no state between validations).
     """
-    fields = _request_fields.get(serializer_class)
-    if fields is None:
-        fields = _request_fields[serializer_class] = dict(serializer_class().fields)
+    fields: Mapping[str, Any] = reused(("validate", serializer_class), serializer_class).fields
     return fields
 
 
@@ -198,6 +195,11 @@ class CQRSViewMixin:
             raise serializers.ValidationError({id_field: ["This field comes from the URL."]})
         return {**data, id_field: str(value)}
 
+    def get_serializer_context(self) -> dict[str, Any]:
+        """What DRF's generic views give their serializers: request, format and view."""
+        request = getattr(self, "request", None)
+        return {"request": request, "format": getattr(self, "format_kwarg", None), "view": self}
+
     def dispatch_metadata(self, request: Request) -> dict[str, Any]:
         """Event metadata: who sent the request, and its id."""
         metadata: dict[str, Any] = {"request_id": request.cqrs_request_id}  # type: ignore[attr-defined]
@@ -225,9 +227,7 @@ class CommandMixin(CQRSViewMixin):
     def execute_command(self, request: Request, route: MessageRoute, pk: Any = None) -> Response:
         """Validate the request into the route's command, dispatch it, build the answer."""
         data = self.message_data(route, request.data, pk)
-        serializer = route.request_serializer()(data=data)
-        serializer.is_valid(raise_exception=True)
-        command = serializer.validated_data
+        command = validate(route.request_serializer(), data)
         metadata = self.dispatch_metadata(request)
         expected = parse_if_match(request.headers.get("If-Match")) if route.detail else None
         if expected is None:
@@ -250,7 +250,8 @@ class CommandMixin(CQRSViewMixin):
         elif route.result_field is not None:
             data = {route.result_field: serialize_result(result.value)}
         elif route.serializer_class is not None:
-            data = route.serializer_class(result.value).data
+            context = self.get_serializer_context()
+            data = represent(route.serializer_class, result.value, context=context)
         else:
             data = None if result.value is None else {"value": serialize_result(result.value)}
         status_code = route.status_code if data is not None else status.HTTP_204_NO_CONTENT
@@ -310,13 +311,10 @@ class QueryMixin(CQRSViewMixin):
         return self.message_data(route, data, pk)
 
     def run_query(self, request: Request, route: MessageRoute, pk: Any = None) -> Response:
-        serializer = route.request_serializer()(data=self.query_data(request, route, pk))
-        serializer.is_valid(raise_exception=True)
+        query = validate(route.request_serializer(), self.query_data(request, route, pk))
         read_models = route.read_models if route.read_models is not None else self.read_models
         require_position(read_models, request.headers.get(MIN_POSITION_HEADER))
-        value = query_bus.dispatch(
-            serializer.validated_data, metadata=self.dispatch_metadata(request)
-        )
+        value = query_bus.dispatch(query, metadata=self.dispatch_metadata(request))
         return self.query_response(request, route, value)
 
     def query_response(self, request: Request, route: MessageRoute, value: Any) -> Response:
@@ -347,7 +345,7 @@ class QueryMixin(CQRSViewMixin):
         serializer_class = route.serializer_class or getattr(self, "serializer_class", None)
         if serializer_class is None:
             return serialize_result(list(value) if many else value)
-        return serializer_class(value, many=many).data
+        return represent(serializer_class, value, many=many, context=self.get_serializer_context())
 
     def page_data(self, request: Request, route: MessageRoute, page: Any) -> dict[str, Any]:
         """DRF's page shape, ``{count, next, previous, results}``, from a page result."""
