@@ -23,7 +23,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connections, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from .conf import cqrs_settings
@@ -82,15 +82,7 @@ def enqueue(name: str) -> None:
 def request_catch_up(name: str) -> bool:
     """Queue a catch-up for ``name`` unless one is already queued; True if queued now."""
     using = cqrs_settings.DATABASE
-    now = timezone.now()
-    flagged = _raise_flag(name, now, using)
-    if not flagged and not _trigger_exists(name, using):
-        try:
-            with transaction.atomic(using=using):
-                ProjectionTrigger.objects.using(using).create(name=name, queued_at=now)
-            flagged = 1
-        except IntegrityError:
-            flagged = 0
+    flagged = _raise_flag(name, timezone.now(), using)
     if flagged:
         try:
             enqueue(name)
@@ -98,40 +90,36 @@ def request_catch_up(name: str) -> bool:
             # Lower the flag again, or no later command would queue a catch-up.
             ProjectionTrigger.objects.using(using).filter(name=name).update(queued_at=None)
             raise
-    return bool(flagged)
+    return flagged
 
 
-# The flag is tested in every command that records an event for an async projection:
-# these two statements are the ORM's ``filter(name=..., queued_at__isnull=True).update()``
-# and ``filter(name=...).exists()`` in plain SQL, because building the ORM queries cost
-# more than running them (bench/commands.py --breakdown).
+def _raise_flag(name: str, now: dt.datetime, using: str) -> bool:
+    """Create or set the flag of ``name`` unless it is set; True if this call set it.
 
-
-def _raise_flag(name: str, now: dt.datetime, using: str) -> int:
-    """Set ``queued_at`` if it is not set; return the number of rows changed (0 or 1)."""
+    Every command that records an event for an async projection runs this, so it is one
+    statement: an upsert whose update applies only to a lowered flag (``rowcount`` 0
+    means a catch-up is already queued). The ORM cannot put a condition on the update
+    of an upsert; other databases take the two-statement ORM path.
+    """
     conn = connections[using]
+    if conn.vendor not in ("postgresql", "sqlite"):
+        triggers = ProjectionTrigger.objects.using(using)
+        if triggers.filter(name=name, queued_at__isnull=True).update(queued_at=now):
+            return True
+        return triggers.get_or_create(name=name, defaults={"queued_at": now})[1]
     qn = conn.ops.quote_name
     opts = ProjectionTrigger._meta
+    table = qn(opts.db_table)
+    name_column = qn(opts.get_field("name").column)
     queued_at = qn(opts.get_field("queued_at").column)
     with transaction.mark_for_rollback_on_error(using), conn.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {qn(opts.db_table)} SET {queued_at} = %s "
-            f"WHERE {qn(opts.get_field('name').column)} = %s AND {queued_at} IS NULL",
-            [conn.ops.adapt_datetimefield_value(now), name],
+            f"INSERT INTO {table} ({name_column}, {queued_at}) VALUES (%s, %s) "
+            f"ON CONFLICT ({name_column}) DO UPDATE SET {queued_at} = EXCLUDED.{queued_at} "
+            f"WHERE {table}.{queued_at} IS NULL",
+            [name, conn.ops.adapt_datetimefield_value(now)],
         )
-        return int(cursor.rowcount)
-
-
-def _trigger_exists(name: str, using: str) -> bool:
-    conn = connections[using]
-    qn = conn.ops.quote_name
-    opts = ProjectionTrigger._meta
-    with transaction.mark_for_rollback_on_error(using), conn.cursor() as cursor:
-        cursor.execute(
-            f"SELECT 1 FROM {qn(opts.db_table)} WHERE {qn(opts.get_field('name').column)} = %s",
-            [name],
-        )
-        return cursor.fetchone() is not None
+        return cursor.rowcount == 1
 
 
 def _async_projection_names(event_type: type[Event]) -> list[str]:

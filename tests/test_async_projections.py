@@ -563,6 +563,40 @@ def test_a_burst_of_commands_queues_one_catch_up_per_projection(
     assert queued.count(MOVEMENTS) == 1
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_commands_queue_one_catch_up_per_projection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    queued: list[str] = []
+    monkeypatch.setattr(tasks, "enqueue", queued.append)
+    account_ids = [command_bus.dispatch(OpenAccount(owner=f"o{i}")).value for i in range(4)]
+    queued.clear()
+    ProjectionTrigger.objects.all().delete()  # no flag rows: the writers race to create them
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def deposit(account_id: int) -> None:
+        try:
+            start.wait()
+            for _ in range(10):
+                command_bus.dispatch(Deposit(account_id=account_id, amount=Decimal("1")))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=deposit, args=(a,)) for a in account_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sorted(queued) == sorted([TOTALS, MOVEMENTS])
+    assert StoredEvent.objects.filter(event_type__endswith="Deposited").count() == 40
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_enqueue_after_commit_does_not_fail_the_command(
     monkeypatch: pytest.MonkeyPatch,
