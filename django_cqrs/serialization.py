@@ -195,58 +195,16 @@ def to_json_dict(obj: Any, *, path: str | None = None) -> dict[str, Any]:
 
 
 def decode_value(data: Any, tp: Any, path: str) -> Any:
-    """Rebuild a value declared as ``tp`` from its JSON form."""
-    if tp is Any:
-        return data
-    origin = _origin(tp)
-    if _is_optional_union(tp):
-        if data is None:
-            return None
-        options = [a for a in typing.get_args(tp) if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return decode_value(data, option, path)
-            except SerializationError as exc:
-                errors.append(str(exc))
-        raise SerializationError(f"{path}: {data!r} matches none of {_type_name(tp)}")
-    if origin is typing.Literal:
-        return data
-    if origin in (list, tuple, frozenset, set) or tp in (list, tuple):
-        args = typing.get_args(tp)
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            return tuple(
-                decode_value(v, a, f"{path}[{i}]")
-                for i, (v, a) in enumerate(zip(data, args, strict=True))
-            )
-        item_tp = args[0] if args else Any
-        items = [decode_value(v, item_tp, f"{path}[{i}]") for i, v in enumerate(data)]
-        if origin is tuple or tp is tuple:
-            return tuple(items)
-        if origin is frozenset:
-            return frozenset(items)
-        if origin is set:
-            return set(items)
-        return items
-    if origin is dict or tp is dict:
-        args = typing.get_args(tp) or (str, Any)
-        return {k: decode_value(v, args[1], f"{path}[{k!r}]") for k, v in data.items()}
-    if isinstance(tp, type):
-        if data is None:
-            raise SerializationError(f"{path}: stored null for non-optional {tp.__name__}")
-        decoder = _DECODERS.get(tp)
-        try:
-            if decoder is not None:
-                return decoder(data)
-            if issubclass(tp, enum.Enum):
-                return tp(data)
-            if dataclasses.is_dataclass(tp):
-                return from_json_dict(tp, data, path=path)
-        except (ValueError, TypeError, InvalidOperation, KeyError) as exc:
-            if isinstance(exc, SerializationError):
-                raise
-            raise SerializationError(f"{path}: cannot read {data!r} as {tp.__name__}") from exc
-    raise SerializationError(f"{path}: unsupported field type {_type_name(tp)}")
+    """Rebuild a value declared as ``tp`` from its JSON form; ``path`` names it in errors."""
+    try:
+        return _decoder(tp)(data)
+    except _DecodeError as exc:
+        raise exc.error(path) from exc.__cause__
+
+
+def from_json_dict(cls: type, data: dict[str, Any], *, path: str | None = None) -> Any:
+    """Rebuild a dataclass instance of ``cls`` from its JSON dict."""
+    return decode_value(data, cls, path or cls.__qualname__)
 
 
 _DECODERS: dict[type, Callable[[Any], Any]] = {
@@ -263,101 +221,175 @@ _DECODERS: dict[type, Callable[[Any], Any]] = {
 }
 
 
-def from_json_dict(cls: type, data: dict[str, Any], *, path: str | None = None) -> Any:
-    """Rebuild a dataclass instance of ``cls`` from its JSON dict."""
-    # Fast path: a decoder compiled once per type. On any failure, decode again the
-    # careful way below, which gives the same result or the error naming the field.
-    try:
-        return _fast_dataclass_decoder(cls)(data)
-    except Exception:
-        pass
-    return _from_json_dict_checked(cls, data, path=path)
-
-
-def _from_json_dict_checked(cls: type, data: dict[str, Any], *, path: str | None) -> Any:
-    prefix = path or cls.__qualname__
-    kwargs = {}
-    for name, tp in field_types(cls).items():
-        if name in data:
-            kwargs[name] = decode_value(data[name], tp, f"{prefix}.{name}")
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise SerializationError(f"{prefix}: {exc}") from exc
-
-
 # -- compiled decoders ----------------------------------------------------------------
-# Rebuilds read every stored event, so decoding is hot. These decoders do what
-# decode_value() does for valid data, with the type analysis done once per type; they
-# raise on anything unusual and from_json_dict() then falls back to decode_value().
+# Rebuilds read every stored event, so decoding is hot: the type analysis is done once
+# per type into a function of the data alone. Where a value is rejected, the path to it
+# is collected while the error travels out (``_DecodeError.inside``), so the happy path
+# builds no path strings.
+
+
+class _DecodeError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.steps: list[str] = []
+
+    def inside(self, step: str) -> _DecodeError:
+        self.steps.append(step)
+        return self
+
+    def error(self, path: str) -> SerializationError:
+        return SerializationError(f"{path}{''.join(reversed(self.steps))}: {self.message}")
 
 
 @functools.cache
-def _fast_dataclass_decoder(cls: Any) -> Callable[[Any], Any]:
-    plan = [(name, _fast_decoder(tp)) for name, tp in field_types(cls).items()]
+def _decoder(tp: Any) -> Callable[[Any], Any]:
+    if tp is Any:
+        return _identity
+    origin = _origin(tp)
+    if _is_optional_union(tp):
+        return _union_decoder(tp)
+    if origin is typing.Literal:
+        return _identity
+    if origin in (list, tuple, frozenset, set) or tp in (list, tuple):
+        return _sequence_decoder(tp)
+    if origin is dict or tp is dict:
+        return _dict_decoder(tp)
+    if isinstance(tp, type):
+        if dataclasses.is_dataclass(tp):
+            return _dataclass_decoder(tp)
+        scalar = _DECODERS.get(tp) or (tp if issubclass(tp, enum.Enum) else None)
+        if scalar is not None:
+            return _scalar_decoder(tp, scalar)
+    message = f"unsupported field type {_type_name(tp)}"
 
-    def decode(data: Any) -> Any:
-        kwargs = {}
-        for name, decode_field in plan:
-            if name in data:
-                kwargs[name] = decode_field(data[name])
-        return cls(**kwargs)
+    def unsupported(data: Any) -> Any:
+        raise _DecodeError(message)
 
-    return decode
+    return unsupported
 
 
 def _identity(data: Any) -> Any:
     return data
 
 
-def _fast_decoder(tp: Any) -> Callable[[Any], Any]:
-    if tp is Any:
-        return _identity
-    origin = _origin(tp)
-    if _is_optional_union(tp):
-        options = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(options) != 1:
-            return lambda data: None if data is None else decode_value(data, tp, "")
-        decode_option = _fast_decoder(options[0])
-        return lambda data: None if data is None else decode_option(data)
-    if origin is typing.Literal:
-        return _identity
-    if origin in (list, tuple, frozenset, set) or tp in (list, tuple):
-        args = typing.get_args(tp)
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            decoders = [_fast_decoder(a) for a in args]
-            return lambda data: tuple(f(v) for v, f in zip(data, decoders, strict=True))
-        item = _fast_decoder(args[0] if args else Any)
-        container: Callable[[Any], Any] = list
-        if origin is tuple or tp is tuple:
-            container = tuple
-        elif origin is frozenset:
-            container = frozenset
-        elif origin is set:
-            container = set
-        if item is _identity and container is list:
-            return lambda data: [v for v in data]
-        return lambda data: container([item(v) for v in data])
-    if origin is dict or tp is dict:
-        value = _fast_decoder((typing.get_args(tp) or (str, Any))[1])
-        return lambda data: {k: value(v) for k, v in data.items()}
-    if isinstance(tp, type):
-        scalar = _DECODERS.get(tp)
-        if scalar is None and issubclass(tp, enum.Enum):
-            scalar = tp
-        if scalar is not None:
-            decode_scalar = scalar
+def _scalar_decoder(tp: type, scalar: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def decode(data: Any) -> Any:
+        if data is None:
+            raise _DecodeError(f"stored null for non-optional {tp.__name__}")
+        try:
+            return scalar(data)
+        except (ValueError, TypeError, InvalidOperation, KeyError) as exc:
+            raise _DecodeError(f"cannot read {data!r} as {tp.__name__}") from exc
 
-            def decode(data: Any) -> Any:
-                if data is None:
-                    raise SerializationError("null")
-                return decode_scalar(data)
+    return decode
 
-            return decode
-        if dataclasses.is_dataclass(tp):
-            # Looked up at call time: a dataclass may refer to itself.
-            return lambda data: _fast_dataclass_decoder(tp)(data)
-    return lambda data: decode_value(data, tp, "")
+
+def _union_decoder(tp: Any) -> Callable[[Any], Any]:
+    options = [_decoder(a) for a in typing.get_args(tp) if a is not type(None)]
+    if len(options) == 1:
+        (option,) = options
+
+        def decode_one(data: Any) -> Any:
+            return None if data is None else option(data)
+
+        return decode_one
+
+    def decode(data: Any) -> Any:
+        if data is None:
+            return None
+        for option in options:
+            try:
+                return option(data)
+            except _DecodeError:
+                pass
+        raise _DecodeError(f"{data!r} matches none of {_type_name(tp)}")
+
+    return decode
+
+
+def _sequence_decoder(tp: Any) -> Callable[[Any], Any]:
+    origin = _origin(tp) or tp
+    args = typing.get_args(tp)
+    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        items = [_decoder(a) for a in args]
+
+        def decode_fixed(data: Any) -> Any:
+            if not isinstance(data, list) or len(data) != len(items):
+                raise _DecodeError(f"expected a list of {len(items)} items, got {data!r}")
+            out = []
+            for index, (value, item) in enumerate(zip(data, items, strict=True)):
+                try:
+                    out.append(item(value))
+                except _DecodeError as exc:
+                    raise exc.inside(f"[{index}]") from exc.__cause__
+            return tuple(out)
+
+        return decode_fixed
+    item = _decoder(args[0] if args else Any)
+    container: Callable[[Any], Any] = {tuple: tuple, frozenset: frozenset, set: set}.get(
+        origin, list
+    )
+
+    def decode(data: Any) -> Any:
+        if not isinstance(data, list):
+            raise _DecodeError(f"expected a list, got {type(data).__name__}")
+        try:
+            return container([item(value) for value in data])
+        except _DecodeError:
+            pass
+        for index, value in enumerate(data):  # find the failing item to name it
+            try:
+                item(value)
+            except _DecodeError as exc:
+                raise exc.inside(f"[{index}]") from exc.__cause__
+        raise AssertionError("unreachable")
+
+    return decode
+
+
+def _dict_decoder(tp: Any) -> Callable[[Any], Any]:
+    value_decoder = _decoder((typing.get_args(tp) or (str, Any))[1])
+
+    def decode(data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise _DecodeError(f"expected an object, got {type(data).__name__}")
+        out = {}
+        for key, value in data.items():
+            try:
+                out[key] = value_decoder(value)
+            except _DecodeError as exc:
+                raise exc.inside(f"[{key!r}]") from exc.__cause__
+        return out
+
+    return decode
+
+
+def _dataclass_decoder(cls: Any) -> Callable[[Any], Any]:
+    plan: list[tuple[str, Callable[[Any], Any]]] = []
+
+    def decode(data: Any) -> Any:
+        if not plan:
+            # Filled on first use: a dataclass may refer to itself.
+            try:
+                plan.extend((name, _decoder(tp)) for name, tp in field_types(cls).items())
+            except SerializationError as exc:
+                raise _DecodeError(str(exc)) from exc
+        if not isinstance(data, dict):
+            raise _DecodeError(f"expected an object, got {type(data).__name__}")
+        kwargs = {}
+        for name, decode_field in plan:
+            if name in data:
+                try:
+                    kwargs[name] = decode_field(data[name])
+                except _DecodeError as exc:
+                    raise exc.inside(f".{name}") from exc.__cause__
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise _DecodeError(str(exc)) from exc
+
+    return decode
 
 
 def check_supported(cls: type) -> list[str]:

@@ -7,7 +7,7 @@ Tasks take plain arguments (a projection name), never pickled payloads:
 
 When an event handled by an async projection is recorded, a catch-up task for that
 projection is queued, at most one at a time: the ``ProjectionTrigger`` row is flagged
-with a conditional UPDATE and only the command that sets the flag queues a task; the
+with a conditional upsert and only the command that sets the flag queues a task; the
 task clears the flag before it reads, so events committed later queue a new one. With
 django-q2's ORM broker on the same database the task is queued inside the command's
 transaction and commits with the events (a transactional outbox); with another broker,

@@ -569,6 +569,41 @@ def test_stored_value_that_cannot_be_read_names_the_field():
         decode_event("tests.serialization.Renamed", 3, {"total": "abc", "currency": "EUR"})
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lines": {"sku": "a"}}, r"SerOrderPlaced\.lines: expected a list, got dict"),
+        ({"lines": ["a"]}, r"SerOrderPlaced\.lines\[0\]: expected an object, got str"),
+        (
+            {"lines": [{"sku": "a", "price": "1", "quantity": 1, "discount": {"amount": "x"}}]},
+            r"SerOrderPlaced\.lines\[0\]\.discount\.amount: cannot read 'x' as Decimal",
+        ),
+        ({"totals": ["1"]}, r"SerOrderPlaced\.totals: expected an object, got list"),
+        ({"totals": {"eu": None}}, r"SerOrderPlaced\.totals\['eu'\]: stored null"),
+        ({"pair": ["a"]}, r"SerOrderPlaced\.pair: expected a list of 2 items, got \['a'\]"),
+        ({"customer": "c1"}, r"SerOrderPlaced\.customer: expected an object, got str"),
+    ],
+    ids=["list", "item", "deep optional", "dict", "dict value", "pair", "nested"],
+)
+def test_a_stored_payload_of_the_wrong_shape_names_the_place(change, message):
+    payload = {
+        "order_id": str(uuid.uuid4()),
+        "customer": {"customer_id": str(uuid.uuid4()), "address": {"street": "s", "city": "c"}},
+        "lines": [],
+        "totals": {},
+        "box_sizes": [],
+        "pair": ["a", "1"],
+        "tags": [],
+        "status": "placed",
+        "note": None,
+        "shipped_at": None,
+    }
+    assert decode_event("tests.serialization.OrderPlaced", 1, payload).pair == ("a", Decimal(1))
+
+    with pytest.raises(SerializationError, match=message):
+        decode_event("tests.serialization.OrderPlaced", 1, {**payload, **change})
+
+
 # -- event type names ------------------------------------------------------------------
 
 
