@@ -7,20 +7,22 @@
 
 Both variants take the same inputs (customer, 1-4 items) and write the same rows in one
 transaction per order: the ``Order`` row, its ``OrderLine`` rows, one ``StoredEvent`` row
-(the same JSON payload and metadata keys) and the ``OrderView`` row of the sync projection
-(plus the customer's summary if ``CustomerSummaryProjection`` is a sync projection). Both
+(the same JSON payload and metadata keys), the ``OrderView`` row of the sync projection
+and, in the demo scenario, the ``OrderCount`` row (plus the customer's summary if
+``CustomerSummaryProjection`` is a sync projection). Both
 read the customer and the products first and check the credit limit. A check at the end
 compares the rows the two wrote for the same input, and counts one of each per order.
 
 The plain variant is what a Django developer would write by hand: ``Model.save()``,
-``bulk_create``, ``create`` (and an ``F()`` update for a sync summary), with no aggregate,
+``bulk_create``, ``create`` (and ``F()`` updates for counts and a sync summary), with no aggregate,
 no signals and no log lock. The bus variant is ``command_bus.dispatch(PlaceOrder(...))``
 with the default middleware (logging, retry, transaction) and the demo's handler,
 aggregate and projections.
 
 Two scenarios, each against its own plain variant:
-  demo       the demo as shipped: OrderView sync, CustomerSummary async (the bus flags a
-             django-q2 catch-up in the command's transaction; no qcluster runs here);
+  demo       the demo as shipped: OrderView and OrderCount sync, CustomerSummary async
+             (the bus flags a django-q2 catch-up in the command's transaction; no qcluster
+             runs here);
   orderview  only OrderViewProjection registered: exactly the writes listed above.
 
 Rounds alternate the two variants (AB, BA, ...) so that drift (caches, WAL growth, other
@@ -91,6 +93,7 @@ def make_variants() -> dict[str, Any]:
         Customer,
         CustomerSummary,
         Order,
+        OrderCount,
         OrderLine,
         OrderView,
         Product,
@@ -103,11 +106,16 @@ def make_variants() -> dict[str, Any]:
     sync_names = sorted(
         cls.name for cls in all_projections() if cls.mode == "sync" and OrderPlaced in cls.handlers
     )
-    mirrored = {"orders.OrderViewProjection", "orders.CustomerSummaryProjection"}
+    mirrored = {
+        "orders.OrderViewProjection",
+        "orders.OrderCountProjection",
+        "orders.CustomerSummaryProjection",
+    }
     unknown = sorted(set(sync_names) - mirrored)
     if unknown:
         print(f"!! sync projections the plain variant does not mirror: {unknown}", flush=True)
     update_summary = "orders.CustomerSummaryProjection" in sync_names
+    update_count = "orders.OrderCountProjection" in sync_names
     command_type = PlaceOrder.message_name()
 
     def bus_place(customer_id: uuid.UUID, items: list[tuple[uuid.UUID, int]]) -> uuid.UUID:
@@ -176,6 +184,12 @@ def make_variants() -> dict[str, Any]:
                 version=1,
                 placed_at=now,
             )
+            if update_count:
+                key = OrderCount.key_of(customer_id, "placed")
+                if not OrderCount.objects.filter(pk=key).update(orders=F("orders") + 1):
+                    OrderCount.objects.create(
+                        key=key, customer_id=customer_id, status="placed", orders=1
+                    )
             if update_summary:
                 CustomerSummary.objects.filter(pk=customer_id).update(
                     order_count=F("order_count") + 1, lifetime_value=F("lifetime_value") + total
@@ -258,15 +272,20 @@ def check_same_rows(bus_id: uuid.UUID, plain_id: uuid.UUID) -> None:
         )
 
 
-def row_counts() -> dict[str, int]:
-    from demo_project.orders.models import Order, OrderView
+def row_counts(*, order_count: bool) -> dict[str, int]:
+    from django.db.models import Sum
+
+    from demo_project.orders.models import Order, OrderCount, OrderView
     from django_cqrs.models import StoredEvent
 
-    return {
+    counts = {
         "orders": Order.objects.count(),
         "order_views": OrderView.objects.count(),
         "order_placed_events": StoredEvent.objects.filter(event_type="orders.OrderPlaced").count(),
     }
+    if order_count:
+        counts["counted_orders"] = OrderCount.objects.aggregate(n=Sum("orders"))["n"] or 0
+    return counts
 
 
 # -- the run --------------------------------------------------------------------------
@@ -290,7 +309,8 @@ def run_scenario(
     rng = random.Random(f"{args.seed}-{scenario}")
     inputs = order_inputs(rng, args.orders + args.warmup, customers, products)
     warm, measured = inputs[: args.warmup], inputs[args.warmup :]
-    before = row_counts()
+    order_count = "orders.OrderCountProjection" in variants["sync_projections"]
+    before = row_counts(order_count=order_count)
 
     statements = {}
     for name in ("bus", "plain"):
@@ -322,7 +342,7 @@ def run_scenario(
 
     # Both variants wrote the same rows, and one of each per order.
     check_same_rows(first_ids["bus"], first_ids["plain"])
-    after = row_counts()
+    after = row_counts(order_count=order_count)
     placed = 2 * len(inputs)
     if any(after[key] - before[key] != placed for key in after):
         raise SystemExit(f"expected {placed} new rows of each kind: before {before}, after {after}")

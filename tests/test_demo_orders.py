@@ -27,6 +27,7 @@ from demo_project.orders.models import (
     Customer,
     CustomerSummary,
     Order,
+    OrderCount,
     OrderView,
     Product,
 )
@@ -384,6 +385,25 @@ def test_list_orders_pages_through_every_order_once(orders: dict[str, list[UUID]
     assert set(seen) == {*orders["ada"], *orders["bob"]}
 
 
+def test_list_orders_counts_match_the_listed_orders_for_every_filter(
+    orders: dict[str, list[UUID]], shop: dict[str, UUID]
+) -> None:
+    # The page's count comes from OrderCount, not COUNT(*): it must still say how many
+    # orders the filters select.
+    for status in (None, "placed", "shipped", "cancelled", "unknown"):
+        for customer in (None, shop["ada"], orders["bob_id"][0], uuid.uuid4()):
+            page = query_bus.dispatch(
+                ListOrders(status=status, customer_id=customer, page_size=100)
+            )
+            assert page.count == len(page.results), (status, customer)
+    assert sorted(OrderCount.objects.values_list("status", "orders")) == [
+        ("cancelled", 1),
+        ("placed", 2),
+        ("placed", 3),
+        ("shipped", 1),
+    ]
+
+
 def test_list_orders_rejects_page_zero() -> None:
     with pytest.raises(InvariantViolationError, match="start at 1"):
         query_bus.dispatch(ListOrders(page=0))
@@ -396,6 +416,7 @@ def read_model_rows() -> dict[str, list[dict[str, Any]]]:
     return {
         "orders": list(OrderView.objects.order_by("id").values()),
         "summaries": list(CustomerSummary.objects.order_by("customer_id").values()),
+        "counts": list(OrderCount.objects.order_by("key").values()),
     }
 
 
@@ -412,6 +433,7 @@ def test_rebuild_reproduces_the_incrementally_built_read_models(
     OrderView.objects.filter(pk=orders["ada"][0]).delete()
     OrderView.objects.update(status="garbage")
     CustomerSummary.objects.update(order_count=99)
+    OrderCount.objects.update(orders=0)
 
     events = StoredEvent.objects.count()
     out = io.StringIO()
@@ -420,6 +442,7 @@ def test_rebuild_reproduces_the_incrementally_built_read_models(
         "cqrs_rebuild",
         "orders.OrderViewProjection",
         "orders.CustomerSummaryProjection",
+        "orders.OrderCountProjection",
         "--no-progress",
         stdout=out,
     )
@@ -428,3 +451,4 @@ def test_rebuild_reproduces_the_incrementally_built_read_models(
     assert StoredEvent.objects.count() == events
     assert "Rebuilt orders.OrderViewProjection" in out.getvalue()
     assert "Rebuilt orders.CustomerSummaryProjection" in out.getvalue()
+    assert "Rebuilt orders.OrderCountProjection" in out.getvalue()

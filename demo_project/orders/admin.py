@@ -6,9 +6,10 @@ from django.contrib import admin
 
 from django_cqrs.admin import AggregateAdmin, ReadModelAdmin
 
-from .models import Customer, CustomerSummary, Order, OrderLine, OrderView, Product
+from .models import Customer, CustomerSummary, Order, OrderCount, OrderLine, OrderView, Product
 
 admin.site.register(CustomerSummary, ReadModelAdmin)
+admin.site.register(OrderCount, ReadModelAdmin)
 
 
 @admin.register(OrderView)

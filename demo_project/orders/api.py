@@ -34,7 +34,7 @@ from django_cqrs.rest_framework.viewsets import (
 )
 
 from .commands import AddItem, AddProduct, CancelOrder, PlaceOrder, RegisterCustomer, ShipOrder
-from .models import Customer, CustomerSummary, Order, OrderView, Product
+from .models import Customer, CustomerSummary, Order, OrderCount, OrderView, Product
 from .queries import GetCustomerSummary, GetOrder, ListOrders
 
 NAME: dict[str, Any] = {"max_length": 200}
@@ -87,6 +87,7 @@ class OrderViewSet(CQRSViewSet):
     list = query_route(
         ListOrders,
         serializer_class=OrderViewSerializer,
+        read_models=[OrderView, OrderCount],  # the page's count comes from OrderCount
         fields={
             "page": {"min_value": 1, "max_value": 1_000_000},
             "page_size": {"min_value": 1, "max_value": 100},

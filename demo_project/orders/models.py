@@ -212,6 +212,32 @@ class OrderView(ReadModel):
         return f"{self.customer_name}: {self.total} ({self.status})"
 
 
+class OrderCount(ReadModel):
+    """Orders per customer and status: the ``count`` of an order page without COUNT(*).
+
+    A page of ``GET /api/orders/`` says how many orders match its filters; counting
+    ``OrderView`` rows costs a scan of every matching row, summing these costs at most
+    one row per customer and status.
+    """
+
+    key = models.CharField(max_length=64, primary_key=True)  # "<customer_id>:<status>"
+    customer_id = models.UUIDField()
+    status = models.CharField(max_length=20, db_index=True)
+    orders = models.IntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["customer_id", "status"], name="ordercount_customer_status")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} {self.status}: {self.orders}"
+
+    @staticmethod
+    def key_of(customer_id: object, status: str) -> str:
+        return f"{customer_id}:{status}"
+
+
 class CustomerSummary(ReadModel):
     """Per-customer totals; cancelled orders do not count."""
 

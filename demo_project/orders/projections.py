@@ -6,7 +6,7 @@ from django_cqrs.events import EventEnvelope
 from django_cqrs.projections import Projection, handles
 
 from .events import CustomerRegistered, ItemAdded, OrderCancelled, OrderPlaced, OrderShipped
-from .models import CustomerSummary, OrderView, format_money
+from .models import CustomerSummary, OrderCount, OrderView, format_money
 
 
 class OrderViewProjection(Projection):
@@ -52,6 +52,35 @@ class OrderViewProjection(Projection):
             setattr(view, name, value)
         view.version = envelope.aggregate_version
         self.put(view)
+
+
+class OrderCountProjection(Projection):
+    """``OrderCount``: orders per customer and status, updated in the command's transaction."""
+
+    read_models = [OrderCount]
+    mode = "sync"
+
+    @handles(OrderPlaced)
+    def placed(self, event: OrderPlaced, envelope: EventEnvelope) -> None:
+        self._add(event.customer_id, "placed", 1)
+
+    @handles(OrderCancelled)
+    def cancelled(self, event: OrderCancelled, envelope: EventEnvelope) -> None:
+        self._add(event.customer_id, "placed", -1)  # only placed orders can be cancelled
+        self._add(event.customer_id, "cancelled", 1)
+
+    @handles(OrderShipped)
+    def shipped(self, event: OrderShipped, envelope: EventEnvelope) -> None:
+        self._add(event.customer_id, "placed", -1)  # only placed orders can be shipped
+        self._add(event.customer_id, "shipped", 1)
+
+    def _add(self, customer_id: object, status: str, change: int) -> None:
+        key = OrderCount.key_of(customer_id, status)
+        count = self.get(OrderCount, key) or OrderCount(
+            key=key, customer_id=customer_id, status=status
+        )
+        count.orders += change
+        self.put(count)
 
 
 class CustomerSummaryProjection(Projection):
