@@ -214,33 +214,15 @@ def _upsert_sql(model: type[models.Model], instances: Sequence[models.Model]) ->
     pk = opts.pk
     fields = list(opts.concrete_fields)
     update = [f for f in fields if not f.primary_key]
-    if (
-        conn.vendor not in ("sqlite", "postgresql")
-        or pk is None
-        or not (
-            conn.features.supports_update_conflicts_with_target
-            if update
-            else conn.features.supports_ignore_conflicts
-        )
-        or any(
-            getattr(f, "generated", False)
-            or f.db_default is not NOT_PROVIDED
-            or getattr(f, "get_placeholder", None) is not None
-            for f in fields
-        )
+    if not (
+        conn.features.supports_update_conflicts_with_target
+        if update
+        else conn.features.supports_ignore_conflicts
     ):
         return False
-    rows: list[list[Any]] = []
-    for instance in instances:
-        if type(instance) is not model or getattr(instance, pk.attname) is None:
-            return False
-        row = []
-        for field in fields:
-            value = field.pre_save(instance, True)
-            if hasattr(value, "resolve_expression"):
-                return False
-            row.append(field.get_db_prep_save(value, connection=conn))
-        rows.append(row)
+    rows = _plain_rows(model, instances, conn)
+    if rows is None:
+        return False
     qn = conn.ops.quote_name
     suffix = conn.ops.on_conflict_suffix_sql(
         fields,
@@ -275,6 +257,82 @@ def _upsert_sql(model: type[models.Model], instances: Sequence[models.Model]) ->
         instance._state.adding = False
         instance._state.db = using
     return True
+
+
+def _plain_rows(
+    model: type[models.Model], instances: Sequence[models.Model], conn: Any
+) -> list[list[Any]] | None:
+    """Database values of the concrete fields of ``instances``, as ``bulk_create`` would
+    send them (``pre_save``, ``get_db_prep_save``); None where only the ORM can write the
+    rows: generated or ``db_default`` columns, fields with custom placeholders,
+    expressions as values, missing primary keys, backends other than SQLite and
+    PostgreSQL.
+    """
+    pk = model._meta.pk
+    fields = model._meta.concrete_fields
+    if (
+        conn.vendor not in ("sqlite", "postgresql")
+        or pk is None
+        or any(
+            getattr(f, "generated", False)
+            or f.db_default is not NOT_PROVIDED
+            or getattr(f, "get_placeholder", None) is not None
+            for f in fields
+        )
+    ):
+        return None
+    rows: list[list[Any]] = []
+    for instance in instances:
+        if type(instance) is not model or getattr(instance, pk.attname) is None:
+            return None
+        row = []
+        for field in fields:
+            value = field.pre_save(instance, True)
+            if hasattr(value, "resolve_expression"):
+                return None
+            row.append(field.get_db_prep_save(value, connection=conn))
+        rows.append(row)
+    return rows
+
+
+def _number_fields(model: type[models.Model], amounts: dict[str, Any]) -> list[Any]:
+    fields = {f.name: f for f in model._meta.concrete_fields if not f.primary_key}
+    unknown = [name for name in amounts if name not in fields]
+    if unknown:
+        raise ValueError(f"{model.__name__} has no field {unknown[0]!r} to add to")
+    return [fields[name] for name in amounts]
+
+
+def add(model: type[models.Model], instance: models.Model, amounts: dict[str, Any]) -> None:
+    """Add ``amounts`` to fields of the row of ``instance``'s primary key, in one statement;
+    insert ``instance`` with the amounts added when there is no such row."""
+    for name, amount in amounts.items():
+        setattr(instance, name, getattr(instance, name) + amount)
+    using = router.db_for_write(model)
+    conn = connections[using]
+    rows = _plain_rows(model, [instance], conn)
+    if rows is None or not conn.features.supports_update_conflicts_with_target:
+        existing = _load(model, instance.pk)
+        if existing is not None:
+            for name, amount in amounts.items():
+                setattr(existing, name, getattr(existing, name) + amount)
+            instance = existing
+        upsert(model, [instance])
+        return
+    qn = conn.ops.quote_name
+    opts = model._meta
+    table = qn(opts.db_table)
+    added = _number_fields(model, amounts)
+    columns = ", ".join(qn(f.column) for f in opts.concrete_fields)
+    sets = ", ".join(f"{qn(f.column)} = {table}.{qn(f.column)} + %s" for f in added)
+    with conn.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(rows[0]))}) "
+            f"ON CONFLICT ({qn(opts.pk.column)}) DO UPDATE SET {sets}",
+            [*rows[0], *(f.get_db_prep_save(amounts[f.name], connection=conn) for f in added)],
+        )
+    instance._state.adding = False
+    instance._state.db = using
 
 
 #: Field types whose values PostgreSQL takes as elements of a typed array unchanged.
@@ -405,6 +463,24 @@ class Projection:
             self.buffer.put(instance)
         else:
             upsert(type(instance), [instance])
+
+    def add(self, instance: models.Model, **amounts: Any) -> None:
+        """Add ``amounts`` to number fields of ``instance``'s row; create it if missing.
+
+        ``self.add(OrderCount(key=k, customer_id=c, status=s), orders=1)`` counts one more
+        order, starting from ``instance`` (with the amounts added) when the row does not
+        exist yet. Applied live, it is one statement (an upsert that adds in the database),
+        where ``get()`` then ``put()`` would be two.
+        """
+        model = type(instance)
+        _number_fields(model, amounts)
+        if self.buffer is None:
+            add(model, instance, amounts)
+            return
+        row = self.buffer.get(model, instance.pk) or instance
+        for name, amount in amounts.items():
+            setattr(row, name, getattr(row, name) + amount)
+        self.buffer.put(row)
 
     def delete(self, model: type[models.Model], pk: Any) -> None:
         """Delete the row of ``model`` with primary key ``pk`` (if any)."""

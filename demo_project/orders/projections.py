@@ -76,11 +76,8 @@ class OrderCountProjection(Projection):
 
     def _add(self, customer_id: object, status: str, change: int) -> None:
         key = OrderCount.key_of(customer_id, status)
-        count = self.get(OrderCount, key) or OrderCount(
-            key=key, customer_id=customer_id, status=status
-        )
-        count.orders += change
-        self.put(count)
+        # One upsert that adds in the database (a new row starts at 0).
+        self.add(OrderCount(key=key, customer_id=customer_id, status=status), orders=change)
 
 
 class CustomerSummaryProjection(Projection):
