@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -85,7 +86,7 @@ class TransactionMiddleware(BaseMiddleware):
 
     def __call__(self, message: Any, ctx: DispatchContext) -> Any:
         alias = cqrs_settings.DATABASE
-        with transaction.atomic(using=alias):
+        with command_transaction(alias):
             # Aggregates saved directly in this block need no savepoint of their own:
             # any error in them fails (and rolls back) the whole command.
             previous = ctx.transaction
@@ -94,6 +95,65 @@ class TransactionMiddleware(BaseMiddleware):
                 return self.next(message, ctx)
             finally:
                 ctx.transaction = previous
+
+
+def command_transaction(alias: str) -> Any:
+    """``transaction.atomic(using=alias)``; on SQLite the write lock waits for the first write.
+
+    SQLite has one write lock per database file, and Django's outermost ``atomic()``
+    takes it at once (``BEGIN IMMEDIATE`` with the recommended ``transaction_mode``), so
+    a command would hold it while its handler loads aggregates and decides. Here the
+    outermost block sends ``BEGIN IMMEDIATE`` just before the first statement that is not
+    a read; reads before it see the latest commit, as on PostgreSQL under READ COMMITTED
+    (aggregates are still protected by their version check), and concurrent commands
+    wait for each other only while they write.
+    """
+    conn = connections[alias]
+    if conn.vendor != "sqlite" or conn.in_atomic_block:
+        return transaction.atomic(using=alias)
+    return _sqlite_begin_at_first_write(alias)
+
+
+_READ_FIRST_WORDS = frozenset({"SELECT", "WITH", "EXPLAIN", "VALUES", "BEGIN"})
+
+
+def _no_begin() -> None:
+    pass
+
+
+@contextmanager
+def _sqlite_begin_at_first_write(alias: str) -> Iterator[None]:
+    conn: Any = connections[alias]
+    conn.ensure_connection()
+    raw = conn.connection
+
+    def begin_before_first_write(
+        execute: Any, sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        if not raw.in_transaction:
+            stripped = sql.lstrip(" \t\r\n(")
+            first = stripped.split(None, 1)[0].upper() if stripped else ""
+            if first not in _READ_FIRST_WORDS:  # writes, and savepoints of inner blocks
+                with conn.cursor() as cursor:
+                    cursor.execute("BEGIN IMMEDIATE")
+        return execute(sql, params, many, context)
+
+    # The outermost atomic() would send BEGIN here (Django's SQLite backend starts
+    # transactions in _start_transaction_under_autocommit); the wrapper sends it later.
+    conn._start_transaction_under_autocommit = _no_begin
+    try:
+        block = transaction.atomic(using=alias)
+        block.__enter__()
+    finally:
+        del conn._start_transaction_under_autocommit
+    try:
+        with conn.execute_wrapper(begin_before_first_write):
+            yield
+    except BaseException:
+        block.__exit__(*sys.exc_info())  # rolls back; Atomic never swallows the error
+        raise
+    else:
+        block.__exit__(None, None, None)
 
 
 class RetryMiddleware(BaseMiddleware):

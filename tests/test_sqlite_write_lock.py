@@ -1,0 +1,128 @@
+"""SQLite: a command's transaction takes the database's one write lock at its first write.
+
+Reads before it run without the lock, so concurrent commands (other gunicorn workers,
+django-q2 workers) wait for each other only while they write. On PostgreSQL the command
+transaction is an ordinary ``atomic()``; these tests are about SQLite's locking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from django_cqrs import Command, command_bus
+from django_cqrs.bus import CommandBus
+from django_cqrs.exceptions import InvariantViolationError
+from django_cqrs.models import StoredEvent
+from django_cqrs.registry import Registry
+from tests.testapp.commands import Deposit, OpenAccount
+from tests.testapp.models import Account
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        connection.vendor != "sqlite",
+        reason="about SQLite's write lock (runs without DATABASE_URL)",
+    ),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Run(Command[Any]):
+    label: str
+
+
+def run(body: Callable[[], Any]) -> Any:
+    """Dispatch a command whose handler runs ``body`` (with the default middleware)."""
+    bus = CommandBus(registry=Registry("command", Command))
+    bus.handler(Run)(lambda command: body())
+    return bus.dispatch(Run(label="test")).value
+
+
+def in_transaction() -> bool:
+    return bool(connection.connection.in_transaction)
+
+
+def test_the_write_lock_is_taken_just_before_the_first_write() -> None:
+    account_id = command_bus.dispatch(OpenAccount(owner="ann")).value
+
+    with CaptureQueriesContext(connection) as captured:
+        command_bus.dispatch(Deposit(account_id=account_id, amount=Decimal("5")))
+
+    words = [q["sql"].split(None, 2)[:2] for q in captured.captured_queries]
+    begin = words.index(["BEGIN", "IMMEDIATE"])
+    assert words[0][0] == "SELECT"  # the aggregate is loaded without the lock
+    assert words[begin + 1][0] in ("UPDATE", "INSERT")
+    assert all(w[0] == "SELECT" for w in words[:begin])
+    assert Account.objects.get(pk=account_id).balance == Decimal("5")
+
+
+def test_reads_run_outside_the_transaction_writes_inside_it() -> None:
+    seen: list[tuple[str, bool]] = []
+
+    def body() -> int:
+        seen.append(("before", in_transaction()))
+        Account.objects.count()
+        seen.append(("after a read", in_transaction()))
+        account = Account.open("bob")
+        seen.append(("after a write", in_transaction()))
+        Account.objects.count()
+        seen.append(("after a later read", in_transaction()))
+        return int(account.pk)
+
+    account_id = run(body)
+
+    assert seen == [
+        ("before", False),
+        ("after a read", False),
+        ("after a write", True),
+        ("after a later read", True),
+    ]
+    assert not in_transaction()  # committed
+    assert Account.objects.filter(pk=account_id).exists()
+
+
+def test_a_command_that_fails_after_writing_leaves_nothing() -> None:
+    events = StoredEvent.objects.count()
+
+    def body() -> None:
+        Account.objects.count()
+        Account.open("carol")
+        raise InvariantViolationError("changed my mind")
+
+    with pytest.raises(InvariantViolationError):
+        run(body)
+
+    assert not in_transaction()
+    assert not Account.objects.filter(owner="carol").exists()
+    assert StoredEvent.objects.count() == events
+
+
+def test_a_command_that_fails_before_writing_opens_no_transaction() -> None:
+    def body() -> None:
+        Account.objects.count()
+        raise InvariantViolationError("nothing to do")
+
+    with CaptureQueriesContext(connection) as captured, pytest.raises(InvariantViolationError):
+        run(body)
+
+    assert not in_transaction()
+    words = [q["sql"].split()[0] for q in captured.captured_queries]
+    assert "BEGIN" not in words  # Django still logs its (empty) ROLLBACK
+    assert words[0] == "SELECT"
+
+
+def test_inside_a_callers_transaction_the_command_is_a_savepoint() -> None:
+    with transaction.atomic():
+        assert in_transaction()  # the caller's block took the lock as usual
+        account_id = command_bus.dispatch(OpenAccount(owner="dan")).value
+        with pytest.raises(InvariantViolationError):
+            command_bus.dispatch(Deposit(account_id=account_id, amount=Decimal("-1")))
+
+    assert Account.objects.get(pk=account_id).owner == "dan"
