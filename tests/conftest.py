@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -31,3 +32,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def vendor() -> str:
     return connection.vendor
+
+
+@pytest.fixture
+def no_trigger(settings: Any) -> None:
+    """Commands do not queue async catch-ups: the test drives them itself, or needs none."""
+    settings.DJANGO_CQRS = {"TRIGGER_ON_COMMIT": False}

@@ -152,12 +152,6 @@ def _clean_module_state() -> Iterator[None]:
 
 
 @pytest.fixture
-def no_trigger(settings: Any) -> None:
-    """Commands do not queue catch-ups: the test drives them itself."""
-    settings.DJANGO_CQRS = {"TRIGGER_ON_COMMIT": False}
-
-
-@pytest.fixture
 def no_backoff(settings: Any) -> None:
     settings.DJANGO_CQRS = {"RETRY_BACKOFF": 0}
 
