@@ -126,3 +126,21 @@ def test_inside_a_callers_transaction_the_command_is_a_savepoint() -> None:
             command_bus.dispatch(Deposit(account_id=account_id, amount=Decimal("-1")))
 
     assert Account.objects.get(pk=account_id).owner == "dan"
+
+
+def test_a_savepoint_in_the_handler_starts_the_transaction_and_rolls_back_alone() -> None:
+    def body() -> bool:
+        with transaction.atomic():  # a savepoint: the write lock is taken before it
+            started = in_transaction()
+            Account.open("erin")
+        try:
+            with transaction.atomic():
+                Account.open("frank")
+                raise InvariantViolationError("only this part fails")
+        except InvariantViolationError:
+            pass
+        return started
+
+    assert run(body) is True
+    assert not in_transaction()
+    assert list(Account.objects.values_list("owner", flat=True)) == ["erin"]
