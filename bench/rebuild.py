@@ -51,16 +51,6 @@ ORDER_EVENTS = (
     "orders.OrderCancelled",
     "orders.OrderShipped",
 )
-EVENT_COLUMNS = (
-    "event_type",
-    "schema_version",
-    "aggregate_type",
-    "aggregate_id",
-    "aggregate_version",
-    "payload",
-    "metadata",
-    "recorded_at",
-)
 VIEW_COLUMNS = (
     "id",
     "customer_id",
@@ -220,16 +210,19 @@ def fill_log(args: argparse.Namespace) -> dict[str, int]:
     from django.db import connection
 
     from django_cqrs.models import StoredEvent
+    from django_cqrs.store import EVENT_FIELDS
 
     table = StoredEvent._meta.db_table
+    # Every column of a stored event but its position, which the log's sequence assigns.
+    columns = [StoredEvent._meta.get_field(f).column for f in EVENT_FIELDS if f != "position"]
     counts: dict[str, int] = {}
     sample: dict[str, dict[str, Any]] = {}
     chunk: list[tuple[Any, ...]] = []
     command_type = "orders.PlaceOrder"
     sqlite = connection.vendor == "sqlite"
     adapt = connection.ops.adapt_datetimefield_value
-    cols = ", ".join(EVENT_COLUMNS)
-    insert = f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * len(EVENT_COLUMNS))})"
+    cols = ", ".join(columns)
+    insert = f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * len(columns))})"
 
     def flush() -> None:
         with connection.cursor() as cursor:

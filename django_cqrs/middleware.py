@@ -130,12 +130,10 @@ def _sqlite_begin_at_first_write(alias: str) -> Iterator[None]:
     def begin_before_first_write(
         execute: Any, sql: str, params: Any, many: bool, context: Any
     ) -> Any:
-        if not raw.in_transaction:
-            stripped = sql.lstrip(" \t\r\n(")
-            first = stripped.split(None, 1)[0].upper() if stripped else ""
-            if first not in _READ_FIRST_WORDS:  # writes, and savepoints of inner blocks
-                with conn.cursor() as cursor:
-                    cursor.execute("BEGIN IMMEDIATE")
+        # Writes, and the savepoints of inner blocks, need the transaction first.
+        if not raw.in_transaction and first_word(sql) not in _READ_FIRST_WORDS:
+            with conn.cursor() as cursor:
+                cursor.execute("BEGIN IMMEDIATE")
         return execute(sql, params, many, context)
 
     # The outermost atomic() would send BEGIN here (Django's SQLite backend starts
@@ -190,13 +188,18 @@ _WRITE_IN_SELECT = re.compile(
 _WRITE_IN_WITH = re.compile(r"\b(?:INSERT|UPDATE|DELETE|MERGE|TRUNCATE)\b", re.IGNORECASE)
 
 
+def first_word(sql: str) -> str:
+    """The first keyword of ``sql``, upper case (leading blanks and parentheses skipped)."""
+    stripped = sql.lstrip(" \t\r\n(")
+    return stripped.split(None, 1)[0].upper() if stripped else ""
+
+
 def write_reason(sql: str) -> str | None:
     """Why ``sql`` is not a read, or None when it is one (judged by its first keyword)."""
-    stripped = sql.lstrip(" \t\r\n(")
-    first = stripped.split(None, 1)[0].upper() if stripped else ""
+    first = first_word(sql)
     if first not in _ALLOWED_FIRST_WORDS:
         return f"{first or 'empty'} statement"
-    bare = _STRINGS.sub("''", stripped)
+    bare = _STRINGS.sub("''", sql)
     if first == "SELECT" and _WRITE_IN_SELECT.search(bare):
         return "SELECT that locks rows or creates a table"
     if first in ("WITH", "EXPLAIN") and _WRITE_IN_WITH.search(bare):

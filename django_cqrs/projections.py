@@ -303,26 +303,27 @@ def _number_fields(model: type[models.Model], amounts: dict[str, Any]) -> list[A
     return [fields[name] for name in amounts]
 
 
+def _add_amounts(row: models.Model, amounts: dict[str, Any]) -> models.Model:
+    for name, amount in amounts.items():
+        setattr(row, name, getattr(row, name) + amount)
+    return row
+
+
 def add(model: type[models.Model], instance: models.Model, amounts: dict[str, Any]) -> None:
     """Add ``amounts`` to fields of the row of ``instance``'s primary key, in one statement;
     insert ``instance`` with the amounts added when there is no such row."""
-    for name, amount in amounts.items():
-        setattr(instance, name, getattr(instance, name) + amount)
+    added = _number_fields(model, amounts)
+    _add_amounts(instance, amounts)
     using = router.db_for_write(model)
     conn = connections[using]
     rows = _plain_rows(model, [instance], conn)
     if rows is None or not conn.features.supports_update_conflicts_with_target:
         existing = _load(model, instance.pk)
-        if existing is not None:
-            for name, amount in amounts.items():
-                setattr(existing, name, getattr(existing, name) + amount)
-            instance = existing
-        upsert(model, [instance])
+        upsert(model, [instance if existing is None else _add_amounts(existing, amounts)])
         return
     qn = conn.ops.quote_name
     opts = model._meta
     table = qn(opts.db_table)
-    added = _number_fields(model, amounts)
     columns = ", ".join(qn(f.column) for f in opts.concrete_fields)
     sets = ", ".join(f"{qn(f.column)} = {table}.{qn(f.column)} + %s" for f in added)
     with conn.cursor() as cursor:
@@ -473,14 +474,11 @@ class Projection:
         where ``get()`` then ``put()`` would be two.
         """
         model = type(instance)
-        _number_fields(model, amounts)
         if self.buffer is None:
             add(model, instance, amounts)
             return
-        row = self.buffer.get(model, instance.pk) or instance
-        for name, amount in amounts.items():
-            setattr(row, name, getattr(row, name) + amount)
-        self.buffer.put(row)
+        _number_fields(model, amounts)
+        self.buffer.put(_add_amounts(self.buffer.get(model, instance.pk) or instance, amounts))
 
     def delete(self, model: type[models.Model], pk: Any) -> None:
         """Delete the row of ``model`` with primary key ``pk`` (if any)."""

@@ -167,12 +167,17 @@ def reused(key: Any, factory: Callable[[], serializers.BaseSerializer[Any]]) -> 
     return instance
 
 
+def validator(serializer_class: type[serializers.Serializer[Any]]) -> Any:
+    """The reused instance of ``serializer_class`` that validates requests (one per thread)."""
+    return reused(("validate", serializer_class), serializer_class)
+
+
 def validate(serializer_class: type[serializers.Serializer[Any]], data: Any) -> Any:
     """``serializer_class(data=data).is_valid(raise_exception=True)``; its validated data.
 
     Same result and same 400 error shape, on a reused instance (see :func:`reused`).
     """
-    serializer = reused(("validate", serializer_class), serializer_class)
+    serializer = validator(serializer_class)
     try:
         return serializer.run_validation(data)
     except serializers.ValidationError as exc:

@@ -55,9 +55,9 @@ from .serializers import (
     StrictDataclassSerializer,
     message_serializer,
     represent,
-    reused,
     serialize_result,
     validate,
+    validator,
 )
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -106,7 +106,7 @@ def request_fields(serializer_class: type[serializers.Serializer[Any]]) -> Mappi
     The views read their names and types, and validate the URL id with one of them
     (fields keep no state between validations).
     """
-    fields: Mapping[str, Any] = reused(("validate", serializer_class), serializer_class).fields
+    fields: Mapping[str, Any] = validator(serializer_class).fields
     return fields
 
 
