@@ -9,8 +9,8 @@
    CustomerRegistered ~1%, OrderPlaced ~47%, then ItemAdded / OrderCancelled /
    OrderShipped), COPY on PostgreSQL, executemany on SQLite.
 2. Times, on that log, one after the other:
-   - ``django_cqrs.runner.catch_up("orders.CustomerSummaryProjection")`` from checkpoint 0
-     (what a django-q2 worker runs; default batch size);
+   - ``django_cqrs.projections.catchup.catch_up("orders.CustomerSummaryProjection")`` from
+     checkpoint 0 (what a django-q2 worker runs; default batch size);
    - a plain ORM loop writing the same rows: keyset batches of 1,000 events, one
      transaction per batch, ``create()`` / ``filter().update(F() + ...)`` per event and a
      checkpoint row update per batch;
@@ -98,7 +98,7 @@ def reset() -> None:
 
 
 def cqrs_catch_up(batch_size: int | None) -> int:
-    from django_cqrs.runner import catch_up
+    from django_cqrs.projections.catchup import catch_up
 
     return catch_up(NAME, batch_size=batch_size)
 
@@ -346,7 +346,7 @@ def big_rebuild(args: argparse.Namespace) -> dict[str, Any]:
     from django.db import connection
 
     from django_cqrs.models import StoredEvent
-    from django_cqrs.rebuild import rebuild
+    from django_cqrs.projections.rebuild import rebuild
 
     with connection.cursor() as cursor:
         cursor.execute(

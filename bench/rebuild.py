@@ -284,7 +284,7 @@ def warm_log() -> None:
 
 
 def run_rebuild(batch_size: int | None) -> int:
-    from django_cqrs.rebuild import rebuild
+    from django_cqrs.projections.rebuild import rebuild
 
     return rebuild("orders.OrderViewProjection", batch_size=batch_size)
 

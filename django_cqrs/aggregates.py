@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Self
 from django.core.exceptions import ValidationError
 from django.db import connections, models, router, transaction
 
+from . import store
 from .context import current_context
 from .events import Event, EventEnvelope
 from .exceptions import AggregateNotFoundError, ConcurrencyError, ConfigurationError
@@ -132,6 +133,9 @@ class Aggregate(models.Model):
         finally:
             self.__dict__.pop("_cqrs_expected_version", None)
         self.__dict__["_cqrs_pending"] = []
+        ctx = current_context()
+        if ctx is not None:
+            ctx.versions[(self.aggregate_type(), str(self.pk))] = self.version
 
     @staticmethod
     def _needs_savepoint(using: str) -> bool:
@@ -150,8 +154,6 @@ class Aggregate(models.Model):
         """
 
     def _append_events(self, pending: list[Event], *, first_version: int, using: str) -> None:
-        from . import store
-
         ctx = current_context()
         metadata = ctx.event_metadata() if ctx is not None else {}
         envelopes = store.append(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
+from django.db.models.signals import post_migrate
 from django.utils.module_loading import autodiscover_modules
+
+from .conf import cqrs_settings
+from .signals import event_recorded
 
 
 class DjangoCQRSConfig(AppConfig):
@@ -13,20 +17,14 @@ class DjangoCQRSConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # These modules import the app's models, which exist only once apps are loaded.
         from . import checks  # noqa: F401  (registers the system checks)
-        from .conf import cqrs_settings
+        from .tasks import ensure_schedule, on_event_recorded
 
         if cqrs_settings.AUTODISCOVER:
             # Import `<app>.handlers` and `<app>.projections`: registering handlers and
             # connecting sync projections happens at import time.
             autodiscover_modules(*cqrs_settings.AUTODISCOVER_MODULES)
-
-        from django.apps import apps
-        from django.db.models.signals import post_migrate
-
-        from .signals import event_recorded
-        from .tasks import ensure_schedule, on_event_recorded
-
         event_recorded.connect(on_event_recorded, dispatch_uid="django_cqrs.tasks.trigger")
         if apps.is_installed("django_q"):
             post_migrate.connect(ensure_schedule, sender=self, dispatch_uid="django_cqrs.schedule")

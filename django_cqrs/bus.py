@@ -16,16 +16,21 @@ step and returns ``step(message, context) -> value``, like Django's own middlewa
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from django.core.signals import setting_changed
 
 from .commands import Command
-from .conf import cqrs_settings
+from .conf import RELOADING_SETTINGS, cqrs_settings
 from .context import DispatchContext, activate, child_context, current_context
 from .exceptions import ConfigurationError
 from .messages import Message
 from .queries import Query
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from django.db import models
 
 R = TypeVar("R")
 Step = Callable[[Any, DispatchContext], Any]
@@ -43,6 +48,14 @@ class CommandResult(Generic[R]):
     positions: tuple[int, ...] = ()
     correlation_id: str = ""
     command_id: str = ""
+    #: The version each aggregate had after the command saved it, by
+    #: ``(aggregate_type, str(aggregate_id))``.
+    versions: Mapping[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+
+    def version_of(self, aggregate: type[models.Model] | str, aggregate_id: Any) -> int | None:
+        """The version the command left ``aggregate`` (a model or ``app_label.Model``) at."""
+        label = aggregate if isinstance(aggregate, str) else aggregate._meta.label
+        return self.versions.get((label, str(aggregate_id)))
 
 
 class Bus:
@@ -119,12 +132,14 @@ class CommandBus(Bus):
             value = self.chain()(command, ctx)
         if parent is not None:
             parent.positions.extend(ctx.positions)
+            parent.versions.update(ctx.versions)
         return CommandResult(
             value=value,
             position=ctx.positions[-1] if ctx.positions else None,
             positions=tuple(ctx.positions),
             correlation_id=ctx.correlation_id,
             command_id=ctx.message_id,
+            versions=dict(ctx.versions),
         )
 
 
@@ -145,6 +160,16 @@ class QueryBus(Bus):
 
 command_bus = CommandBus()
 query_bus = QueryBus()
+
+
+def _reset_middleware(*, setting: str, **kwargs: Any) -> None:
+    # The chains are built from COMMAND_MIDDLEWARE / QUERY_MIDDLEWARE once.
+    if setting in RELOADING_SETTINGS:
+        command_bus.reset_middleware()
+        query_bus.reset_middleware()
+
+
+setting_changed.connect(_reset_middleware, dispatch_uid="django_cqrs.bus.reset_middleware")
 
 
 def command_handler(command_type: type[Command[Any]]) -> Callable[[Any], Any]:

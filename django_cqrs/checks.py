@@ -14,9 +14,16 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from .bus import command_bus, query_bus
+from .commands import Command
 from .conf import DEFAULTS, IMPORT_STRINGS, SETTING_NAME, perform_import
+from .events import registered_event_types
 from .exceptions import CQRSError
+from .projections import ASYNC, all_projections
+from .queries import Query
+from .read_models import ReadModel
 from .registry import Registry, describe
+from .serialization import check_supported
 
 
 @register(Tags.compatibility)
@@ -137,10 +144,6 @@ def _subclasses(base: type) -> list[type]:
 @register(Tags.compatibility)
 def check_handlers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E004 duplicate handlers, W001 commands and W002 queries without a handler."""
-    from .bus import command_bus, query_bus
-    from .commands import Command
-    from .queries import Query
-
     messages = _duplicate_messages(command_bus.registry) + _duplicate_messages(query_bus.registry)
     for bus, base, check_id in ((command_bus, Command, "W001"), (query_bus, Query, "W002")):
         for cls in _subclasses(base):
@@ -166,9 +169,6 @@ def check_handlers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 @register(Tags.models)
 def check_projections(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E005 read models that are not ReadModels, E006 duplicate names, W003 no handlers."""
-    from .projections import all_projections
-    from .read_models import ReadModel
-
     messages: list[CheckMessage] = []
     seen: dict[str, type] = {}
     for cls in all_projections():
@@ -230,9 +230,6 @@ def check_projections(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
 @register(Tags.compatibility)
 def check_events(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E008 event fields whose types cannot be stored as JSON."""
-    from .events import registered_event_types
-    from .serialization import check_supported
-
     messages: list[CheckMessage] = []
     for cls in registered_event_types().values():
         if "__dataclass_fields__" not in cls.__dict__ or not _in_installed_app(cls):
@@ -253,8 +250,6 @@ def check_events(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
 @register(Tags.compatibility)
 def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """W004 retry not above timeout, W005 unbounded max_attempts, E009 django_q missing."""
-    from .projections import ASYNC, all_projections
-
     async_names = [cls.name for cls in all_projections() if cls.mode == ASYNC]
     if not async_names:
         return []

@@ -145,11 +145,12 @@ class CQRSSettings:
 cqrs_settings = CQRSSettings(DEFAULTS)
 
 
+#: Settings whose change makes ``cqrs_settings`` (and whatever caches them) reload.
+RELOADING_SETTINGS = frozenset({SETTING_NAME, "DATABASES"})
+
+
 @receiver(setting_changed)
 def reload_cqrs_settings(*, setting: str, **kwargs: Any) -> None:
-    if setting in (SETTING_NAME, "DATABASES"):
+    """Forget the cached values; consumers that cache more connect receivers of their own."""
+    if setting in RELOADING_SETTINGS:
         cqrs_settings.reload()
-        from .bus import command_bus, query_bus
-
-        command_bus.reset_middleware()
-        query_bus.reset_middleware()

@@ -2,7 +2,8 @@
 
 The command bus opens a context for each command; ``Aggregate.save()`` reads it to put
 the command type, correlation and causation ids and the user into each event's
-metadata, and writes back the positions it appended so the bus can report them.
+metadata, and writes back the positions it appended and the versions it saved so the
+bus can report them.
 
     from django_cqrs.context import current_context
     ctx = current_context()       # None outside a command dispatch
@@ -33,6 +34,8 @@ class DispatchContext:
     user: str | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     positions: list[int] = dataclasses.field(default_factory=list)
+    #: ``(aggregate_type, str(aggregate_id))`` -> version after the save, for the result.
+    versions: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
     attempt: int = 1
     #: (database alias, atomic depth) of the transaction the bus opened for this command.
     transaction: tuple[str, int] | None = None
@@ -61,6 +64,7 @@ class DispatchContext:
     def reset_attempt(self) -> None:
         """Forget what a failed attempt recorded before the command is retried."""
         self.positions.clear()
+        self.versions.clear()
         self.attempt += 1
 
 

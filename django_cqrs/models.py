@@ -90,9 +90,15 @@ class StoredEvent(models.Model):
 
 
 class ProjectionState(models.Model):
-    """Where a projection stands in the log, and whether it is healthy."""
+    """The stored state of a projection: its checkpoint, run state and failures.
 
-    class Status(models.TextChoices):
+    What is reported about it (lag, parked events) is a
+    :class:`~django_cqrs.projections.status.ProjectionStatus`.
+    """
+
+    class State(models.TextChoices):
+        """The run state: whether catch-ups apply events."""
+
         LIVE = "live", "live"
         REBUILDING = "rebuilding", "rebuilding"
         PAUSED = "paused", "paused"
@@ -101,7 +107,7 @@ class ProjectionState(models.Model):
     name = models.CharField(max_length=255, primary_key=True)
     #: Position of the last event applied (or passed over); 0 before the first.
     position = models.BigIntegerField(default=0)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.LIVE)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.LIVE)
     last_error = models.TextField(blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
     #: When the event at ``position`` was recorded (for lag in seconds).
@@ -125,7 +131,7 @@ class ProjectionState(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.name} @ {self.position} ({self.status})"
+        return f"{self.name} @ {self.position} ({self.state})"
 
 
 class ProjectionTrigger(models.Model):

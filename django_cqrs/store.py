@@ -15,46 +15,44 @@ gives the same guarantee. Readers are never blocked.
 
 from __future__ import annotations
 
-import logging
+import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from django.db import connections
 from django.utils import timezone
 
+from .db.log import lock_log
 from .events import Event, EventEnvelope, decode_event
 from .models import StoredEvent
 from .serialization import to_json_dict
 
-logger = logging.getLogger("django_cqrs")
 
-EVENT_FIELDS = (
-    "position",
-    "event_type",
-    "schema_version",
-    "aggregate_type",
-    "aggregate_id",
-    "aggregate_version",
-    "payload",
-    "metadata",
-    "recorded_at",
-)
+class EventRow(NamedTuple):
+    """One stored event as read from the log, before decoding: the readers' protocol."""
+
+    position: int
+    event_type: str
+    schema_version: int
+    aggregate_type: str
+    aggregate_id: str
+    aggregate_version: int
+    payload: Any
+    metadata: dict[str, Any]
+    recorded_at: dt.datetime
 
 
-def lock_log(using: str, mode: str) -> None:
-    """Take PostgreSQL's ``LOCK TABLE <log> IN <mode> MODE`` until the transaction ends.
-
-    SQLite needs no lock: it has one writer at a time.
-    """
-    conn = connections[using]
-    if conn.vendor == "postgresql":
-        with conn.cursor() as cursor:
-            cursor.execute(f"LOCK TABLE {StoredEvent._meta.db_table} IN {mode} MODE")
+#: The log's columns in ``EventRow`` order.
+EVENT_FIELDS: tuple[str, ...] = EventRow._fields
 
 
 def lock_for_append(using: str) -> None:
     """Serialize appends until commit so that position order equals commit order."""
-    lock_log(using, "EXCLUSIVE")
+    lock_log(StoredEvent, using, "EXCLUSIVE")
+
+
+def lock_against_appends(using: str) -> None:
+    """Make appenders wait until this transaction ends (a rebuild's switch)."""
+    lock_log(StoredEvent, using, "SHARE")
 
 
 def append(
@@ -120,18 +118,18 @@ def read_rows(
     event_types: Iterable[str] | None = None,
     until: int | None = None,
     using: str = "default",
-) -> list[tuple[Any, ...]]:
-    """Raw rows (``EVENT_FIELDS`` tuples) after ``after``, oldest first."""
+) -> list[EventRow]:
+    """Undecoded rows after ``after`` (up to ``until``), oldest first."""
     qs = StoredEvent.objects.using(using).filter(position__gt=after)
     if until is not None:
         qs = qs.filter(position__lte=until)
     if event_types is not None:
         qs = qs.filter(event_type__in=list(event_types))
-    return list(qs.order_by("position").values_list(*EVENT_FIELDS)[:limit])
+    return list(map(EventRow._make, qs.order_by("position").values_list(*EVENT_FIELDS)[:limit]))
 
 
-def decode_row(row: tuple[Any, ...], *, replaying: bool = False) -> tuple[Event, EventEnvelope]:
-    """Decode one ``EVENT_FIELDS`` tuple into the typed event and its envelope."""
+def decode_row(row: EventRow, *, replaying: bool = False) -> tuple[Event, EventEnvelope]:
+    """Decode one row into the typed event and its envelope."""
     position, event_type, schema_version, agg_type, agg_id, agg_version, payload, meta, at = row
     event = decode_event(event_type, schema_version, payload)
     envelope = EventEnvelope(
@@ -167,18 +165,18 @@ def iter_all(
     batch_size: int = 1000,
     event_types: Iterable[str] | None = None,
     using: str = "default",
-) -> Iterator[list[tuple[Any, ...]]]:
-    """Batches of raw rows from ``after`` to ``until``, by keyset pagination (bounded memory)."""
+) -> Iterator[list[EventRow]]:
+    """Batches of undecoded rows from ``after`` to ``until`` (keyset pagination: bounded memory)."""
     types = list(event_types) if event_types is not None else None
     while True:
         rows = read_rows(after=after, limit=batch_size, event_types=types, until=until, using=using)
         if not rows:
             return
         yield rows
-        after = rows[-1][0]
+        after = rows[-1].position
 
 
 def stream(aggregate: Any, *, using: str = "default") -> list[tuple[Event, EventEnvelope]]:
     """All events of one aggregate instance, oldest first."""
     rows = StoredEvent.objects.using(using).for_aggregate(aggregate).values_list(*EVENT_FIELDS)
-    return [decode_row(tuple(row)) for row in rows]
+    return [decode_row(EventRow._make(row)) for row in rows]

@@ -23,13 +23,15 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from .conf import cqrs_settings
+from .db.upserts import set_if_null
 from .events import Event, EventEnvelope
 from .models import ProjectionTrigger
-from .projections import ASYNC, all_projections
+from .projections.catchup import CatchUp, run_catch_up
+from .projections.registry import ASYNC, all_projections
 
 logger = logging.getLogger("django_cqrs")
 
@@ -40,22 +42,25 @@ SCHEDULE_NAME = "django_cqrs: catch up async projections"
 
 def catch_up_task(name: str) -> int:
     """django-q2 task: clear the trigger flag, then catch ``name`` up; return events read."""
-    from .runner import catch_up
-
     ProjectionTrigger.objects.using(cqrs_settings.DATABASE).filter(name=name).update(queued_at=None)
-    return catch_up(name)
+    return follow_up(name, run_catch_up(name))
 
 
 def catch_up_all() -> dict[str, int]:
     """django-q2 task: catch every async projection up (the periodic safety net)."""
-    from .runner import catch_up
-
     names = [cls.name for cls in all_projections() if cls.mode == ASYNC]
     # Lower the flags first: if a queued task was lost, commands can queue again.
     ProjectionTrigger.objects.using(cqrs_settings.DATABASE).filter(name__in=names).update(
         queued_at=None
     )
-    return {name: catch_up(name) for name in names}
+    return {name: follow_up(name, run_catch_up(name)) for name in names}
+
+
+def follow_up(name: str, outcome: CatchUp) -> int:
+    """Schedule the retry a catch-up of ``name`` asks for; return the events it read."""
+    if outcome.retry_at is not None:
+        schedule_retry(name, outcome.retry_at)
+    return outcome.read
 
 
 def _q_cluster() -> dict[str, Any]:
@@ -74,6 +79,8 @@ def queue_inside_transaction() -> bool:
 
 def enqueue(name: str) -> None:
     """Queue a catch-up task for ``name``."""
+    # django_q's modules load its models: imported here, once apps are ready and only
+    # where async projections run (django_q may be absent from INSTALLED_APPS).
     from django_q.tasks import async_task
 
     async_task(CATCH_UP_TASK, name, task_name=f"cqrs-catch-up {name}"[:100], group="django_cqrs")
@@ -82,7 +89,9 @@ def enqueue(name: str) -> None:
 def request_catch_up(name: str) -> bool:
     """Queue a catch-up for ``name`` unless one is already queued; True if queued now."""
     using = cqrs_settings.DATABASE
-    flagged = _raise_flag(name, timezone.now(), using)
+    # One statement per command: the flag is set only where it is down (rowcount 0
+    # means a catch-up is already queued).
+    flagged = set_if_null(ProjectionTrigger, "name", name, "queued_at", timezone.now(), using=using)
     if flagged:
         try:
             enqueue(name)
@@ -91,35 +100,6 @@ def request_catch_up(name: str) -> bool:
             ProjectionTrigger.objects.using(using).filter(name=name).update(queued_at=None)
             raise
     return flagged
-
-
-def _raise_flag(name: str, now: dt.datetime, using: str) -> bool:
-    """Create or set the flag of ``name`` unless it is set; True if this call set it.
-
-    Every command that records an event for an async projection runs this, so it is one
-    statement: an upsert whose update applies only to a lowered flag (``rowcount`` 0
-    means a catch-up is already queued). The ORM cannot put a condition on the update
-    of an upsert; other databases take the two-statement ORM path.
-    """
-    conn = connections[using]
-    if conn.vendor not in ("postgresql", "sqlite"):
-        triggers = ProjectionTrigger.objects.using(using)
-        if triggers.filter(name=name, queued_at__isnull=True).update(queued_at=now):
-            return True
-        return triggers.get_or_create(name=name, defaults={"queued_at": now})[1]
-    qn = conn.ops.quote_name
-    opts = ProjectionTrigger._meta
-    table = qn(opts.db_table)
-    name_column = qn(opts.get_field("name").column)
-    queued_at = qn(opts.get_field("queued_at").column)
-    with transaction.mark_for_rollback_on_error(using), conn.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({name_column}, {queued_at}) VALUES (%s, %s) "
-            f"ON CONFLICT ({name_column}) DO UPDATE SET {queued_at} = EXCLUDED.{queued_at} "
-            f"WHERE {table}.{queued_at} IS NULL",
-            [name, conn.ops.adapt_datetimefield_value(now)],
-        )
-        return cursor.rowcount == 1
 
 
 def _async_projection_names(event_type: type[Event]) -> list[str]:

@@ -39,8 +39,8 @@ from django_cqrs.admin import AggregateAdmin, ReadModelAdmin, autoregister_read_
 from django_cqrs.exceptions import AppendOnlyError
 from django_cqrs.models import ParkedEvent, ProjectionState, StoredEvent
 from django_cqrs.projections import all_projections
+from django_cqrs.projections.status import projection_status
 from django_cqrs.read_models import ReadModel
-from django_cqrs.status import projection_status
 from tests.testapp import async_projections
 from tests.testapp.async_projections import AccountTotalsProjection
 from tests.testapp.commands import Deposit, OpenAccount
@@ -163,10 +163,10 @@ def parked(settings: Any, _clean_poison: None) -> dict[str, int]:
         command_bus.dispatch(Deposit(account_id=account, amount=Decimal(a))).position
         for a in ("10", "13", "20")
     ]
-    from django_cqrs.runner import catch_up
+    from django_cqrs.projections.catchup import catch_up
 
     catch_up(TOTALS)
-    assert ProjectionState.objects.get(name=TOTALS).status == "stopped"
+    assert ProjectionState.objects.get(name=TOTALS).state == "stopped"
     return {"account": account, "poison": positions[1]}
 
 
@@ -298,7 +298,7 @@ def test_crafted_requests_change_nothing(
     app_label: str,
     model_name: str,
 ) -> None:
-    from django_cqrs.runner import catch_up
+    from django_cqrs.projections.catchup import catch_up
 
     catch_up(SUMMARY)
     model = apps.get_model(app_label, model_name)
@@ -412,7 +412,7 @@ def test_one_line_registers_a_read_model_with_every_column_search_and_filters() 
 def test_customer_summaries_list_every_column_and_link_to_the_customer_events(
     admin_client: Client, shop: dict[str, Any]
 ) -> None:
-    from django_cqrs.runner import catch_up
+    from django_cqrs.projections.catchup import catch_up
 
     catch_up(SUMMARY)
     response = admin_client.get(url("orders_customersummary_changelist"))
@@ -625,7 +625,7 @@ def test_catch_up_now_applies_the_pending_events_and_is_logged(
 
 def test_pause_and_resume(operator: Client, shop: dict[str, Any]) -> None:
     operator.post(action_url(SUMMARY, "pause"))
-    assert ProjectionState.objects.get(name=SUMMARY).status == "paused"
+    assert ProjectionState.objects.get(name=SUMMARY).state == "paused"
     page = operator.get(dashboard_url()).content.decode()
     assert "Resume" in page
 
@@ -636,7 +636,7 @@ def test_pause_and_resume(operator: Client, shop: dict[str, Any]) -> None:
 
     operator.post(action_url(SUMMARY, "resume"))
     state = ProjectionState.objects.get(name=SUMMARY)
-    assert state.status == "live"
+    assert state.state == "live"
     assert CustomerSummary.objects.count() == 2
     assert [e.change_message.split(":")[0] for e in log_entries(SUMMARY)] == ["Pause", "Resume"]
 
@@ -646,13 +646,13 @@ def test_retry_a_parked_event_after_fixing_the_cause(
 ) -> None:
     still_broken = operator.post(action_url(TOTALS, "retry"), follow=True)
     assert any("1 parked" in m for m in messages_of(still_broken))
-    assert ProjectionState.objects.get(name=TOTALS).status == "stopped"
+    assert ProjectionState.objects.get(name=TOTALS).state == "stopped"
 
     async_projections.POISON.clear()
     operator.post(action_url(TOTALS, "retry"))
 
     state = ProjectionState.objects.get(name=TOTALS)
-    assert state.status == "live"
+    assert state.state == "live"
     totals = AccountTotals.objects.get(pk=parked["account"])
     assert (totals.deposits, totals.deposited) == (3, Decimal("43"))
     assert ParkedEvent.objects.get(projection=TOTALS).resolution == "retried"
@@ -669,7 +669,7 @@ def test_skip_a_parked_event(operator: Client, parked: dict[str, int]) -> None:
 
     operator.post(action_url(TOTALS, "skip"), {"position": str(parked["poison"])})
 
-    assert ProjectionState.objects.get(name=TOTALS).status == "live"
+    assert ProjectionState.objects.get(name=TOTALS).state == "live"
     totals = AccountTotals.objects.get(pk=parked["account"])
     assert (totals.deposits, totals.deposited) == (2, Decimal("30"))
     assert ParkedEvent.objects.get(projection=TOTALS).resolution == "skipped"

@@ -26,8 +26,8 @@ from django_cqrs import command_bus, tasks
 from django_cqrs.exceptions import InvariantViolationError
 from django_cqrs.models import ParkedEvent, ProjectionState, ProjectionTrigger, StoredEvent
 from django_cqrs.projections import Projection
-from django_cqrs.rebuild import rebuild
-from django_cqrs.runner import catch_up
+from django_cqrs.projections.catchup import catch_up
+from django_cqrs.projections.rebuild import rebuild
 from django_cqrs.serialization import to_json_dict
 from tests.testapp import async_projections
 from tests.testapp.async_projections import (
@@ -164,7 +164,7 @@ def test_catch_up_applies_events_after_the_checkpoint_in_batches() -> None:
     bulk_events(250, accounts=10)
     last = head()
     batches: list[int] = []
-    from django_cqrs import runner
+    from django_cqrs.projections import catchup as runner
 
     real = runner.run_batch
 
@@ -356,7 +356,7 @@ def test_a_poison_event_retries_then_parks_and_stops_the_projection(no_backoff: 
     totals = AccountTotals.objects.get(pk=account_id)
     assert (totals.deposits, totals.deposited) == (1, Decimal("10"))  # before it: applied
     projection = state(TOTALS)
-    assert projection.status == ProjectionState.Status.STOPPED
+    assert projection.state == ProjectionState.State.STOPPED
     assert projection.position == poison - 1
     parked = ParkedEvent.objects.get(projection=TOTALS)
     assert parked.position == poison
@@ -386,14 +386,14 @@ def test_a_poison_event_retries_then_parks_and_stops_the_projection(no_backoff: 
     # Retrying while the cause is still there parks it again.
     with pytest.raises(CommandError, match="failed again"):
         call_command("cqrs_retry", TOTALS, stdout=StringIO())
-    assert state(TOTALS).status == ProjectionState.Status.STOPPED
+    assert state(TOTALS).state == ProjectionState.State.STOPPED
 
     # Fixed: retry resumes from the parked event.
     async_projections.POISON.clear()
     call_command("cqrs_retry", TOTALS, stdout=StringIO())
     totals = AccountTotals.objects.get(pk=account_id)
     assert (totals.deposits, totals.deposited) == (3, Decimal("43"))
-    assert state(TOTALS).status == ProjectionState.Status.LIVE
+    assert state(TOTALS).state == ProjectionState.State.LIVE
     assert state(TOTALS).position == head()
     assert ParkedEvent.objects.get(projection=TOTALS).resolution == "retried"
     assert status_of(TOTALS)["parked"] == 0
@@ -412,7 +412,7 @@ def test_on_failure_skip_parks_the_event_and_goes_on(
 
     totals = AccountTotals.objects.get(pk=account_id)
     assert (totals.deposits, totals.deposited) == (2, Decimal("30"))
-    assert state(TOTALS).status == ProjectionState.Status.LIVE
+    assert state(TOTALS).state == ProjectionState.State.LIVE
     assert state(TOTALS).position == head()
     parked = ParkedEvent.objects.get(projection=TOTALS)
     assert (parked.position, parked.resolution) == (poison, "skipped")
@@ -427,7 +427,7 @@ def test_cqrs_skip_passes_over_a_parked_event(no_backoff: None) -> None:
     async_projections.POISON.add(Decimal("13"))
     account_id, (_, poison, _) = open_and_deposit("10", "13", "20")
     catch_up(TOTALS)
-    assert state(TOTALS).status == ProjectionState.Status.STOPPED
+    assert state(TOTALS).state == ProjectionState.State.STOPPED
 
     out = StringIO()
     call_command("cqrs_skip", TOTALS, str(poison), stdout=out)
@@ -435,7 +435,7 @@ def test_cqrs_skip_passes_over_a_parked_event(no_backoff: None) -> None:
     assert f"skipped position {poison}" in out.getvalue()
     totals = AccountTotals.objects.get(pk=account_id)
     assert (totals.deposits, totals.deposited) == (2, Decimal("30"))
-    assert state(TOTALS).status == ProjectionState.Status.LIVE
+    assert state(TOTALS).state == ProjectionState.State.LIVE
     assert state(TOTALS).position == head()
     assert ParkedEvent.objects.get(projection=TOTALS).resolution == "skipped"
     assert status_of(TOTALS)["parked"] == 0
@@ -452,7 +452,7 @@ def test_backoff_holds_the_projection_until_the_next_retry(settings: Any) -> Non
     catch_up(TOTALS)
 
     projection = state(TOTALS)
-    assert projection.status == ProjectionState.Status.LIVE
+    assert projection.state == ProjectionState.State.LIVE
     assert (projection.failing_position, projection.attempts) == (poison, 1)
     assert projection.position == poison - 1
     assert projection.next_retry_at is not None

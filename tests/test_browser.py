@@ -30,7 +30,7 @@ from demo_project.orders.models import CustomerSummary, OrderView
 from demo_project.orders.projections import CustomerSummaryProjection
 from django_cqrs import command_bus, projections
 from django_cqrs.models import ProjectionState
-from django_cqrs.status import projection_status
+from django_cqrs.projections.status import projection_status
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -272,6 +272,6 @@ def test_an_operator_reads_a_parked_event_and_skips_it(
     console.wait_for("ul.messagelist li.success")
     assert "Skipped the event" in console.find("ul.messagelist").text
     assert "Parked events (0)" in console.browser.page_source
-    assert ProjectionState.objects.get(name=SUMMARY).status == "live"
+    assert ProjectionState.objects.get(name=SUMMARY).state == "live"
     summary = CustomerSummary.objects.get(customer_name="Alan Turing")
     assert summary.order_count == 1  # the skipped order does not count

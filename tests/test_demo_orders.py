@@ -35,7 +35,7 @@ from demo_project.orders.queries import GetCustomerSummary, GetOrder, ListOrders
 from django_cqrs import command_bus, query_bus, store
 from django_cqrs.exceptions import AggregateNotFoundError, InvariantViolationError
 from django_cqrs.models import StoredEvent
-from django_cqrs.runner import catch_up
+from django_cqrs.projections.catchup import catch_up
 
 pytestmark = pytest.mark.django_db
 

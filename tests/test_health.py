@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from django_cqrs import command_bus
 from django_cqrs.models import StoredEvent
-from django_cqrs.runner import catch_up
+from django_cqrs.projections.catchup import catch_up
 from django_cqrs.serialization import to_json_dict
 from tests.testapp import async_projections
 from tests.testapp.async_projections import AccountMovementCountProjection, AccountTotalsProjection
@@ -164,7 +164,7 @@ def test_parked_events_answer_503_until_resolved(client: Client, settings: Any) 
     assert "poisoned" not in str(body)  # errors stay in the admin
 
     async_projections.POISON.clear()
-    from django_cqrs.runner import retry
+    from django_cqrs.projections.catchup import retry
 
     retry(TOTALS)
     assert health(client)[0] == 200

@@ -14,8 +14,8 @@ from django.test import override_settings
 
 from django_cqrs import Query, command_bus
 from django_cqrs.bus import QueryBus
+from django_cqrs.db.statements import write_reason
 from django_cqrs.exceptions import QueryWriteError
-from django_cqrs.middleware import write_reason
 from django_cqrs.registry import Registry
 from tests.testapp.commands import Deposit, OpenAccount
 from tests.testapp.models import Account, AccountView
@@ -291,7 +291,7 @@ def test_without_the_read_only_middleware_nothing_is_guarded(account_id):
 def test_the_database_refuses_a_write_the_statement_check_misses(account_id, monkeypatch):
     # Pretend the statement check misses an INSERT: the database must refuse it anyway
     # (SQLite: PRAGMA query_only; PostgreSQL: the READ ONLY transaction).
-    monkeypatch.setattr("django_cqrs.middleware.write_reason", lambda sql: None)
+    monkeypatch.setattr("django_cqrs.db.readonly.write_reason", lambda sql: None)
 
     error = assert_refused(WRITES["raw insert"])
 

@@ -21,7 +21,7 @@ from django_cqrs.events import EventEnvelope
 from django_cqrs.exceptions import InvariantViolationError
 from django_cqrs.models import ProjectionState, StoredEvent
 from django_cqrs.projections import Projection, handles, unregister
-from django_cqrs.rebuild import rebuild
+from django_cqrs.projections.rebuild import rebuild
 from django_cqrs.serialization import to_json_dict
 from tests.testapp.commands import Deposit, OpenAccount, Withdraw
 from tests.testapp.events import AccountOpened, Deposited, Withdrawn

@@ -19,6 +19,9 @@ from django.contrib.admin.views.main import PAGE_VAR, ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from ..aggregates import Aggregate
+from ..events import registered_event_types
+
 
 class InputFilter(admin.SimpleListFilter):
     """A filter with a text box: ``?<parameter_name>=<value>`` matches ``lookup`` exactly."""
@@ -80,8 +83,6 @@ class EventTypeFilter(admin.SimpleListFilter):
     parameter_name = "event_type"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        from django_cqrs.events import registered_event_types
-
         return [(name, name) for name in sorted(registered_event_types())]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
@@ -94,8 +95,6 @@ class AggregateTypeFilter(admin.SimpleListFilter):
     parameter_name = "aggregate_type"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        from django_cqrs.aggregates import Aggregate
-
         labels = sorted(
             model._meta.label for model in apps.get_models() if issubclass(model, Aggregate)
         )

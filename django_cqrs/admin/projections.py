@@ -24,20 +24,24 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
 from ..exceptions import CQRSError
-from ..health import problems
 from ..models import ParkedEvent, ProjectionState
 from ..projections import ASYNC, Projection, get_projection
-from ..status import ProjectionStatus, projection_status
+from ..projections.catchup import retry, run_catch_up, set_paused, skip
+from ..projections.health import problems
+from ..projections.rebuild import rebuild
+from ..projections.status import ProjectionStatus, projection_status
+from ..tasks import follow_up
 from .mixins import ReadOnlyAdminMixin
 
 OPERATE = "django_cqrs.operate_projection"
 REBUILD = "django_cqrs.rebuild_projection"
 
-Status = ProjectionState.Status
+State = ProjectionState.State
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,45 +60,33 @@ class ProjectionAction:
 
 
 def _catch_up(cls: type[Projection], request: HttpRequest) -> str:
-    from ..runner import catch_up
-
-    catch_up(cls)
+    follow_up(cls.name, run_catch_up(cls))
     return "Caught up."
 
 
 def _pause(cls: type[Projection], request: HttpRequest) -> str:
-    from ..runner import set_paused
-
     set_paused(cls, True)
     return "Paused: no catch-up runs until it is resumed."
 
 
 def _resume(cls: type[Projection], request: HttpRequest) -> str:
-    from ..runner import catch_up, set_paused
-
     set_paused(cls, False)
-    catch_up(cls)
+    follow_up(cls.name, run_catch_up(cls))
     return "Resumed and caught up."
 
 
 def _retry(cls: type[Projection], request: HttpRequest) -> str:
-    from ..runner import retry
-
-    retry(cls)
+    follow_up(cls.name, retry(cls))
     return "Retried the parked events."
 
 
 def _skip(cls: type[Projection], request: HttpRequest) -> str:
-    from ..runner import skip
-
     position = _position(request)
-    skip(cls, position)
+    follow_up(cls.name, skip(cls, position))
     return f"Skipped the event at position {position}."
 
 
 def _rebuild(cls: type[Projection], request: HttpRequest) -> str:
-    from ..rebuild import rebuild
-
     applied = rebuild(cls)
     return f"Rebuilt from the event log: {applied} event{'' if applied == 1 else 's'} applied."
 
@@ -118,28 +110,28 @@ ACTIONS: dict[str, ProjectionAction] = {
             "Catch up now",
             OPERATE,
             _catch_up,
-            lambda row: _is_async(row) and row.status == Status.LIVE,
+            lambda row: _is_async(row) and row.state == State.LIVE,
         ),
         ProjectionAction(
             "pause",
             "Pause",
             OPERATE,
             _pause,
-            lambda row: _is_async(row) and row.status == Status.LIVE,
+            lambda row: _is_async(row) and row.state == State.LIVE,
         ),
         ProjectionAction(
             "resume",
             "Resume",
             OPERATE,
             _resume,
-            lambda row: _is_async(row) and row.status == Status.PAUSED,
+            lambda row: _is_async(row) and row.state == State.PAUSED,
         ),
         ProjectionAction(
             "retry",
             "Retry parked",
             OPERATE,
             _retry,
-            lambda row: _is_async(row) and (row.parked > 0 or row.status == Status.STOPPED),
+            lambda row: _is_async(row) and (row.parked > 0 or row.state == State.STOPPED),
         ),
         ProjectionAction(
             "skip",
@@ -345,7 +337,7 @@ class ProjectionStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         self.log_change(request, state, f"{spec.label}: {outcome} {moved}")
         parked = f"{after.parked} parked event{'' if after.parked == 1 else 's'}"
         # The outcome first: the admin capitalizes the first letter of each message.
-        summary = f"{outcome} {moved} {cls.name} is now {after.status}, with {parked}."
+        summary = f"{outcome} {moved} {cls.name} is now {after.state}, with {parked}."
         if after.parked:
             messages.warning(request, summary)
         else:
@@ -373,6 +365,4 @@ class ParkedEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="traceback")
     def traceback_text(self, obj: ParkedEvent) -> Any:
-        from django.utils.html import format_html
-
         return format_html('<pre class="cqrs-traceback">{}</pre>', obj.traceback or "-")

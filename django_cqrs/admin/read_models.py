@@ -21,6 +21,7 @@ from typing import Any
 
 from django.apps import apps
 from django.contrib import admin
+from django.contrib.admin.apps import AdminConfig
 from django.db import models
 from django.http import HttpRequest
 
@@ -81,6 +82,4 @@ def autoregister_read_models(site: admin.AdminSite | None = None) -> list[type[m
 
 
 def _admin_autodiscovers() -> bool:
-    from django.contrib.admin.apps import AdminConfig
-
     return any(isinstance(config, AdminConfig) for config in apps.get_app_configs())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..status import wait_for_position
+from ..projections.status import wait_for_position
 from .exceptions import BadHeader, PositionNotReached
 
 POSITION_HEADER = "CQRS-Position"

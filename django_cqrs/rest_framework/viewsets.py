@@ -45,7 +45,6 @@ from rest_framework.views import APIView
 
 from ..bus import CommandResult, command_bus, query_bus
 from ..conf import cqrs_settings
-from ..models import StoredEvent
 from .consistency import MIN_POSITION_HEADER, POSITION_HEADER, require_position
 from .exceptions import BadHeader, NotFound, PayloadTooLarge, problem_exception_handler
 from .idempotency import KEY_HEADER, run_idempotent
@@ -267,20 +266,10 @@ class CommandMixin(CQRSViewMixin):
         return response
 
     def new_version(self, route: MessageRoute, result: CommandResult[Any], pk: Any) -> int | None:
-        """The aggregate's version after a detail command (from its last event)."""
+        """The aggregate's version after a detail command that recorded events on it."""
         if not route.detail or self.aggregate is None or result.position is None:
             return None
-        row = (
-            StoredEvent.objects.using(cqrs_settings.DATABASE)
-            .filter(position=result.position)
-            .values_list("aggregate_type", "aggregate_id", "aggregate_version")
-            .first()
-        )
-        if row is None or row[0] != self.aggregate._meta.label:
-            return None
-        if row[1] != str(self.url_id(route, pk)):
-            return None
-        return int(row[2])
+        return result.version_of(self.aggregate, self.url_id(route, pk))
 
     def location(self, route: MessageRoute, result: CommandResult[Any]) -> str | None:
         """URL of the created resource, when this viewset can show it."""

@@ -8,7 +8,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_cqrs.exceptions import CQRSError
 from django_cqrs.projections import ASYNC, all_projections, get_projection
-from django_cqrs.runner import catch_up
+from django_cqrs.projections.catchup import run_catch_up
+from django_cqrs.tasks import follow_up
 
 
 class Command(BaseCommand):
@@ -30,7 +31,7 @@ class Command(BaseCommand):
             for cls in classes:
                 if cls.mode != ASYNC:
                     raise CommandError(f"{cls.name} is a sync projection; it is always current.")
-                read = catch_up(cls)
+                read = follow_up(cls.name, run_catch_up(cls))
                 self.stdout.write(f"{cls.name}: {read} events read.")
         except CQRSError as exc:
             raise CommandError(str(exc)) from exc

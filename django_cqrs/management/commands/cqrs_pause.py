@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_cqrs.exceptions import CQRSError
 from django_cqrs.projections import ASYNC, get_projection
-from django_cqrs.runner import set_paused
+from django_cqrs.projections.catchup import set_paused
 
 
 class Command(BaseCommand):

@@ -6,10 +6,11 @@ import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
 
 from django_cqrs.exceptions import CQRSError
 from django_cqrs.projections import all_projections, get_projection
-from django_cqrs.rebuild import rebuild
+from django_cqrs.projections.rebuild import rebuild
 
 
 class Command(BaseCommand):
@@ -48,8 +49,6 @@ class Command(BaseCommand):
     def _rebuild(self, cls: Any, options: dict[str, Any]) -> int:
         bar = None
         if not options["no_progress"] and options["verbosity"] > 0:
-            from tqdm import tqdm
-
             bar = tqdm(desc=cls.name, unit=" pos", file=sys.stderr, leave=True)
 
         def progress(done: int, total: int) -> None:

@@ -9,7 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_cqrs.exceptions import CQRSError
 from django_cqrs.models import ParkedEvent
 from django_cqrs.projections import ASYNC, get_projection
-from django_cqrs.runner import retry
+from django_cqrs.projections.catchup import retry
+from django_cqrs.tasks import follow_up
 
 
 class Command(BaseCommand):
@@ -23,7 +24,7 @@ class Command(BaseCommand):
             cls = get_projection(options["name"])
             if cls.mode != ASYNC:
                 raise CommandError(f"{cls.name} is a sync projection; nothing is parked.")
-            read = retry(cls)
+            read = follow_up(cls.name, retry(cls))
         except CQRSError as exc:
             raise CommandError(str(exc)) from exc
         parked = ParkedEvent.objects.filter(

@@ -8,7 +8,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_cqrs.exceptions import CQRSError
 from django_cqrs.projections import ASYNC, get_projection
-from django_cqrs.runner import skip
+from django_cqrs.projections.catchup import skip
+from django_cqrs.tasks import follow_up
 
 
 class Command(BaseCommand):
@@ -25,7 +26,7 @@ class Command(BaseCommand):
             cls = get_projection(options["name"])
             if cls.mode != ASYNC:
                 raise CommandError(f"{cls.name} is a sync projection; events cannot be skipped.")
-            read = skip(cls, options["position"])
+            read = follow_up(cls.name, skip(cls, options["position"]))
         except CQRSError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(

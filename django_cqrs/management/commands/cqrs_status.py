@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from django_cqrs.status import projection_status
+from django_cqrs.projections.status import projection_status
 
 
 class Command(BaseCommand):
@@ -30,7 +30,7 @@ class Command(BaseCommand):
                 str(r.head),
                 str(r.lag_events),
                 f"{r.lag_seconds:.1f}",
-                r.status + (" (rebuilding)" if r.rebuilding else ""),
+                r.state + (" (rebuilding)" if r.rebuilding else ""),
                 str(r.parked),
             )
             for r in rows

@@ -1,8 +1,15 @@
-"""Where each projection stands: checkpoint, head of the log, lag, state.
+"""Each projection's reported status: checkpoint, head of the log, lag, run state.
 
-from django_cqrs.status import projection_status
-for row in projection_status():
-    print(row.name, row.mode, row.position, row.lag_events)
+    from django_cqrs.projections.status import projection_status, wait_for_position
+
+    for row in projection_status():
+        print(row.name, row.mode, row.position, row.lag_events, row.state)
+    wait_for_position(OrderView, result.position, timeout=2)   # read your own write
+
+The stored state is :class:`~django_cqrs.models.ProjectionState` (one row per
+projection); a :class:`ProjectionStatus` is what is reported about it, with the figures
+computed from the log. ``cqrs_status``, the admin dashboard and ``/cqrs/health/`` show
+these rows.
 """
 
 from __future__ import annotations
@@ -15,27 +22,42 @@ from typing import Any
 from django.db.models import Count
 from django.utils import timezone
 
-from . import store
-from .conf import cqrs_settings
-from .models import ParkedEvent, ProjectionState, StoredEvent
-from .projections import SYNC, all_projections
+from .. import store
+from ..conf import cqrs_settings
+from ..models import ParkedEvent, ProjectionState, StoredEvent
+from .base import Projection
+from .registry import SYNC, all_projections, get_projection, projections_for
 
 
 @dataclasses.dataclass(frozen=True)
 class ProjectionStatus:
+    """What is reported about one projection."""
+
     name: str
     mode: str
+    #: The checkpoint (sync projections: the head, while live).
     position: int
     head: int
     lag_events: int
     lag_seconds: float
-    status: str
+    #: The run state: one of ``ProjectionState.State`` (live, paused, stopped, ...).
+    state: str
     last_error: str
     parked: int = 0
     rebuilding: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The JSON form (``cqrs_status --json``); the run state goes out as ``status``."""
+        data = dataclasses.asdict(self)
+        data["status"] = data.pop("state")
+        return {key: data[key] for key in _JSON_KEYS}
+
+
+#: The JSON keys, in the order ``cqrs_status --json`` has always printed them.
+_JSON_KEYS = (
+    *("name", "mode", "position", "head", "lag_events", "lag_seconds", "status"),
+    *("last_error", "parked", "rebuilding"),
+)
 
 
 def projection_status() -> list[ProjectionStatus]:
@@ -54,8 +76,8 @@ def projection_status() -> list[ProjectionStatus]:
     rows = []
     for cls in sorted(all_projections(), key=lambda c: c.name):
         state = states.get(cls.name)
-        status = state.status if state else ProjectionState.Status.LIVE
-        if cls.mode == SYNC and status == ProjectionState.Status.LIVE:
+        run_state = state.state if state else ProjectionState.State.LIVE
+        if cls.mode == SYNC and run_state == ProjectionState.State.LIVE:
             # Sync projections apply each event in the transaction that records it.
             position = head
         else:
@@ -69,7 +91,7 @@ def projection_status() -> list[ProjectionStatus]:
                 head=head,
                 lag_events=lag,
                 lag_seconds=_lag_seconds(position, lag, now, using),
-                status=str(status),
+                state=str(run_state),
                 last_error=state.last_error if state else "",
                 parked=parked.get(cls.name, 0),
                 rebuilding=bool(state and state.rebuild_position is not None),
@@ -134,8 +156,6 @@ def wait_for_position(
 
 
 def _projections_behind(target: Any) -> list[type[Any]]:
-    from .projections import Projection, get_projection, projections_for
-
     if target is None:
         return all_projections()
     if isinstance(target, list | tuple | set | frozenset):

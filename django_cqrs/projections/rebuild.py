@@ -1,6 +1,6 @@
 """Rebuild read models from the event log while the application keeps running.
 
-    from django_cqrs.rebuild import rebuild
+    from django_cqrs.projections.rebuild import rebuild
     rebuild("orders.OrderViewProjection", progress=lambda done, total: ...)
 
 How it works:
@@ -25,95 +25,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
-from django.db import connections, models, transaction
-from django.db.backends.utils import truncate_name
+from django.db import models, transaction
 from django.utils import timezone
 
-from . import store
-from .conf import cqrs_settings
-from .models import ProjectionState
-from .projections import SYNC, Projection, apply_rows, get_projection
-from .runner import ensure_state, lock_state, skipped_positions
+from .. import store
+from ..conf import cqrs_settings
+from ..db.shadow import create_table, drop_table, replace_rows, shadow_model, table_exists
+from ..models import ProjectionState
+from .base import Projection
+from .batches import apply_rows
+from .checkpoints import ensure_state, lock_state, skipped_positions
+from .registry import SYNC, get_projection
 
 Progress = Callable[[int, int], None]
-
-_shadows: dict[type[models.Model], type[models.Model]] = {}
-
-
-def shadow_model(model: type[models.Model], using: str) -> type[models.Model]:
-    """An unmanaged model with ``model``'s columns on a ``<table>_rebuild`` table."""
-    if model in _shadows:
-        return _shadows[model]
-    max_len = connections[using].ops.max_name_length() or 200
-    attrs: dict[str, Any] = {
-        "__module__": __name__,
-        "Meta": type(
-            "Meta",
-            (),
-            {
-                "app_label": "django_cqrs_shadow",
-                "db_table": truncate_name(f"{model._meta.db_table}_rebuild", max_len),
-                "managed": False,
-            },
-        ),
-    }
-    for field in model._meta.concrete_fields:
-        clone: Any = field.clone()  # type: ignore[attr-defined]
-        clone.db_index = False
-        if clone.is_relation:
-            clone.db_constraint = False
-            clone.remote_field.related_name = "+"
-        attrs[field.name] = clone
-    shadow = type(f"{model.__name__}RebuildShadow", (models.Model,), attrs)
-    _shadows[model] = shadow
-    return shadow
-
-
-def lock_log_against_appends(using: str) -> None:
-    """Make appenders wait until this transaction ends (PostgreSQL); SQLite needs nothing."""
-    store.lock_log(using, "SHARE")
-
-
-def _table_exists(table: str, using: str) -> bool:
-    conn = connections[using]
-    with conn.cursor() as cursor:
-        return table in conn.introspection.table_names(cursor)
-
-
-def _create_table(model: type[models.Model], using: str) -> None:
-    conn = connections[using]
-    # Not the schema editor's context manager: SQLite refuses it inside a transaction.
-    editor = conn.SchemaEditorClass(conn, collect_sql=True)
-    sql, params = editor.table_sql(model)
-    with conn.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {conn.ops.quote_name(model._meta.db_table)}")
-        cursor.execute(sql, params or None)
-
-
-def _drop_table(model: type[models.Model], using: str) -> None:
-    conn = connections[using]
-    with conn.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {conn.ops.quote_name(model._meta.db_table)}")
-
-
-def _replace_rows(live: type[models.Model], shadow: type[models.Model], using: str) -> None:
-    conn = connections[using]
-    qn = conn.ops.quote_name
-    columns = ", ".join(qn(f.column) for f in live._meta.concrete_fields)
-    with conn.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {qn(live._meta.db_table)}")
-        cursor.execute(
-            f"INSERT INTO {qn(live._meta.db_table)} ({columns}) "
-            f"SELECT {columns} FROM {qn(shadow._meta.db_table)}"
-        )
 
 
 @contextmanager
 def _stop_new_events(cls: type[Projection], using: str) -> Iterator[None]:
     if cls.mode == SYNC:
-        lock_log_against_appends(using)
+        store.lock_against_appends(using)
     else:
         lock_state(cls.name, using)
     yield
@@ -145,7 +76,7 @@ def _replay(
             projection = cls(targets=targets)
             apply_rows(projection, rows, replaying=True, skip=skip)
             projection.flush()
-            position = rows[-1][0]
+            position = rows[-1].position
             if commit_each:
                 ProjectionState.objects.using(using).filter(name=cls.name).update(
                     rebuild_position=position
@@ -177,13 +108,13 @@ def rebuild(
     resumable = (
         not restart
         and state.rebuild_position is not None
-        and all(_table_exists(s._meta.db_table, using) for s in targets.values())
+        and all(table_exists(shadow, using) for shadow in targets.values())
     )
     if resumable:
         position = int(state.rebuild_position or 0)
     else:
         for shadow in targets.values():
-            _create_table(shadow, using)
+            create_table(shadow, using)
         position = 0
         ProjectionState.objects.using(using).filter(name=cls.name).update(
             rebuild_position=0, rebuild_started_at=timezone.now()
@@ -222,7 +153,7 @@ def rebuild(
             commit_each=False,
         )
         for live, shadow in targets.items():
-            _replace_rows(live, shadow, using)
+            replace_rows(live, shadow, using)
         ProjectionState.objects.using(using).filter(name=cls.name).update(
             position=head,
             position_recorded_at=timezone.now() if head else None,
@@ -232,13 +163,13 @@ def rebuild(
             next_retry_at=None,
             rebuild_position=None,
             rebuild_started_at=None,
-            status=models.Case(
-                models.When(status=ProjectionState.Status.PAUSED, then=models.Value("paused")),
-                default=models.Value(ProjectionState.Status.LIVE),
+            state=models.Case(
+                models.When(state=ProjectionState.State.PAUSED, then=models.Value("paused")),
+                default=models.Value(ProjectionState.State.LIVE),
             ),
         )
     for shadow in targets.values():
-        _drop_table(shadow, using)
+        drop_table(shadow, using)
     if progress:
         progress(head, head)
     return applied

@@ -1,6 +1,6 @@
 """Is every projection healthy? The rules behind ``/cqrs/health/`` and the admin dashboard.
 
-    from django_cqrs.health import health_report
+    from django_cqrs.projections.health import health_report
     report = health_report()
     report["healthy"]                                    # False: answer 503
     report["projections"]["orders.CustomerSummaryProjection"]["problems"]
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .conf import cqrs_settings
-from .models import ProjectionState
+from ..conf import cqrs_settings
+from ..models import ProjectionState
 from .status import ProjectionStatus, projection_status
 
 
@@ -24,7 +24,7 @@ def problems(row: ProjectionStatus) -> list[str]:
     found: list[str] = []
     if row.parked:
         found.append(f"{row.parked} parked event{'' if row.parked == 1 else 's'}")
-    if row.status == ProjectionState.Status.STOPPED and not row.parked:
+    if row.state == ProjectionState.State.STOPPED and not row.parked:
         found.append("stopped")
     max_events = cqrs_settings.HEALTH_MAX_LAG_EVENTS
     if max_events is not None and row.lag_events > max_events:
@@ -43,7 +43,7 @@ def health_report(rows: list[ProjectionStatus] | None = None) -> dict[str, Any]:
         found = problems(row)
         projections[row.name] = {
             "mode": row.mode,
-            "status": row.status,
+            "status": row.state,
             "position": row.position,
             "lag_events": row.lag_events,
             "lag_seconds": row.lag_seconds,

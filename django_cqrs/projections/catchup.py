@@ -1,7 +1,9 @@
 """Catch an async projection up with the event log, batch by batch, exactly once in effect.
 
-    from django_cqrs.runner import catch_up
+    from django_cqrs.projections.catchup import catch_up, run_catch_up
     catch_up("orders.CustomerSummaryProjection")   # returns the number of events read
+    outcome = run_catch_up("orders.CustomerSummaryProjection")
+    outcome.read, outcome.retry_at                 # retry_at: when a failed event is due again
 
 Each batch is one transaction that locks the projection's state row (PostgreSQL:
 ``SELECT ... FOR UPDATE``; SQLite: the database write lock), reads events after the
@@ -17,7 +19,8 @@ appear below a checkpoint.
 A failing event is retried with exponential backoff (``RETRY_BACKOFF``) up to the
 projection's ``max_retries``; then it is parked with its traceback and the projection
 stops (``on_failure = "stop"``) or passes over it (``"skip"``). The events before it are
-applied first.
+applied first. This module knows no task queue: when a retry is due, the outcome says
+when (``CatchUp.retry_at``) and the caller schedules it (``django_cqrs.tasks`` does).
 """
 
 from __future__ import annotations
@@ -26,20 +29,22 @@ import dataclasses
 import datetime as dt
 import logging
 import traceback
-from typing import Any
 
-from django.db import IntegrityError, connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from . import store
-from .conf import cqrs_settings
-from .exceptions import ProjectionApplyError, ProjectionError
-from .models import ParkedEvent, ProjectionState
-from .projections import ASYNC, Projection, apply_rows, get_projection
+from .. import store
+from ..conf import cqrs_settings
+from ..exceptions import ProjectionApplyError, ProjectionError
+from ..models import ParkedEvent, ProjectionState
+from .base import Projection
+from .batches import apply_rows
+from .checkpoints import ensure_state, lock_state, skipped_positions
+from .registry import ASYNC, get_projection
 
 logger = logging.getLogger("django_cqrs")
 
-Status = ProjectionState.Status
+State = ProjectionState.State
 
 
 class _CheckpointMoved(Exception):
@@ -48,41 +53,25 @@ class _CheckpointMoved(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class BatchOutcome:
+    """What one batch did: events read, the checkpoint after it, whether nothing is left."""
+
     read: int
     position: int
     done: bool
     reason: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class CatchUp:
+    """What a catch-up did: events read, and when a failed event is due for a retry."""
+
+    read: int
+    #: When the next attempt at a failing event is due (None: nothing waits for a retry).
+    retry_at: dt.datetime | None = None
+
+
 def resolve(projection: str | type[Projection]) -> type[Projection]:
     return get_projection(projection) if isinstance(projection, str) else projection
-
-
-def ensure_state(name: str, using: str | None = None) -> ProjectionState:
-    """The projection's state row, created on first use."""
-    using = using or cqrs_settings.DATABASE
-    try:
-        state, _ = ProjectionState.objects.using(using).get_or_create(name=name)
-    except IntegrityError:  # created concurrently by another worker
-        state = ProjectionState.objects.using(using).get(name=name)
-    return state
-
-
-def lock_state(name: str, using: str) -> ProjectionState:
-    """Lock and return the state row until the end of the transaction."""
-    qs = ProjectionState.objects.using(using)
-    if connections[using].features.has_select_for_update:
-        qs = qs.select_for_update()
-    return qs.get(name=name)
-
-
-def skipped_positions(name: str, after: int, using: str) -> frozenset[int]:
-    """Positions an operator chose to skip that the projection has not passed yet."""
-    return frozenset(
-        ParkedEvent.objects.using(using)
-        .filter(projection=name, position__gt=after, resolution=ParkedEvent.Resolution.SKIPPED)
-        .values_list("position", flat=True)
-    )
 
 
 def run_batch(
@@ -93,8 +82,8 @@ def run_batch(
     size = int(batch_size or cls.batch_size or cqrs_settings.CATCHUP_BATCH_SIZE)
     with transaction.atomic(using=using):
         state = lock_state(cls.name, using)
-        if state.status != Status.LIVE:
-            return BatchOutcome(0, state.position, True, str(state.status))
+        if state.state != State.LIVE:
+            return BatchOutcome(0, state.position, True, str(state.state))
         if until is None and state.next_retry_at and state.next_retry_at > timezone.now():
             return BatchOutcome(0, state.position, True, "backoff")
         head = store.head(using)
@@ -111,7 +100,7 @@ def run_batch(
         )
         # A full batch may stop short of the head; otherwise every handled event up to
         # the head was read and the checkpoint passes the unhandled ones too.
-        new_position = rows[-1][0] if len(rows) == size else head
+        new_position = rows[-1].position if len(rows) == size else head
         projection = cls(buffered=True)
         apply_rows(
             projection,
@@ -120,7 +109,7 @@ def run_batch(
             skip=skipped_positions(cls.name, state.position, using),
         )
         projection.flush()
-        recorded_at = rows[-1][8] if rows and new_position == rows[-1][0] else None
+        recorded_at = rows[-1].recorded_at if rows and new_position == rows[-1].position else None
         moved = (
             ProjectionState.objects.using(using)
             .filter(name=cls.name, position=state.position)
@@ -139,10 +128,10 @@ def run_batch(
         return BatchOutcome(len(rows), new_position, False)
 
 
-def catch_up(
+def run_catch_up(
     projection: str | type[Projection], *, batch_size: int | None = None, max_batches: int = 0
-) -> int:
-    """Apply every event after the checkpoint, batch by batch; return events read.
+) -> CatchUp:
+    """Apply every event after the checkpoint, batch by batch; say what was read and retried.
 
     Loops until nothing is left, so a task that found the projection busy can rely on
     the running one to pick up what it was queued for.
@@ -152,6 +141,7 @@ def catch_up(
         raise ProjectionError(f"{cls.name} is a sync projection; it needs no catch-up")
     ensure_state(cls.name)
     total = batches = 0
+    retry_at = None
     while True:
         try:
             outcome = run_batch(cls, batch_size=batch_size)
@@ -159,12 +149,23 @@ def catch_up(
             logger.warning("%s: checkpoint moved by another worker; batch rolled back", cls.name)
             continue
         except ProjectionApplyError as exc:
-            record_failure(cls, exc, batch_size=batch_size)
+            retry_at = record_failure(cls, exc, batch_size=batch_size) or retry_at
             continue
         total += outcome.read
         batches += 1
         if outcome.done or (max_batches and batches >= max_batches):
-            return total
+            return CatchUp(total, retry_at)
+
+
+def catch_up(
+    projection: str | type[Projection], *, batch_size: int | None = None, max_batches: int = 0
+) -> int:
+    """Apply every event after the checkpoint, batch by batch; return events read.
+
+    A failed event waiting for its retry is tried again by the next catch-up after its
+    backoff; :func:`run_catch_up` also says when that is due.
+    """
+    return run_catch_up(projection, batch_size=batch_size, max_batches=max_batches).read
 
 
 def backoff_delay(attempts: int) -> float:
@@ -175,20 +176,24 @@ def backoff_delay(attempts: int) -> float:
 
 def record_failure(
     cls: type[Projection], exc: ProjectionApplyError, *, batch_size: int | None = None
-) -> None:
-    """Commit the events before the failing one, then count the failure, park or skip."""
+) -> dt.datetime | None:
+    """Commit the events before the failing one, then count the failure, park or skip.
+
+    Returns when the failing event is due for its next attempt (None when it was parked
+    or another worker handles it).
+    """
     using = cqrs_settings.DATABASE
     try:
         while not run_batch(cls, batch_size=batch_size, until=exc.position - 1).done:
             pass
     except (ProjectionApplyError, _CheckpointMoved):
-        return  # an earlier event failed now (or a worker moved on): handled on the next turn
+        return None  # an earlier event failed now (or a worker moved on): the next turn
     cause = exc.__cause__ or exc
     trace = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
     with transaction.atomic(using=using):
         state = lock_state(cls.name, using)
-        if state.position >= exc.position or state.status != Status.LIVE:
-            return
+        if state.position >= exc.position or state.state != State.LIVE:
+            return None
         attempts = state.attempts + 1 if state.failing_position == exc.position else 1
         state.failing_position = exc.position
         state.attempts = attempts
@@ -205,8 +210,8 @@ def record_failure(
                 backoff_delay(attempts),
                 cause,
             )
-            transaction.on_commit(lambda: _schedule_retry(cls.name, state.next_retry_at), using)
-            return
+            retry_at: dt.datetime = state.next_retry_at
+            return retry_at
         ParkedEvent.objects.using(using).update_or_create(
             projection=cls.name,
             position=exc.position,
@@ -227,7 +232,7 @@ def record_failure(
         state.failing_position = None
         state.next_retry_at = None
         if cls.on_failure == "stop":
-            state.status = Status.STOPPED
+            state.state = State.STOPPED
         state.save()
         logger.error(
             "%s parked the event at position %s after %s attempts (%s): %s",
@@ -237,16 +242,11 @@ def record_failure(
             "stopped" if cls.on_failure == "stop" else "skipped",
             cause,
         )
+    return None
 
 
-def _schedule_retry(name: str, when: Any) -> None:
-    from .tasks import schedule_retry
-
-    schedule_retry(name, when)
-
-
-def retry(projection: str | type[Projection]) -> int:
-    """Resume a stopped projection at its parked event(s); return events read."""
+def retry(projection: str | type[Projection]) -> CatchUp:
+    """Resume a stopped projection at its parked event(s) and catch it up."""
     cls = resolve(projection)
     using = cqrs_settings.DATABASE
     with transaction.atomic(using=using):
@@ -254,22 +254,23 @@ def retry(projection: str | type[Projection]) -> int:
         ParkedEvent.objects.using(using).filter(
             projection=cls.name, resolution=ParkedEvent.Resolution.PARKED
         ).update(resolution=ParkedEvent.Resolution.RETRIED, resolved_at=timezone.now())
-        state.status = Status.LIVE
+        state.state = State.LIVE
         state.attempts = 0
         state.failing_position = None
         state.next_retry_at = None
         state.last_error = ""
         state.save()
-    return catch_up(cls)
+    return run_catch_up(cls)
 
 
-def skip(projection: str | type[Projection], position: int) -> int:
-    """Pass over the event at ``position`` for good and resume; return events read."""
+def skip(projection: str | type[Projection], position: int) -> CatchUp:
+    """Pass over the event at ``position`` for good, resume and catch up."""
     cls = resolve(projection)
     using = cqrs_settings.DATABASE
-    row = store.read_rows(after=position - 1, until=position, limit=1, using=using)
-    if not row or row[0][0] != position:
+    rows = store.read_rows(after=position - 1, until=position, limit=1, using=using)
+    if not rows or rows[0].position != position:
         raise ProjectionError(f"There is no event at position {position}")
+    event_type = rows[0].event_type
     with transaction.atomic(using=using):
         state = lock_state(cls.name, using)
         if state.position >= position:
@@ -281,12 +282,12 @@ def skip(projection: str | type[Projection], position: int) -> int:
             projection=cls.name,
             position=position,
             defaults={
-                "event_type": row[0][1],
+                "event_type": event_type,
                 "resolution": ParkedEvent.Resolution.SKIPPED,
                 "resolved_at": timezone.now(),
             },
             create_defaults={
-                "event_type": row[0][1],
+                "event_type": event_type,
                 "error": "skipped by an operator",
                 "traceback": "",
                 "attempts": 0,
@@ -294,13 +295,13 @@ def skip(projection: str | type[Projection], position: int) -> int:
                 "resolved_at": timezone.now(),
             },
         )
-        if state.status == Status.STOPPED:
-            state.status = Status.LIVE
+        if state.state == State.STOPPED:
+            state.state = State.LIVE
         state.attempts = 0
         state.failing_position = None
         state.next_retry_at = None
         state.save()
-    return catch_up(cls)
+    return run_catch_up(cls)
 
 
 def set_paused(projection: str | type[Projection], paused: bool) -> None:
@@ -310,8 +311,8 @@ def set_paused(projection: str | type[Projection], paused: bool) -> None:
     using = cqrs_settings.DATABASE
     with transaction.atomic(using=using):
         state = lock_state(cls.name, using)
-        if paused and state.status == Status.LIVE:
-            state.status = Status.PAUSED
-        elif not paused and state.status == Status.PAUSED:
-            state.status = Status.LIVE
+        if paused and state.state == State.LIVE:
+            state.state = State.PAUSED
+        elif not paused and state.state == State.PAUSED:
+            state.state = State.LIVE
         state.save()

@@ -1,0 +1,17 @@
+"""Database-vendor code of django_cqrs, one module per concern; nothing else writes SQL.
+
+    from django_cqrs.db import transactions, readonly, upserts, log, shadow
+
+- ``statements``: what kind of statement a SQL string is (first keyword, write or read).
+- ``transactions``: the command's transaction (SQLite takes its write lock at the first
+  write) and row locks where the database has them.
+- ``readonly``: the query write guard: statements checked before they are sent, and the
+  database's own refusal (SQLite ``PRAGMA query_only``, PostgreSQL ``READ ONLY``).
+- ``upserts``: insert-or-replace of whole read-model rows, counters added in the
+  database, and the conditional upsert behind the async trigger flag.
+- ``log``: locks on the event log's table.
+- ``shadow``: the shadow tables a rebuild fills, and the switch that copies them.
+
+Each function takes the database alias it works on; none reads django_cqrs settings.
+Backends other than SQLite and PostgreSQL get the portable ORM path.
+"""

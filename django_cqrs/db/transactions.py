@@ -1,0 +1,84 @@
+"""The command's transaction, and row locks where the database has them.
+
+    from django_cqrs.db.transactions import command_transaction, lock_rows
+
+    with command_transaction("default"):      # transaction.atomic(), SQLite-aware
+        state = lock_rows(ProjectionState.objects.using("default")).get(name=name)
+
+SQLite has one write lock per database file, and Django's outermost ``atomic()``
+takes it at once (``BEGIN IMMEDIATE`` with the recommended ``transaction_mode``), so a
+command would hold it while its handler loads aggregates and decides. Here the
+outermost block sends ``BEGIN IMMEDIATE`` just before the first statement that is not a
+read; reads before it see the latest commit, as on PostgreSQL under READ COMMITTED
+(aggregates are still protected by their version check), and concurrent commands wait
+for each other only while they write.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, TypeVar
+
+from django.db import connections, models, transaction
+
+from .statements import READ_FIRST_WORDS, first_word
+
+Q = TypeVar("Q", bound=models.QuerySet[Any])
+
+
+def command_transaction(alias: str) -> AbstractContextManager[Any]:
+    """``transaction.atomic(using=alias)``; on SQLite the write lock waits for the first write."""
+    conn = connections[alias]
+    if conn.vendor != "sqlite" or conn.in_atomic_block:
+        return transaction.atomic(using=alias)
+    return _sqlite_begin_at_first_write(alias)
+
+
+def _no_begin() -> None:
+    pass
+
+
+@contextmanager
+def _sqlite_begin_at_first_write(alias: str) -> Iterator[None]:
+    conn: Any = connections[alias]
+    conn.ensure_connection()
+    raw = conn.connection
+
+    def begin_before_first_write(
+        execute: Any, sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        # Writes, and the savepoints of inner blocks, need the transaction first.
+        if not raw.in_transaction and first_word(sql) not in READ_FIRST_WORDS:
+            with conn.cursor() as cursor:
+                cursor.execute("BEGIN IMMEDIATE")
+        return execute(sql, params, many, context)
+
+    # The outermost atomic() would send BEGIN here (Django's SQLite backend starts
+    # transactions in _start_transaction_under_autocommit); the wrapper sends it later.
+    conn._start_transaction_under_autocommit = _no_begin
+    try:
+        block = transaction.atomic(using=alias)
+        block.__enter__()
+    finally:
+        del conn._start_transaction_under_autocommit
+    try:
+        with conn.execute_wrapper(begin_before_first_write):
+            yield
+    except BaseException:
+        block.__exit__(*sys.exc_info())  # rolls back; Atomic never swallows the error
+        raise
+    else:
+        block.__exit__(None, None, None)
+
+
+def lock_rows(queryset: Q) -> Q:
+    """``queryset.select_for_update()`` where the database has it.
+
+    SQLite has none and needs none: a transaction that writes holds the database's one
+    write lock until it ends.
+    """
+    if connections[queryset.db].features.has_select_for_update:
+        return queryset.select_for_update()
+    return queryset

@@ -1,0 +1,28 @@
+# The run state of a projection is called "state" (what is reported about it is its
+# status, see django_cqrs.projections.status).
+
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("django_cqrs", "0005_projectionstate_permissions"),
+    ]
+
+    operations = [
+        migrations.RenameField(model_name="projectionstate", old_name="status", new_name="state"),
+        migrations.AlterField(
+            model_name="projectionstate",
+            name="state",
+            field=models.CharField(
+                choices=[
+                    ("live", "live"),
+                    ("rebuilding", "rebuilding"),
+                    ("paused", "paused"),
+                    ("stopped", "stopped (parked event)"),
+                ],
+                default="live",
+                max_length=20,
+            ),
+        ),
+    ]
