@@ -2,8 +2,14 @@
 
     from django_cqrs import Command, Query, Event, command_bus, query_bus
     from django_cqrs import command_handler, query_handler
+    from django_cqrs import Aggregate, ReadModel, Projection, handles, InvariantViolationError
 
-Importing this package does not need Django to be set up: the names are loaded lazily.
+The rule for what this namespace exports: every name the README's tutorial imports from
+a django_cqrs module — the messages and their envelope, the buses, their decorators and
+results, the bases of aggregates, read models and projections, and the errors (every
+:class:`CQRSError`). Each name is loaded on first access, so importing this package needs
+no settings. Infrastructure (the store, the app's models, settings, middleware, db/) is
+imported from its own module.
 """
 
 from __future__ import annotations
@@ -12,6 +18,23 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_ERRORS = (
+    "CQRSError",
+    "AggregateNotFoundError",
+    "AppendOnlyError",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "DuplicateHandlerError",
+    "HandlerNotFoundError",
+    "InvariantViolationError",
+    "PreconditionFailedError",
+    "ProjectionApplyError",
+    "ProjectionError",
+    "QueryWriteError",
+    "SerializationError",
+    "UnknownEventTypeError",
+)
 
 _LAZY = {
     "Command": "django_cqrs.commands",
@@ -23,17 +46,39 @@ _LAZY = {
     "query_bus": "django_cqrs.bus",
     "command_handler": "django_cqrs.bus",
     "query_handler": "django_cqrs.bus",
-    "CQRSError": "django_cqrs.exceptions",
+    "Aggregate": "django_cqrs.aggregates",
+    "ReadModel": "django_cqrs.read_models",
+    "Projection": "django_cqrs.projections",
+    "handles": "django_cqrs.projections",
+    **dict.fromkeys(_ERRORS, "django_cqrs.exceptions"),
 }
 
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:
+    from .aggregates import Aggregate
     from .bus import CommandResult, command_bus, command_handler, query_bus, query_handler
     from .commands import Command
     from .events import Event, EventEnvelope
-    from .exceptions import CQRSError
+    from .exceptions import (
+        AggregateNotFoundError,
+        AppendOnlyError,
+        ConcurrencyError,
+        ConfigurationError,
+        CQRSError,
+        DuplicateHandlerError,
+        HandlerNotFoundError,
+        InvariantViolationError,
+        PreconditionFailedError,
+        ProjectionApplyError,
+        ProjectionError,
+        QueryWriteError,
+        SerializationError,
+        UnknownEventTypeError,
+    )
+    from .projections import Projection, handles
     from .queries import Query
+    from .read_models import ReadModel
 
 
 def __getattr__(name: str) -> Any:

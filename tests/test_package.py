@@ -1,0 +1,46 @@
+"""The top-level namespace follows its stated rule: the tutorial's imports, lazily."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import django_cqrs
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def tutorial_imports() -> set[tuple[str, str]]:
+    """``(module, name)`` for every ``from django_cqrs... import name`` in the README's code."""
+    found: set[tuple[str, str]] = set()
+    for block in re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL):
+        for node in ast.walk(ast.parse(block)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("django_cqrs"):
+                found.update((node.module or "", alias.name) for alias in node.names)
+    return found
+
+
+def test_every_name_the_tutorial_imports_from_a_django_cqrs_module_is_exported() -> None:
+    imported = tutorial_imports()
+    assert ("django_cqrs.aggregates", "Aggregate") in imported  # the README was read
+
+    for module, name in imported:
+        value = getattr(importlib.import_module(module), name)
+        if isinstance(value, type(django_cqrs)):
+            continue  # a module (``from django_cqrs import store``), not an export
+        assert name in django_cqrs.__all__, f"{module}.{name} is not exported by django_cqrs"
+        assert getattr(django_cqrs, name) is value
+
+
+def test_every_error_is_exported() -> None:
+    from django_cqrs import exceptions
+
+    errors = {
+        name
+        for name, value in vars(exceptions).items()
+        if isinstance(value, type) and issubclass(value, exceptions.CQRSError)
+    }
+
+    assert errors <= set(django_cqrs.__all__)
