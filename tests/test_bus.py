@@ -178,6 +178,56 @@ def test_result_positions_lists_every_event_in_order():
 
 
 @pytest.mark.django_db
+def test_result_versions_are_the_versions_each_aggregate_was_saved_at():
+    bus = fresh_command_bus()
+
+    @bus.handler(OpenAndFund)
+    def handle(command: OpenAndFund) -> int:
+        account = Account.open(command.owner)
+        account.deposit(command.amount)
+        account.save()
+        other = Account.open("bob")
+        other.save()
+        return account.pk
+
+    result = bus.dispatch(OpenAndFund(owner="ann", amount=Decimal("2")))
+
+    account, bob = Account.objects.get(pk=result.value), Account.objects.get(owner="bob")
+    assert account.version > 1
+    assert result.version_of(Account, result.value) == account.version
+    assert result.version_of("testapp.Account", str(result.value)) == account.version
+    assert result.versions == {
+        ("testapp.Account", str(account.pk)): account.version,
+        ("testapp.Account", str(bob.pk)): bob.version,
+    }
+    assert result.version_of(Account, 10**9) is None
+
+
+@pytest.mark.django_db
+def test_a_retried_command_reports_the_versions_of_its_last_attempt_only():
+    account_id = open_account()
+    attempts: list[int] = []
+    bus = fresh_command_bus([RetryMiddleware, TransactionMiddleware])
+
+    @bus.handler(OpenAndFund)
+    def handle(command: OpenAndFund) -> int:
+        account = Account.objects.get(pk=account_id)
+        if not attempts:
+            # Someone else saves first: this attempt's save is stale.
+            Account.objects.filter(pk=account_id).update(version=account.version + 1)
+        attempts.append(1)
+        account.deposit(command.amount)
+        account.save()
+        return account.pk
+
+    result = bus.dispatch(OpenAndFund(owner="ann", amount=Decimal("1")))
+
+    assert len(attempts) == 2
+    saved = Account.objects.get(pk=account_id).version
+    assert result.versions == {("testapp.Account", str(account_id)): saved}
+
+
+@pytest.mark.django_db
 def test_result_position_is_none_when_no_event_was_recorded():
     bus = fresh_command_bus()
     bus.handler(Ping)(lambda command: command.text.upper())
