@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "django_cqrs",
+    "django_cqrs.rest_framework",
     "demo_project.orders",
 ]
 

@@ -182,36 +182,3 @@ class ParkedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.projection} #{self.position} {self.event_type} ({self.resolution})"
-
-
-class IdempotencyRecord(models.Model):
-    """The stored answer to one HTTP command request sent with an ``Idempotency-Key``.
-
-    The row is inserted before the command runs (its unique key is the lock) and gets
-    the response in the command's own transaction, so a command commits with its answer.
-    """
-
-    key = models.CharField(max_length=255)
-    #: Primary key of the user who sent the request ("" for anonymous requests).
-    user = models.CharField(max_length=150, blank=True, default="")
-    #: SHA-256 of the method, path and (canonical JSON) body.
-    request_hash = models.CharField(max_length=64)
-    #: Who holds the claim while the request runs; replaced when an abandoned claim is taken.
-    lock_token = models.CharField(max_length=32)
-    locked_at = models.DateTimeField(default=timezone.now)
-    #: Null while the first request is still running.
-    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_body = models.TextField(blank=True, default="")
-    response_headers = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    expires_at = models.DateTimeField(db_index=True)
-
-    class Meta:
-        db_table = "django_cqrs_idempotency"
-        verbose_name = "idempotency record"
-        constraints = [
-            models.UniqueConstraint(fields=["user", "key"], name="django_cqrs_idempotency_key")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.key} ({self.response_status or 'pending'})"

@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "django_cqrs",
+    "django_cqrs.rest_framework",
     "demo_project.orders",
     "tests.testapp",
     "tests.tutorial",

@@ -20,9 +20,10 @@ from rest_framework.test import APIClient
 
 from demo_project.orders.models import CustomerSummary, Order, OrderView
 from django_cqrs.exceptions import ConcurrencyError, PreconditionFailedError
-from django_cqrs.models import IdempotencyRecord, ProjectionState, StoredEvent
+from django_cqrs.models import ProjectionState, StoredEvent
 from django_cqrs.projections import Projection, unregister
 from django_cqrs.projections import status as cqrs_status
+from django_cqrs.rest_framework.models import IdempotencyRecord
 from django_cqrs.rest_framework.preconditions import IfMatch, parse_if_match
 from tests.test_rest_api import (  # noqa: F401  (fixtures)
     assert_problem,

@@ -1,5 +1,11 @@
 """Django REST framework integration: commands and queries over HTTP.
 
+A Django app of its own (label ``django_cqrs_rest``), for its idempotency table and the
+``cqrs_purge_idempotency`` command:
+
+    # settings.py
+    INSTALLED_APPS = [..., "rest_framework", "django_cqrs", "django_cqrs.rest_framework"]
+
     # myapp/api.py
     from django_cqrs.rest_framework.routers import CQRSRouter
     from django_cqrs.rest_framework.viewsets import (
@@ -24,8 +30,9 @@
     # urls.py
     urlpatterns = [path("api/", include(router.urls))]
 
-Modules: ``serializers`` (derived from the dataclasses), ``viewsets`` (routes that
-dispatch messages), ``routers``, ``exceptions`` (problem details), ``preconditions``
-(ETag / If-Match), ``idempotency`` (Idempotency-Key), ``consistency``
-(CQRS-Position / CQRS-Min-Position) and ``schema`` (drf-spectacular).
+Modules: ``serializers`` (derived from the dataclasses), ``routes`` (the route
+declarations, re-exported by ``viewsets``), ``viewsets`` (views that dispatch the
+routes' messages), ``routers``, ``exceptions`` (problem details), ``preconditions``
+(ETag / If-Match), ``idempotency`` (Idempotency-Key, stored in ``models``),
+``consistency`` (CQRS-Position / CQRS-Min-Position) and ``schema`` (drf-spectacular).
 """

@@ -31,6 +31,7 @@ Field errors (400) add ``errors``: the serializer's errors, by field name.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from django.utils.translation import gettext_lazy as _
@@ -169,8 +170,6 @@ def problem_details(exc: Exception, status_code: int, data: Any, request: Any) -
         problem_type = exc.problem_type
         title = str(exc.title) or title
     if not title:
-        from http import HTTPStatus
-
         title = HTTPStatus(status_code).phrase
     body: dict[str, Any] = {"type": problem_type, "title": title, "status": status_code}
     if isinstance(exc, exceptions.ValidationError):

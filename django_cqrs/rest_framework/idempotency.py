@@ -32,8 +32,8 @@ from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
 from ..conf import cqrs_settings
-from ..models import IdempotencyRecord
 from .exceptions import BadHeader, IdempotencyKeyInUse, IdempotencyKeyReused
+from .models import IdempotencyRecord
 
 KEY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"

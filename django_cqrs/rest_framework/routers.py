@@ -20,7 +20,8 @@ from typing import Any
 from django.urls import URLPattern, URLResolver, path
 from rest_framework.routers import SimpleRouter
 
-from .viewsets import CommandView, MessageRoute, QueryView
+from .routes import MessageRoute
+from .viewsets import CommandView, QueryView
 
 
 def kebab_case(name: str) -> str:

@@ -23,6 +23,7 @@ import re
 import uuid
 from typing import Any
 
+from django.db import models
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, inline_serializer
@@ -32,8 +33,8 @@ from rest_framework_dataclasses.serializers import DataclassSerializer
 from .consistency import MIN_POSITION_HEADER, POSITION_HEADER
 from .exceptions import PROBLEM_CONTENT_TYPE
 from .idempotency import KEY_HEADER, REPLAYED_HEADER
-from .serializers import field_type, model_serializer, result_type
-from .viewsets import MessageRoute
+from .routes import MessageRoute
+from .serializers import ResultDataclassSerializer, field_type, model_serializer, result_type
 
 
 class ProblemSerializer(serializers.Serializer[Any]):
@@ -165,13 +166,9 @@ class CQRSAutoSchema(AutoSchema):
         if item is not None:
             return item
         tp = result_type(route.message)
-        from django.db import models
-
         if isinstance(tp, type) and issubclass(tp, models.Model):
             return model_serializer(tp)
         if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__"):
-            from .serializers import ResultDataclassSerializer
-
             return type(
                 f"{tp.__name__}ResultSerializer",
                 (ResultDataclassSerializer,),

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_cqrs", "0005_projectionstate_permissions"),
+        ("django_cqrs", "0006_idempotencyrecord_moved"),
     ]
 
     operations = [

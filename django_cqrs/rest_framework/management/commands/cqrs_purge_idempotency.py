@@ -1,6 +1,8 @@
 """Delete stored Idempotency-Key answers older than ``IDEMPOTENCY_TTL``.
 
 python manage.py cqrs_purge_idempotency        # run it daily, e.g. from cron or django-q2
+
+Comes with the ``django_cqrs.rest_framework`` app (in ``INSTALLED_APPS``).
 """
 
 from __future__ import annotations

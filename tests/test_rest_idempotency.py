@@ -1,0 +1,149 @@
+"""The HTTP app's own table: ``IdempotencyRecord``, its migrations and its purge command.
+
+The replay behaviour of ``Idempotency-Key`` is tested over HTTP in test_rest_consistency.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.apps import apps
+from django.core.management import call_command, get_commands
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+import django_cqrs.models
+from django_cqrs.rest_framework.models import IdempotencyRecord
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLE = "django_cqrs_idempotency"
+#: The core's last migration before the table moved to the HTTP app.
+CORE_BEFORE_MOVE = ("django_cqrs", "0005_projectionstate_permissions")
+
+
+def record(key: str, *, expires_in: float = 3600) -> IdempotencyRecord:
+    now = timezone.now()
+    return IdempotencyRecord.objects.create(
+        key=key,
+        request_hash="0" * 64,
+        lock_token="t",
+        response_status=201,
+        expires_at=now + dt.timedelta(seconds=expires_in),
+    )
+
+
+# -- the app -------------------------------------------------------------------------
+
+
+def test_the_record_belongs_to_the_http_app() -> None:
+    config = apps.get_app_config("django_cqrs_rest")
+
+    assert config.name == "django_cqrs.rest_framework"
+    assert config.verbose_name == "CQRS HTTP API"
+    assert IdempotencyRecord._meta.app_label == "django_cqrs_rest"
+    assert IdempotencyRecord._meta.db_table == TABLE
+    assert [c.name for c in IdempotencyRecord._meta.constraints] == ["django_cqrs_idempotency_key"]
+    assert IdempotencyRecord._meta.pk is not None
+    assert IdempotencyRecord._meta.pk.get_internal_type() == "BigAutoField"
+
+
+def test_the_core_app_has_no_http_table() -> None:
+    core = apps.get_app_config("django_cqrs")
+
+    assert TABLE not in {model._meta.db_table for model in core.get_models()}
+    assert not hasattr(django_cqrs.models, "IdempotencyRecord")
+
+
+def test_the_http_api_without_its_app_says_what_to_install() -> None:
+    # Django would file the model under "django_cqrs", whose migrations dropped the table.
+    code = (
+        "import django\n"
+        "from django.conf import settings\n"
+        "settings.configure(INSTALLED_APPS=['django.contrib.auth', 'django.contrib.contenttypes',"
+        " 'rest_framework', 'django_cqrs'])\n"
+        "django.setup()\n"
+        "import django_cqrs.rest_framework.viewsets\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "add 'django_cqrs.rest_framework' to INSTALLED_APPS" in result.stderr
+
+
+# -- the purge command ---------------------------------------------------------------
+
+
+def test_the_purge_command_comes_with_the_http_app() -> None:
+    assert get_commands()["cqrs_purge_idempotency"] == "django_cqrs.rest_framework"
+
+
+@pytest.mark.django_db
+def test_the_purge_command_deletes_expired_records_only() -> None:
+    record("old", expires_in=-1)
+    record("fresh")
+    out = io.StringIO()
+
+    call_command("cqrs_purge_idempotency", stdout=out)
+
+    assert out.getvalue().strip() == "Deleted 1 expired idempotency record(s)."
+    assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["fresh"]
+
+
+# -- the upgrade: 0006 in the core drops the table, the HTTP app's 0001 creates it ------
+
+
+@pytest.fixture
+def executor() -> Iterator[MigrationExecutor]:
+    """A migration executor; the database is migrated to the latest state afterwards."""
+    executor = MigrationExecutor(connection)
+    try:
+        yield executor
+    finally:
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_upgrading_forgets_stored_keys_and_leaves_a_working_table(
+    executor: MigrationExecutor,
+) -> None:
+    executor.migrate([CORE_BEFORE_MOVE, ("django_cqrs_rest", None)])
+    old_state = executor.loader.project_state(CORE_BEFORE_MOVE).apps
+    OldRecord = old_state.get_model("django_cqrs", "IdempotencyRecord")
+    OldRecord.objects.create(
+        key="in-flight",
+        request_hash="0" * 64,
+        lock_token="t",
+        response_status=201,
+        expires_at=timezone.now() + dt.timedelta(hours=1),
+    )
+    assert TABLE in connection.introspection.table_names()
+
+    executor.loader.build_graph()  # reload what is applied
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    assert TABLE in connection.introspection.table_names()
+    assert not IdempotencyRecord.objects.exists()
+    record("after-upgrade")
+    assert IdempotencyRecord.objects.get().key == "after-upgrade"
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, TABLE)
+    assert constraints["django_cqrs_idempotency_key"]["unique"]
