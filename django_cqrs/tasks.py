@@ -30,8 +30,8 @@ from .conf import cqrs_settings
 from .db.upserts import set_if_null
 from .events import Event, EventEnvelope
 from .models import ProjectionTrigger
+from .projections import ASYNC, all_projections
 from .projections.catchup import CatchUp, run_catch_up
-from .projections.registry import ASYNC, all_projections
 
 logger = logging.getLogger("django_cqrs")
 

@@ -24,7 +24,7 @@ skip side effects then.
 
 A projection's ``name`` defaults to ``"<app_label>.<ClassName>"``.
 
-The package's modules: ``base`` (this API), ``registry`` (the classes by name),
+The package's modules: ``base`` (this API), ``registry`` (classes by name),
 ``buffer`` (batched writes), ``batches`` (decode and apply a batch), ``checkpoints``
 (the stored state and its locks), ``catchup`` (async catch-up, retries, parking),
 ``rebuild``, ``status`` (lag and state as reported) and ``health`` (the verdict).
@@ -32,17 +32,16 @@ The package's modules: ``base`` (this API), ``registry`` (the classes by name),
 
 from __future__ import annotations
 
-from .base import Projection, handles
-from .registry import (
-    ASYNC,
-    MODES,
-    SYNC,
+from .base import (
+    Projection,
     all_projections,
     get_projection,
+    handles,
     projections_for,
     register,
     unregister,
 )
+from .registry import ASYNC, MODES, SYNC
 
 __all__ = [
     "ASYNC",

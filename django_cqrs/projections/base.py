@@ -1,4 +1,8 @@
-"""The projection base class and the ``@handles`` decorator (see :mod:`django_cqrs.projections`)."""
+"""The projection base class, ``@handles``, and the registry of projection classes.
+
+See :mod:`django_cqrs.projections` for the user API; ``all_projections()``,
+``get_projection()`` and ``projections_for()`` ask :data:`projections`.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from ..db.upserts import add, add_amounts, number_fields, upsert
 from ..events import Event, EventEnvelope
 from ..exceptions import ConfigurationError
 from .buffer import RowBuffer, delete_rows, load_row
-from .registry import MODES, SYNC, register
+from .registry import MODES, SYNC, ProjectionRegistry
 
 M = TypeVar("M", bound=models.Model)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,7 +88,7 @@ class Projection:
             raise ConfigurationError(
                 f"{cls.__qualname__}.on_failure must be 'stop' or 'skip', not {cls.on_failure!r}"
             )
-        register(cls)
+        projections.register(cls)
 
     def __init__(
         self,
@@ -148,3 +152,13 @@ class Projection:
             self.buffer.delete(model, pk)
         else:
             delete_rows(model, [pk])
+
+
+#: Every concrete projection class, registered when its class statement runs.
+projections: ProjectionRegistry[type[Projection]] = ProjectionRegistry()
+
+register = projections.register
+unregister = projections.unregister
+all_projections = projections.all
+get_projection = projections.get
+projections_for = projections.owning

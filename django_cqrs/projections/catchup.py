@@ -37,10 +37,10 @@ from .. import store
 from ..conf import cqrs_settings
 from ..exceptions import ProjectionApplyError, ProjectionError
 from ..models import ParkedEvent, ProjectionState
-from .base import Projection
+from .base import Projection, get_projection
 from .batches import apply_rows
 from .checkpoints import ensure_state, lock_state, skipped_positions
-from .registry import ASYNC, get_projection
+from .registry import ASYNC
 
 logger = logging.getLogger("django_cqrs")
 

@@ -33,10 +33,10 @@ from .. import store
 from ..conf import cqrs_settings
 from ..db.shadow import create_table, drop_table, replace_rows, shadow_model, table_exists
 from ..models import ProjectionState
-from .base import Projection
+from .base import Projection, get_projection
 from .batches import apply_rows
 from .checkpoints import ensure_state, lock_state, skipped_positions
-from .registry import SYNC, get_projection
+from .registry import SYNC
 
 Progress = Callable[[int, int], None]
 

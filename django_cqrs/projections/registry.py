@@ -1,4 +1,4 @@
-"""The projection classes, by name; sync ones are connected to ``event_recorded``.
+"""The registry of projection classes, by name; sync ones are connected to ``event_recorded``.
 
     from django_cqrs.projections import all_projections, get_projection, projections_for
 
@@ -6,12 +6,15 @@
     projections_for(OrderView)                     # the projections that own a read model
 
 Every concrete :class:`~django_cqrs.projections.Projection` subclass registers itself
-when its class statement runs; a module imported again replaces its classes.
+in ``base.projections`` (a :class:`ProjectionRegistry`) when its class statement runs; a
+module imported again replaces its classes. The registry knows projections only by what
+it reads of them (name, mode, handled events, read models), so it needs nothing of the
+base class.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 
 from django.db import models
 
@@ -19,71 +22,75 @@ from ..events import Event, EventEnvelope
 from ..exceptions import ProjectionError
 from ..signals import event_recorded
 
-if TYPE_CHECKING:
-    from .base import Projection
-
 #: Applied inside the command's transaction.
 SYNC = "sync"
 #: Applied by django-q2 workers, after commit.
 ASYNC = "async"
 MODES = (SYNC, ASYNC)
 
-_projection_classes: list[type[Projection]] = []
+P = TypeVar("P", bound=type)
 
 
-def register(cls: type[Projection]) -> None:
-    """Track ``cls``; connect a sync projection to ``event_recorded``."""
-    for i, existing in enumerate(_projection_classes):
-        if existing.__module__ == cls.__module__ and existing.__qualname__ == cls.__qualname__:
-            _disconnect(existing)
-            _projection_classes[i] = cls
-            break
-    else:
-        _projection_classes.append(cls)
-    if cls.mode == SYNC:
-        _connect(cls)
+class ProjectionRegistry(Generic[P]):
+    """Projection classes by name; connects the sync ones to ``event_recorded``."""
+
+    def __init__(self) -> None:
+        self._classes: list[P] = []
+
+    def register(self, cls: P) -> None:
+        """Track ``cls``; connect a sync projection to ``event_recorded``."""
+        for i, existing in enumerate(self._classes):
+            if existing.__module__ == cls.__module__ and existing.__qualname__ == cls.__qualname__:
+                _disconnect(existing)
+                self._classes[i] = cls
+                break
+        else:
+            self._classes.append(cls)
+        if _spec(cls).mode == SYNC:
+            _connect(cls)
+
+    def unregister(self, cls: P) -> None:
+        """Forget ``cls`` (tests use this for projections defined inside a test)."""
+        _disconnect(cls)
+        if cls in self._classes:
+            self._classes.remove(cls)
+
+    def all(self) -> list[P]:
+        """Every registered (non-abstract) projection class."""
+        return list(self._classes)
+
+    def get(self, name: str) -> P:
+        """The projection class called ``name``, or ``ProjectionError`` listing the known names."""
+        for cls in self._classes:
+            if _spec(cls).name == name:
+                return cls
+        known = ", ".join(sorted(_spec(cls).name for cls in self._classes)) or "none"
+        raise ProjectionError(f"No projection is named {name!r}. Known projections: {known}")
+
+    def owning(self, read_model: type[models.Model]) -> list[P]:
+        """Projections that own ``read_model``."""
+        return [cls for cls in self._classes if read_model in _spec(cls).read_models]
 
 
-def _receiver_uid(cls: type[Projection], event_type: type[Event]) -> str:
+def _spec(cls: type) -> Any:
+    # What the registry reads of a projection class: name, mode, handlers, read_models.
+    return cls
+
+
+def _receiver_uid(cls: type, event_type: type[Event]) -> str:
     return f"django_cqrs.sync:{cls.__module__}.{cls.__qualname__}:{event_type.event_type}"
 
 
-def _connect(cls: type[Projection]) -> None:
+def _connect(cls: type) -> None:
     def apply_sync(sender: type[Event], event: Event, envelope: EventEnvelope, **kw: Any) -> None:
-        cls().apply(event, envelope)
+        _spec(cls)().apply(event, envelope)
 
-    for event_type in cls.handlers:
+    for event_type in _spec(cls).handlers:
         event_recorded.connect(
             apply_sync, sender=event_type, weak=False, dispatch_uid=_receiver_uid(cls, event_type)
         )
 
 
-def _disconnect(cls: type[Projection]) -> None:
-    for event_type in cls.handlers:
+def _disconnect(cls: type) -> None:
+    for event_type in _spec(cls).handlers:
         event_recorded.disconnect(sender=event_type, dispatch_uid=_receiver_uid(cls, event_type))
-
-
-def unregister(cls: type[Projection]) -> None:
-    """Forget ``cls`` (tests use this for projections defined inside a test)."""
-    _disconnect(cls)
-    if cls in _projection_classes:
-        _projection_classes.remove(cls)
-
-
-def all_projections() -> list[type[Projection]]:
-    """Every registered (non-abstract) projection class."""
-    return list(_projection_classes)
-
-
-def get_projection(name: str) -> type[Projection]:
-    """The projection class called ``name``, or ``ProjectionError`` listing the known names."""
-    for cls in _projection_classes:
-        if cls.name == name:
-            return cls
-    known = ", ".join(sorted(cls.name for cls in _projection_classes)) or "none"
-    raise ProjectionError(f"No projection is named {name!r}. Known projections: {known}")
-
-
-def projections_for(read_model: type[models.Model]) -> list[type[Projection]]:
-    """Projections that own ``read_model``."""
-    return [cls for cls in _projection_classes if read_model in cls.read_models]

@@ -25,8 +25,8 @@ from django.utils import timezone
 from .. import store
 from ..conf import cqrs_settings
 from ..models import ParkedEvent, ProjectionState, StoredEvent
-from .base import Projection
-from .registry import SYNC, all_projections, get_projection, projections_for
+from .base import Projection, all_projections, get_projection, projections_for
+from .registry import SYNC
 
 
 @dataclasses.dataclass(frozen=True)
