@@ -1,16 +1,25 @@
-"""``Projection.add()``: counters in read models, one statement when applied live."""
+"""``db.upserts``: whole-row upserts, counters added in the database, and ``set_if_null``.
+
+Counters are tested through ``Projection.add()``, which writes them with ``upserts.add``
+when applied live. ``set_if_null`` and ``upsert`` also run on the portable ORM path, by
+making the connection look like another database.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
+from django_cqrs.db.upserts import set_if_null, upsert
+from django_cqrs.models import ProjectionTrigger
 from django_cqrs.projections import Projection
-from tests.testapp.models import AccountTotals
+from tests.testapp.models import AccountTotals, AccountView
 
 pytestmark = pytest.mark.django_db
 
@@ -89,3 +98,123 @@ def test_concurrent_live_adds_lose_no_update() -> None:
 
     assert errors == []
     assert totals(9)[1] == 100
+
+
+# -- upsert: insert or replace whole rows ----------------------------------------------
+
+
+@pytest.fixture(params=["sql", "orm"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The statements written for SQLite and PostgreSQL, or the ORM path of other backends."""
+    if request.param == "orm":
+        monkeypatch.setattr(
+            "django_cqrs.db.upserts.connections", {"default": _OtherVendor(connections["default"])}
+        )
+    return str(request.param)
+
+
+class _OtherVendor:
+    """The default connection, seen by ``db.upserts`` as a database it has no SQL for."""
+
+    vendor = "other"
+
+    def __init__(self, wrapped: Any) -> None:
+        self._wrapped = wrapped
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+
+def views() -> list[tuple[Any, ...]]:
+    return list(
+        AccountView.objects.order_by("pk").values_list("pk", "owner", "balance", "movements")
+    )
+
+
+def test_upsert_inserts_then_replaces_the_whole_row(path: str) -> None:
+    upsert(AccountView, [AccountView(account_id=1, owner="ann", balance="1.00", movements=1)])
+    assert views() == [(1, "ann", "1.00", 1)]
+
+    upsert(AccountView, [AccountView(account_id=1, owner="anne", balance="0.50", movements=0)])
+
+    assert views() == [(1, "anne", "0.50", 0)]  # every field replaced, no second row
+
+
+def test_upsert_writes_many_rows_new_and_existing_in_few_statements(path: str) -> None:
+    upsert(
+        AccountView,
+        [AccountView(account_id=i, owner="old", balance="0") for i in range(0, 6000, 2)],
+    )
+    batch = [
+        AccountView(account_id=i, owner=f"o{i}", balance=f"{i}.00", movements=i)
+        for i in range(6000)
+    ]
+
+    with CaptureQueriesContext(connection) as captured:
+        upsert(AccountView, batch)
+
+    assert views() == [(i, f"o{i}", f"{i}.00", i) for i in range(6000)]
+    assert len(captured) <= 6000 // 200  # batches, not one statement per row
+    if path == "sql" and connection.vendor == "postgresql":
+        assert len(captured) == 2  # unnest(), 5000 rows per statement
+    assert all(not view._state.adding for view in batch)
+
+
+def test_upsert_of_nothing_sends_nothing() -> None:
+    with CaptureQueriesContext(connection) as captured:
+        upsert(AccountView, [])
+    assert len(captured) == 0
+
+
+# -- set_if_null: the async trigger flag -----------------------------------------------
+
+
+def test_set_if_null_sets_once_until_the_field_is_null_again(path: str) -> None:
+    first, later = (dt.datetime(2025, 1, day, tzinfo=dt.UTC) for day in (1, 2))
+    name = "tests.Flag"
+
+    def queued_at() -> dt.datetime | None:
+        return ProjectionTrigger.objects.get(name=name).queued_at
+
+    assert set_if_null(ProjectionTrigger, "name", name, "queued_at", first, using="default")
+    assert queued_at() == first
+    assert not set_if_null(ProjectionTrigger, "name", name, "queued_at", later, using="default")
+    assert queued_at() == first  # the value already there stays
+
+    ProjectionTrigger.objects.filter(name=name).update(queued_at=None)
+
+    assert set_if_null(ProjectionTrigger, "name", name, "queued_at", later, using="default")
+    assert queued_at() == later
+    assert ProjectionTrigger.objects.filter(name=name).count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_set_if_null_sets_the_flag_exactly_once() -> None:
+    racers = 6
+    start = threading.Barrier(racers)
+    won: list[bool] = []
+    errors: list[BaseException] = []
+    now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+    def race() -> None:
+        try:
+            start.wait()
+            won.append(
+                set_if_null(
+                    ProjectionTrigger, "name", "tests.Race", "queued_at", now, using="default"
+                )
+            )
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=race) for _ in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sorted(won) == [False] * (racers - 1) + [True]
