@@ -12,6 +12,8 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 ROOT_URLCONF = "demo_project.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The default hasher is slow on purpose; tests create users and log in all the time.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",

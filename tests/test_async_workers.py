@@ -22,7 +22,7 @@ import pytest
 from django.db import connection
 
 from django_cqrs.models import ProjectionState, StoredEvent
-from tests.test_async_projections import (
+from tests.test_projections_catchup import (
     TOTALS,
     assert_every_event_counted_once,
     assert_matches_rebuild,

@@ -30,6 +30,7 @@ from demo_project.orders.models import CustomerSummary, OrderView
 from demo_project.orders.projections import CustomerSummaryProjection
 from django_cqrs import command_bus, projections
 from django_cqrs.models import ProjectionState
+from django_cqrs.projections import base
 from django_cqrs.projections.status import projection_status
 
 CHROMIUM = "/usr/bin/chromium"
@@ -98,7 +99,7 @@ def screenshots(tmp_path: Path) -> Path:
 def demo_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Show only the demo's projections (the test apps register their own too)."""
     demo = [cls for cls in projections.all_projections() if cls.name.startswith("orders.")]
-    monkeypatch.setattr(projections, "_projection_classes", demo)
+    monkeypatch.setattr(base.projections, "_classes", demo)
 
 
 @pytest.fixture

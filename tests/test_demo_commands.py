@@ -21,12 +21,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    """seed_demo creates a superuser; the default hasher is slow on purpose."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def keep_cqrs_log_level() -> Iterator[None]:
     """seed_demo quiets the django_cqrs logger; other tests must not inherit that."""
     logger = logging.getLogger("django_cqrs")

@@ -27,11 +27,6 @@ PROBLEM = "application/problem+json"
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def user() -> User:
     return User.objects.create_user("alice", password="secret")

@@ -30,7 +30,6 @@ from tests.test_rest_api import (  # noqa: F401  (fixtures)
     client,
     counts,
     customer_id,
-    fast_passwords,
     order_id,
     post,
     product_id,
@@ -294,7 +293,7 @@ def test_the_ttl_is_configurable(client: APIClient) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_requests_with_one_key_dispatch_once(fast_passwords: None) -> None:
+def test_concurrent_requests_with_one_key_dispatch_once() -> None:
     user = User.objects.create_user("racer", password="pw")
     api = APIClient()
     api.force_authenticate(user)

@@ -1,7 +1,5 @@
 """OpenAPI: the schema documents every route, the docs work offline, and schemathesis agrees."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_rest_api are redefined as arguments)
-
 from __future__ import annotations
 
 import base64
@@ -12,8 +10,6 @@ import yaml
 from django.contrib.auth.models import User
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
-
-from tests.test_rest_api import fast_passwords  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -116,7 +112,6 @@ def test_the_docs_page_loads_its_assets_locally(client: APIClient) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_schemathesis_finds_no_server_errors_and_no_schema_mismatch(
-    fast_passwords: None,
     settings: Any,
 ) -> None:
     settings.ALLOWED_HOSTS = ["localhost", "testserver"]

@@ -69,7 +69,7 @@ def assert_refused(body: Callable[[], Any]) -> QueryWriteError:
     assert views() == before
     assert counts() == before_counts
     message = str(excinfo.value)
-    assert "tests.test_query_guard.RunInQuery" in message
+    assert "tests.test_db_readonly.RunInQuery" in message
     return excinfo.value
 
 

@@ -1,8 +1,10 @@
-"""SQLite: a command's transaction takes the database's one write lock at its first write.
+"""``db.transactions``: the command's transaction, and row locks where the database has them.
 
+SQLite: a command's transaction takes the database's one write lock at its first write.
 Reads before it run without the lock, so concurrent commands (other gunicorn workers,
 django-q2 workers) wait for each other only while they write. On PostgreSQL the command
-transaction is an ordinary ``atomic()``; these tests are about SQLite's locking.
+transaction is an ordinary ``atomic()``; the tests marked ``sqlite_only`` are about
+SQLite's locking, the others run on both databases.
 """
 
 from __future__ import annotations
@@ -18,19 +20,20 @@ from django.test.utils import CaptureQueriesContext
 
 from django_cqrs import Command, command_bus
 from django_cqrs.bus import CommandBus
+from django_cqrs.db.transactions import command_transaction, lock_rows
 from django_cqrs.exceptions import InvariantViolationError
 from django_cqrs.models import StoredEvent
 from django_cqrs.registry import Registry
+from tests.test_db_log import in_second_connection
 from tests.testapp.commands import Deposit, OpenAccount
 from tests.testapp.models import Account
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        connection.vendor != "sqlite",
-        reason="about SQLite's write lock (runs without DATABASE_URL)",
-    ),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
+
+sqlite_only = pytest.mark.skipif(
+    connection.vendor != "sqlite",
+    reason="about SQLite's write lock (runs without DATABASE_URL)",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +52,7 @@ def in_transaction() -> bool:
     return bool(connection.connection.in_transaction)
 
 
+@sqlite_only
 def test_the_write_lock_is_taken_just_before_the_first_write() -> None:
     account_id = command_bus.dispatch(OpenAccount(owner="ann")).value
 
@@ -63,6 +67,7 @@ def test_the_write_lock_is_taken_just_before_the_first_write() -> None:
     assert Account.objects.get(pk=account_id).balance == Decimal("5")
 
 
+@sqlite_only
 def test_reads_run_outside_the_transaction_writes_inside_it() -> None:
     seen: list[tuple[str, bool]] = []
 
@@ -88,6 +93,7 @@ def test_reads_run_outside_the_transaction_writes_inside_it() -> None:
     assert Account.objects.filter(pk=account_id).exists()
 
 
+@sqlite_only
 def test_a_command_that_fails_after_writing_leaves_nothing() -> None:
     events = StoredEvent.objects.count()
 
@@ -104,6 +110,7 @@ def test_a_command_that_fails_after_writing_leaves_nothing() -> None:
     assert StoredEvent.objects.count() == events
 
 
+@sqlite_only
 def test_a_command_that_fails_before_writing_opens_no_transaction() -> None:
     def body() -> None:
         Account.objects.count()
@@ -118,6 +125,7 @@ def test_a_command_that_fails_before_writing_opens_no_transaction() -> None:
     assert words[0] == "SELECT"
 
 
+@sqlite_only
 def test_inside_a_callers_transaction_the_command_is_a_savepoint() -> None:
     with transaction.atomic():
         assert in_transaction()  # the caller's block took the lock as usual
@@ -128,6 +136,7 @@ def test_inside_a_callers_transaction_the_command_is_a_savepoint() -> None:
     assert Account.objects.get(pk=account_id).owner == "dan"
 
 
+@sqlite_only
 def test_a_savepoint_in_the_handler_starts_the_transaction_and_rolls_back_alone() -> None:
     def body() -> bool:
         with transaction.atomic():  # a savepoint: the write lock is taken before it
@@ -144,3 +153,68 @@ def test_a_savepoint_in_the_handler_starts_the_transaction_and_rolls_back_alone(
     assert run(body) is True
     assert not in_transaction()
     assert list(Account.objects.values_list("owner", flat=True)) == ["erin"]
+
+
+# -- on both databases -----------------------------------------------------------------
+
+
+def test_command_transaction_commits_the_block_or_nothing_of_it() -> None:
+    with command_transaction("default"):
+        Account.objects.count()
+        Account.open("gus")
+
+    def write_twice_then_fail() -> None:
+        with command_transaction("default"):
+            Account.open("hal")
+            Account.objects.filter(owner="gus").update(balance=Decimal("9"))
+            raise InvariantViolationError("undo both")
+
+    with pytest.raises(InvariantViolationError):
+        write_twice_then_fail()
+
+    assert list(Account.objects.values_list("owner", "balance")) == [("gus", Decimal("0"))]
+    assert not connection.in_atomic_block
+
+
+def test_command_transaction_inside_a_transaction_is_a_savepoint() -> None:
+    def write_then_fail() -> None:
+        with command_transaction("default"):
+            Account.open("jay")
+            raise InvariantViolationError("only the inner block")
+
+    with transaction.atomic():
+        Account.open("ivy")
+        with pytest.raises(InvariantViolationError):
+            write_then_fail()
+
+    assert list(Account.objects.values_list("owner", flat=True)) == ["ivy"]
+
+
+def test_lock_rows_locks_where_the_database_can_and_returns_the_same_rows() -> None:
+    account = Account.open("kim")
+    rows = Account.objects.filter(pk=account.pk)
+
+    with transaction.atomic(), CaptureQueriesContext(connection) as captured:
+        assert [a.owner for a in lock_rows(rows)] == ["kim"]
+
+    sql = captured.captured_queries[-1]["sql"]
+    if connection.vendor == "postgresql":
+        assert sql.endswith("FOR UPDATE")
+    else:
+        assert "FOR UPDATE" not in sql  # SQLite has no row locks: its write lock is enough
+
+
+@pytest.mark.postgres
+def test_a_locked_row_makes_a_second_connection_wait_until_commit() -> None:
+    account = Account.open("lee")
+
+    def lock_it() -> None:
+        lock_rows(Account.objects.filter(pk=account.pk)).get()
+
+    with transaction.atomic():
+        lock_it()
+        assert in_second_connection(lock_it)[0] == "lock timeout"
+        # Reading the row without locking it does not wait.
+        assert in_second_connection(lambda: Account.objects.get(pk=account.pk))[0] == "ok"
+
+    assert in_second_connection(lock_it)[0] == "ok"

@@ -90,9 +90,9 @@ def slow_commits() -> Iterator[None]:
                 delay = rng.choice((0, 0, 0.001, 0.002, 0.004))
             time.sleep(delay)
 
-    event_recorded.connect(linger, sender=Deposited, dispatch_uid="test_eventlog.linger")
+    event_recorded.connect(linger, sender=Deposited, dispatch_uid="test_store.linger")
     yield
-    event_recorded.disconnect(sender=Deposited, dispatch_uid="test_eventlog.linger")
+    event_recorded.disconnect(sender=Deposited, dispatch_uid="test_store.linger")
 
 
 def run_writers_and_tail() -> TailReport:
@@ -165,9 +165,9 @@ def fail_on_amount() -> Iterator[Decimal]:
         if event.amount == unlucky:
             raise RuntimeError("unlucky amount")
 
-    event_recorded.connect(refuse, sender=Deposited, dispatch_uid="test_eventlog.refuse")
+    event_recorded.connect(refuse, sender=Deposited, dispatch_uid="test_store.refuse")
     yield unlucky
-    event_recorded.disconnect(sender=Deposited, dispatch_uid="test_eventlog.refuse")
+    event_recorded.disconnect(sender=Deposited, dispatch_uid="test_store.refuse")
 
 
 @pytest.mark.django_db(transaction=True)
