@@ -219,3 +219,31 @@ def test_one_aggregate_version_cannot_be_stored_twice() -> None:
         payload=stored.payload,
     )
     assert StoredEvent.objects.filter(aggregate_version=stored.aggregate_version).count() == 2
+
+
+@pytest.mark.django_db
+def test_readers_get_named_rows_that_decode_to_the_stored_event() -> None:
+    account = command_bus.dispatch(OpenAccount(owner="ann")).value
+    result = command_bus.dispatch(Deposit(account_id=account, amount=Decimal("2.50")))
+
+    [row] = store.read_rows(after=result.position - 1, limit=10)
+    [batch] = list(store.iter_all(after=result.position - 1))
+
+    stored = StoredEvent.objects.get(position=result.position)
+    assert isinstance(row, store.EventRow)
+    assert batch == [row]
+    assert (row.position, row.event_type, row.aggregate_id, row.aggregate_version) == (
+        stored.position,
+        "testapp.Deposited",
+        str(account),
+        stored.aggregate_version,
+    )
+    assert (row.payload, row.metadata, row.recorded_at) == (
+        stored.payload,
+        stored.metadata,
+        stored.recorded_at,
+    )
+    assert store.EVENT_FIELDS == store.EventRow._fields
+    event, envelope = store.decode_row(row)
+    assert event == Deposited(account_id=account, amount=Decimal("2.50"), balance=event.balance)
+    assert envelope.position == row.position
