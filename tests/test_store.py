@@ -243,7 +243,7 @@ def test_readers_get_named_rows_that_decode_to_the_stored_event() -> None:
         stored.metadata,
         stored.recorded_at,
     )
-    assert store.EVENT_FIELDS == store.EventRow._fields
+    assert store.EventRow._fields == store.EVENT_FIELDS
     event, envelope = store.decode_row(row)
     assert event == Deposited(account_id=account, amount=Decimal("2.50"), balance=event.balance)
     assert envelope.position == row.position
