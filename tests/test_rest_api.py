@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from demo_project.orders.models import (
@@ -134,6 +136,19 @@ def test_create_answers_with_the_location_of_the_new_order(
     response = post(client, "/api/orders/", body)
 
     assert response["Location"].endswith(f"/api/orders/{response.json()['order_id']}/")
+
+
+def test_a_detail_command_answers_its_etag_without_reading_the_event_log(
+    client: APIClient, order_id: str, product_id: str
+) -> None:
+    with CaptureQueriesContext(connection) as queries:
+        added = post(
+            client, f"/api/orders/{order_id}/items/", {"product_id": product_id, "quantity": 1}
+        )
+
+    assert added["ETag"] == f'"{Order.objects.get(pk=order_id).version}"'
+    reads = [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("SELECT")]
+    assert not [sql for sql in reads if StoredEvent._meta.db_table in sql], reads
 
 
 def test_add_item_cancel_and_ship_change_the_order(
