@@ -20,7 +20,7 @@
      commits once per event).
    All must end with the same summary rows (checked).
 3. ``--rebuild-events N`` (opt-in): a separate log of N events, ``cqrs_rebuild`` of
-   CustomerSummaryProjection (django_cqrs.rebuild.rebuild), wall time and peak RSS.
+   CustomerSummaryProjection (django_cqrs.projections.rebuild.rebuild), wall time and peak RSS.
 4. ``--lag`` (opt-in, PostgreSQL only, instead of 1-3): real ``qcluster`` workers on a
    Redis broker drive the projection while this process dispatches PlaceOrder through
    the command bus at a steady ``--lag-rate`` (200/s); lag of each event = when the

@@ -11,7 +11,8 @@
    batches earlier (as in a real log, where orders ship hours after they are placed).
    Payloads are exactly what ``to_json_dict`` stores (checked on a sample).
 2. Times, one after the other on the same log:
-   - ``django_cqrs.rebuild.rebuild("orders.OrderViewProjection")`` (default batch size),
+   - ``django_cqrs.projections.rebuild.rebuild("orders.OrderViewProjection")`` (default
+     batch size),
      measuring peak RSS growth over the RSS before the call (VmHWM reset through
      ``/proc/self/clear_refs``), then once more under ``tracemalloc`` for its peak;
    - the "plain batched loop": raw SQL reading the log in keyset batches, ``json.loads``,

@@ -31,7 +31,7 @@ from django.core.exceptions import ValidationError
 from django.db import connections, models, router, transaction
 
 from . import store
-from .context import current_context
+from .context import Save, current_context
 from .events import Event, EventEnvelope
 from .exceptions import AggregateNotFoundError, ConcurrencyError, ConfigurationError
 from .signals import event_committed, event_recorded
@@ -124,8 +124,19 @@ class Aggregate(models.Model):
                 self.version = old_version + max(1, len(pending))
                 super().save(*args, **kwargs)
                 self.save_related(using)
-                if pending:
-                    self._append_events(pending, first_version=old_version + 1, using=using)
+                envelopes, marker = self._append_events(pending, old_version + 1, using)
+                ctx = current_context()
+                if ctx is not None:
+                    ctx.saves.append(
+                        Save(
+                            aggregate_type=self.aggregate_type(),
+                            aggregate_id=str(self.pk),
+                            version=self.version,
+                            positions=tuple(envelope.position for envelope in envelopes),
+                            using=using,
+                            marker=marker,
+                        )
+                    )
         except BaseException:
             self.version = old_version
             self._state.adding = was_adding
@@ -133,9 +144,6 @@ class Aggregate(models.Model):
         finally:
             self.__dict__.pop("_cqrs_expected_version", None)
         self.__dict__["_cqrs_pending"] = []
-        ctx = current_context()
-        if ctx is not None:
-            ctx.versions[(self.aggregate_type(), str(self.pk))] = self.version
 
     @staticmethod
     def _needs_savepoint(using: str) -> bool:
@@ -153,7 +161,15 @@ class Aggregate(models.Model):
         savepoint and before the events are appended; the default saves nothing.
         """
 
-    def _append_events(self, pending: list[Event], *, first_version: int, using: str) -> None:
+    def _append_events(
+        self, pending: list[Event], first_version: int, using: str
+    ) -> tuple[list[EventEnvelope], Callable[[], None]]:
+        """Append ``pending``, send ``event_recorded``; return the envelopes and the
+        callback registered with ``on_commit`` (it sends ``event_committed``)."""
+        if not pending:
+            marker = _CommitMarker()
+            transaction.on_commit(marker, using=using)
+            return [], marker
         ctx = current_context()
         metadata = ctx.event_metadata() if ctx is not None else {}
         envelopes = store.append(
@@ -167,9 +183,9 @@ class Aggregate(models.Model):
         pairs = list(zip(pending, envelopes, strict=True))
         for event, envelope in pairs:
             event_recorded.send(sender=type(event), event=event, envelope=envelope)
-        if ctx is not None:
-            ctx.positions.extend(envelope.position for envelope in envelopes)
-        transaction.on_commit(_committed_sender(pairs), using=using)
+        sender = _committed_sender(pairs)
+        transaction.on_commit(sender, using=using)
+        return envelopes, sender
 
     def _do_update(
         self,
@@ -197,6 +213,13 @@ class Aggregate(models.Model):
                 expected_version=expected,
             )
         return True
+
+
+class _CommitMarker:
+    """The ``on_commit`` callback of a save that recorded no events: does nothing."""
+
+    def __call__(self) -> None:
+        pass
 
 
 def _committed_sender(pairs: list[tuple[Event, EventEnvelope]]) -> Callable[[], None]:

@@ -50,7 +50,7 @@ class CommandResult(Generic[R]):
     command_id: str = ""
     #: The version each aggregate had after the command saved it, by
     #: ``(aggregate_type, str(aggregate_id))``.
-    versions: Mapping[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    versions: Mapping[tuple[str, str], int] = dataclasses.field(default_factory=dict, hash=False)
 
     def version_of(self, aggregate: type[models.Model] | str, aggregate_id: Any) -> int | None:
         """The version the command left ``aggregate`` (a model or ``app_label.Model``) at."""
@@ -131,8 +131,7 @@ class CommandBus(Bus):
         with activate(ctx):
             value = self.chain()(command, ctx)
         if parent is not None:
-            parent.positions.extend(ctx.positions)
-            parent.versions.update(ctx.versions)
+            parent.saves.extend(ctx.saves)
         return CommandResult(
             value=value,
             position=ctx.positions[-1] if ctx.positions else None,

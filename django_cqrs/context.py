@@ -2,8 +2,8 @@
 
 The command bus opens a context for each command; ``Aggregate.save()`` reads it to put
 the command type, correlation and causation ids and the user into each event's
-metadata, and writes back the positions it appended and the versions it saved so the
-bus can report them.
+metadata, and records each save (its version, the positions it appended) so the bus
+can report them.
 
     from django_cqrs.context import current_context
     ctx = current_context()       # None outside a command dispatch
@@ -15,7 +15,7 @@ import contextlib
 import contextvars
 import dataclasses
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 _current: contextvars.ContextVar[DispatchContext | None] = contextvars.ContextVar(
@@ -33,9 +33,8 @@ class DispatchContext:
     causation_id: str | None = None
     user: str | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
-    positions: list[int] = dataclasses.field(default_factory=list)
-    #: ``(aggregate_type, str(aggregate_id))`` -> version after the save, for the result.
-    versions: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    #: The aggregate saves of this dispatch (and of the commands it dispatched), in order.
+    saves: list[Save] = dataclasses.field(default_factory=list)
     attempt: int = 1
     #: (database alias, atomic depth) of the transaction the bus opened for this command.
     transaction: tuple[str, int] | None = None
@@ -61,11 +60,43 @@ class DispatchContext:
         meta.update(self.extra)
         return meta
 
+    @property
+    def positions(self) -> list[int]:
+        """Log positions of the events recorded, in order."""
+        return [position for save in self.saves for position in save.positions]
+
+    @property
+    def versions(self) -> dict[tuple[str, str], int]:
+        """``(aggregate_type, str(aggregate_id))`` -> the version it was last saved at."""
+        return {(save.aggregate_type, save.aggregate_id): save.version for save in self.saves}
+
+    def forget_rolled_back(self, alias: str, pending: set[int]) -> None:
+        """Drop the saves on ``alias`` whose commit marker is no longer ``pending``.
+
+        A save inside a savepoint that was rolled back (a handler's own ``atomic()``
+        block that failed and was caught) did not happen: its version and positions must
+        not reach the result (an ``ETag`` naming a version that is not stored).
+        """
+        self.saves = [s for s in self.saves if s.using != alias or id(s.marker) in pending]
+
     def reset_attempt(self) -> None:
         """Forget what a failed attempt recorded before the command is retried."""
-        self.positions.clear()
-        self.versions.clear()
+        self.saves.clear()
         self.attempt += 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Save:
+    """One aggregate saved during a dispatch."""
+
+    aggregate_type: str
+    aggregate_id: str
+    version: int
+    positions: tuple[int, ...]
+    using: str
+    #: The callback the save registered with ``transaction.on_commit``: still pending at
+    #: the end of the command's transaction only if the save was not rolled back.
+    marker: Callable[[], None]
 
 
 def current_context() -> DispatchContext | None:

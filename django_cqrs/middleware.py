@@ -24,7 +24,7 @@ from django.db import connections
 from .conf import cqrs_settings
 from .context import DispatchContext
 from .db.readonly import read_only
-from .db.transactions import command_transaction
+from .db.transactions import command_transaction, pending_on_commit
 from .exceptions import ConcurrencyError
 
 Step = Any
@@ -94,7 +94,11 @@ class TransactionMiddleware(BaseMiddleware):
             previous = ctx.transaction
             ctx.transaction = (alias, len(connections[alias].atomic_blocks))
             try:
-                return self.next(message, ctx)
+                value = self.next(message, ctx)
+                # Saves the handler rolled back itself (a caught error in its own atomic
+                # block) did not happen: keep them out of the result.
+                ctx.forget_rolled_back(alias, pending_on_commit(alias))
+                return value
             finally:
                 ctx.transaction = previous
 

@@ -135,10 +135,8 @@ def _request_robust(name: str) -> None:
         logger.exception("Could not queue a catch-up for %s; the schedule will catch up", name)
 
 
-def schedule_retry(name: str, when: dt.datetime | None) -> None:
+def schedule_retry(name: str, when: dt.datetime) -> None:
     """Queue a one-off catch-up of ``name`` at ``when`` (after a failure's backoff)."""
-    if when is None:
-        return
     try:
         from django_q.models import Schedule
 

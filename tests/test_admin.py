@@ -350,7 +350,7 @@ def test_projection_states_change_only_through_the_actions(
     admin_client: Client, parked: dict[str, int]
 ) -> None:
     before = snapshot(ProjectionState, ParkedEvent)
-    data = {"name": TOTALS, "position": "0", "status": "live", "last_error": ""}
+    data = {"name": TOTALS, "position": "0", "state": "live", "last_error": ""}
 
     assert admin_client.post(url("django_cqrs_projectionstate_add"), data).status_code == 403
     admin_client.post(url("django_cqrs_projectionstate_change", TOTALS), data)

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import transaction
 from django.test import override_settings
 
 from django_cqrs import Command, Query, command_bus, query_bus
@@ -201,6 +202,66 @@ def test_result_versions_are_the_versions_each_aggregate_was_saved_at():
         ("testapp.Account", str(bob.pk)): bob.version,
     }
     assert result.version_of(Account, 10**9) is None
+
+
+@pytest.mark.django_db
+def test_saves_the_handler_rolled_back_itself_are_not_in_the_result():
+    kept, dropped = open_account("kept"), open_account("dropped")
+    before = Account.objects.get(pk=dropped).version
+    bus = fresh_command_bus([TransactionMiddleware])
+
+    @bus.handler(OpenAndFund)
+    def handle(command: OpenAndFund) -> int:
+        account = Account.objects.get(pk=kept)
+        account.deposit(command.amount)
+        account.save()
+        try:
+            with transaction.atomic():
+                other = Account.objects.get(pk=dropped)
+                other.deposit(command.amount)
+                other.save()
+                raise RuntimeError("changed my mind")
+        except RuntimeError:
+            pass
+        return account.pk
+
+    result = bus.dispatch(OpenAndFund(owner="ann", amount=Decimal("1")))
+
+    stored = Account.objects.get(pk=kept)
+    assert Account.objects.get(pk=dropped).version == before  # the inner save rolled back
+    assert result.versions == {("testapp.Account", str(kept)): stored.version}
+    assert result.positions == tuple(
+        StoredEvent.objects.filter(
+            aggregate_id=str(kept), aggregate_version=stored.version
+        ).values_list("position", flat=True)
+    )
+
+
+@pytest.mark.django_db
+def test_a_nested_command_rolled_back_by_its_caller_is_not_in_the_result():
+    kept = open_account("kept")
+    before = Account.objects.get(pk=kept).version
+    bus = fresh_command_bus([TransactionMiddleware])
+
+    @bus.handler(Deposit)
+    def deposit(command: Deposit) -> None:
+        account = Account.objects.get(pk=command.account_id)
+        account.deposit(command.amount)
+        account.save()
+
+    @bus.handler(OpenAndFund)
+    def handle(command: OpenAndFund) -> None:
+        try:
+            with transaction.atomic():
+                bus.dispatch(Deposit(account_id=kept, amount=command.amount))
+                raise RuntimeError("changed my mind")
+        except RuntimeError:
+            pass
+
+    result = bus.dispatch(OpenAndFund(owner="ann", amount=Decimal("1")))
+
+    assert Account.objects.get(pk=kept).version == before
+    assert (result.versions, result.positions, result.position) == ({}, (), None)
 
 
 @pytest.mark.django_db

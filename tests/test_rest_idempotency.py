@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.apps import apps
@@ -25,6 +26,7 @@ from django_cqrs.rest_framework.models import IdempotencyRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = "django_cqrs_idempotency"
+HTTP_APP = "django_cqrs.rest_framework"
 #: The core's last migration before the table moved to the HTTP app.
 CORE_BEFORE_MOVE = ("django_cqrs", "0005_projectionstate_permissions")
 
@@ -107,7 +109,7 @@ def test_the_purge_command_deletes_expired_records_only() -> None:
     assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["fresh"]
 
 
-# -- the upgrade: 0006 in the core drops the table, the HTTP app's 0001 creates it ------
+# -- the upgrade: the HTTP app's 0001 takes the core's table over, rows and all ----------
 
 
 @pytest.fixture
@@ -122,7 +124,7 @@ def executor() -> Iterator[MigrationExecutor]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_upgrading_forgets_stored_keys_and_leaves_a_working_table(
+def test_upgrading_keeps_the_stored_keys_in_a_working_table(
     executor: MigrationExecutor,
 ) -> None:
     executor.migrate([CORE_BEFORE_MOVE, ("django_cqrs_rest", None)])
@@ -141,9 +143,48 @@ def test_upgrading_forgets_stored_keys_and_leaves_a_working_table(
     executor.migrate(executor.loader.graph.leaf_nodes())
 
     assert TABLE in connection.introspection.table_names()
-    assert not IdempotencyRecord.objects.exists()
+    kept = IdempotencyRecord.objects.get()
+    assert (kept.key, kept.response_status) == ("in-flight", 201)  # still replayed
     record("after-upgrade")
-    assert IdempotencyRecord.objects.get().key == "after-upgrade"
+    assert sorted(IdempotencyRecord.objects.values_list("key", flat=True)) == [
+        "after-upgrade",
+        "in-flight",
+    ]
     with connection.cursor() as cursor:
         constraints = connection.introspection.get_constraints(cursor, TABLE)
     assert constraints["django_cqrs_idempotency_key"]["unique"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_the_http_app_the_core_drops_the_table_and_the_app_brings_it_back(
+    executor: MigrationExecutor,
+) -> None:
+    executor.migrate([CORE_BEFORE_MOVE, ("django_cqrs_rest", None)])
+    assert TABLE in connection.introspection.table_names()
+
+    real = apps.is_installed
+    with mock.patch.object(apps, "is_installed", lambda name: name != HTTP_APP and real(name)):
+        executor.loader.build_graph()
+        executor.migrate([("django_cqrs", "0006_idempotencyrecord_moved")])
+    assert TABLE not in connection.introspection.table_names()
+
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())  # the HTTP app installed later
+    assert TABLE in connection.introspection.table_names()
+    record("after-install")
+    assert IdempotencyRecord.objects.get().key == "after-install"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrating_back_before_the_move_gives_the_core_its_table_again(
+    executor: MigrationExecutor,
+) -> None:
+    executor.migrate([("django_cqrs_rest", None), CORE_BEFORE_MOVE])
+
+    assert TABLE in connection.introspection.table_names()
+    old_state = executor.loader.project_state(CORE_BEFORE_MOVE).apps
+    OldRecord = old_state.get_model("django_cqrs", "IdempotencyRecord")
+    OldRecord.objects.create(
+        key="old", request_hash="0" * 64, lock_token="t", expires_at=timezone.now()
+    )
+    assert OldRecord.objects.get().key == "old"

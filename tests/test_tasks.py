@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django_q.models import Schedule
 
 from django_cqrs import command_bus, tasks
@@ -62,3 +64,10 @@ def test_a_catch_up_with_nothing_failing_schedules_no_retry() -> None:
 
     assert tasks.catch_up_task(TOTALS) == 2
     assert retries() == []
+
+
+def test_the_management_commands_schedule_the_retry_too(poisoned: int) -> None:
+    call_command("cqrs_catchup", TOTALS, stdout=io.StringIO())
+
+    state = ProjectionState.objects.get(name=TOTALS)
+    assert [next_run for _, _, next_run in retries()] == [state.next_retry_at]

@@ -12,6 +12,7 @@
 - ``log``: locks on the event log's table.
 - ``shadow``: the shadow tables a rebuild fills, and the switch that copies them.
 
-Each function takes the database alias it works on; none reads django_cqrs settings.
+None reads django_cqrs settings: each function takes the database alias it works on, or
+the model or queryset whose database it uses.
 Backends other than SQLite and PostgreSQL get the portable ORM path.
 """

@@ -13,10 +13,12 @@ blocked.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from django.db import connections, models
 
 
-def lock_log(model: type[models.Model], using: str, mode: str) -> None:
+def lock_log(model: type[models.Model], using: str, mode: Literal["EXCLUSIVE", "SHARE"]) -> None:
     """Take PostgreSQL's ``LOCK TABLE <table> IN <mode> MODE`` until the transaction ends."""
     conn = connections[using]
     if conn.vendor == "postgresql":

@@ -73,6 +73,15 @@ def _sqlite_begin_at_first_write(alias: str) -> Iterator[None]:
         block.__exit__(None, None, None)
 
 
+def pending_on_commit(alias: str) -> set[int]:
+    """Ids of the callbacks that will run when ``alias``'s transaction commits.
+
+    A callback registered inside a savepoint that was rolled back is gone from the list
+    (Django discards it with the savepoint).
+    """
+    return {id(entry[1]) for entry in connections[alias].run_on_commit}
+
+
 def lock_rows(queryset: Q) -> Q:
     """``queryset.select_for_update()`` where the database has it.
 

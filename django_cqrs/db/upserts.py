@@ -229,10 +229,12 @@ def set_if_null(
 ) -> bool:
     """Create the row ``key`` with ``field = value``, or set ``field`` where it is null.
 
-    Returns True if this call set it, False if the field already held a value. On
-    SQLite and PostgreSQL it is one statement, an upsert whose update applies only to a
-    null field (``rowcount`` 0 means it was set); the ORM cannot put a condition on the
-    update of an upsert, so other databases take two statements.
+    Returns True if this call set it, False if the field already held a value.
+    ``key_field`` must be unique (the primary key, say); a new row gets the database's
+    defaults for the other columns (the ORM path: the fields' defaults). On SQLite and
+    PostgreSQL it is one statement, an upsert whose update applies only to a null field
+    (``rowcount`` 0 means the field was already set); the ORM cannot put a condition on
+    the update of an upsert, so other databases take two statements.
     """
     conn = connections[using]
     if conn.vendor not in ("postgresql", "sqlite"):

@@ -1,7 +1,7 @@
 # The run state of a projection is called "state" (what is reported about it is its
 # status, see django_cqrs.projections.status).
 
-from django.db import migrations, models
+from django.db import migrations
 
 
 class Migration(migrations.Migration):
@@ -11,18 +11,4 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RenameField(model_name="projectionstate", old_name="status", new_name="state"),
-        migrations.AlterField(
-            model_name="projectionstate",
-            name="state",
-            field=models.CharField(
-                choices=[
-                    ("live", "live"),
-                    ("rebuilding", "rebuilding"),
-                    ("paused", "paused"),
-                    ("stopped", "stopped (parked event)"),
-                ],
-                default="live",
-                max_length=20,
-            ),
-        ),
     ]

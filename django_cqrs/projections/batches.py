@@ -13,13 +13,11 @@ Catch-up batches and rebuilds share this loop; an error in any event becomes a
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..exceptions import ProjectionApplyError
 from ..store import EventRow, decode_row
-
-if TYPE_CHECKING:
-    from .base import Projection
+from .base import Projection
 
 
 def apply_rows(

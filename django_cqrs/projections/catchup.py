@@ -163,7 +163,9 @@ def catch_up(
     """Apply every event after the checkpoint, batch by batch; return events read.
 
     A failed event waiting for its retry is tried again by the next catch-up after its
-    backoff; :func:`run_catch_up` also says when that is due.
+    backoff (the periodic schedule runs one); :func:`run_catch_up` also says when that is
+    due, and ``django_cqrs.tasks.follow_up(name, run_catch_up(name))`` schedules it with
+    django-q2, as the tasks, the admin and the management commands do.
     """
     return run_catch_up(projection, batch_size=batch_size, max_batches=max_batches).read
 

@@ -7,7 +7,7 @@
         state.position            # the last event applied (or passed over)
 
 One :class:`~django_cqrs.models.ProjectionState` row per projection holds its checkpoint,
-its run state (live, paused, stopped) and the failure being retried. Whoever moves the
+its run state (live, rebuilding, paused, stopped) and the failure being retried. Whoever moves the
 checkpoint holds the row's lock for the transaction (PostgreSQL ``SELECT ... FOR
 UPDATE``; SQLite's one write lock), so two workers never apply the same batch.
 """

@@ -14,7 +14,8 @@ base class.
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from django.db import models
 
@@ -28,7 +29,23 @@ SYNC = "sync"
 ASYNC = "async"
 MODES = (SYNC, ASYNC)
 
-P = TypeVar("P", bound=type)
+
+class ProjectionClass(Protocol):
+    """What the registry reads of a projection class."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def handlers(self) -> Mapping[type[Event], str]: ...
+    @property
+    def read_models(self) -> Sequence[type[models.Model]]: ...
+
+    def __call__(self) -> Any: ...
+
+
+P = TypeVar("P", bound=ProjectionClass)
 
 
 class ProjectionRegistry(Generic[P]):
@@ -40,13 +57,13 @@ class ProjectionRegistry(Generic[P]):
     def register(self, cls: P) -> None:
         """Track ``cls``; connect a sync projection to ``event_recorded``."""
         for i, existing in enumerate(self._classes):
-            if existing.__module__ == cls.__module__ and existing.__qualname__ == cls.__qualname__:
+            if _path(existing) == _path(cls):
                 _disconnect(existing)
                 self._classes[i] = cls
                 break
         else:
             self._classes.append(cls)
-        if _spec(cls).mode == SYNC:
+        if cls.mode == SYNC:
             _connect(cls)
 
     def unregister(self, cls: P) -> None:
@@ -62,35 +79,35 @@ class ProjectionRegistry(Generic[P]):
     def get(self, name: str) -> P:
         """The projection class called ``name``, or ``ProjectionError`` listing the known names."""
         for cls in self._classes:
-            if _spec(cls).name == name:
+            if cls.name == name:
                 return cls
-        known = ", ".join(sorted(_spec(cls).name for cls in self._classes)) or "none"
+        known = ", ".join(sorted(cls.name for cls in self._classes)) or "none"
         raise ProjectionError(f"No projection is named {name!r}. Known projections: {known}")
 
     def owning(self, read_model: type[models.Model]) -> list[P]:
         """Projections that own ``read_model``."""
-        return [cls for cls in self._classes if read_model in _spec(cls).read_models]
+        return [cls for cls in self._classes if read_model in cls.read_models]
 
 
-def _spec(cls: type) -> Any:
-    # What the registry reads of a projection class: name, mode, handlers, read_models.
-    return cls
+def _path(cls: ProjectionClass) -> str:
+    """``module.QualName``: a module imported again redefines the class at the same path."""
+    return f"{cls.__module__}.{cast(type, cls).__qualname__}"
 
 
-def _receiver_uid(cls: type, event_type: type[Event]) -> str:
-    return f"django_cqrs.sync:{cls.__module__}.{cls.__qualname__}:{event_type.event_type}"
+def _receiver_uid(cls: ProjectionClass, event_type: type[Event]) -> str:
+    return f"django_cqrs.sync:{_path(cls)}:{event_type.event_type}"
 
 
-def _connect(cls: type) -> None:
+def _connect(cls: ProjectionClass) -> None:
     def apply_sync(sender: type[Event], event: Event, envelope: EventEnvelope, **kw: Any) -> None:
-        _spec(cls)().apply(event, envelope)
+        cls().apply(event, envelope)
 
-    for event_type in _spec(cls).handlers:
+    for event_type in cls.handlers:
         event_recorded.connect(
             apply_sync, sender=event_type, weak=False, dispatch_uid=_receiver_uid(cls, event_type)
         )
 
 
-def _disconnect(cls: type) -> None:
-    for event_type in _spec(cls).handlers:
+def _disconnect(cls: ProjectionClass) -> None:
+    for event_type in cls.handlers:
         event_recorded.disconnect(sender=event_type, dispatch_uid=_receiver_uid(cls, event_type))

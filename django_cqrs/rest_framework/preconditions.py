@@ -18,8 +18,9 @@ import dataclasses
 import re
 from typing import Any
 
-from django.db import connections, models, router
+from django.db import models, router
 
+from ..db.transactions import lock_rows
 from ..exceptions import AggregateNotFoundError, PreconditionFailedError
 from .exceptions import BadHeader
 
@@ -76,9 +77,7 @@ def check_version(model: type[models.Model], pk: Any, expected: IfMatch) -> int:
     Call it inside the transaction that runs the command.
     """
     using = router.db_for_write(model)
-    queryset = model._default_manager.using(using).filter(pk=pk)
-    if connections[using].features.has_select_for_update:
-        queryset = queryset.select_for_update()
+    queryset = lock_rows(model._default_manager.using(using).filter(pk=pk))
     version = queryset.values_list("version", flat=True).first()
     if version is None:
         raise AggregateNotFoundError(

@@ -239,8 +239,8 @@ class CommandMixin(CQRSViewMixin):
         return response
 
     def new_version(self, route: MessageRoute, result: CommandResult[Any], pk: Any) -> int | None:
-        """The aggregate's version after a detail command that recorded events on it."""
-        if not route.detail or self.aggregate is None or result.position is None:
+        """The version a detail command saved the URL's aggregate at (None: not saved)."""
+        if not route.detail or self.aggregate is None:
             return None
         return result.version_of(self.aggregate, self.url_id(route, pk))
 
