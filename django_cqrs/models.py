@@ -16,6 +16,7 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
+from .db.log import LogPoint
 from .exceptions import AppendOnlyError
 
 
@@ -58,6 +59,10 @@ class StoredEvent(models.Model):
     payload = models.JSONField()
     metadata = models.JSONField(default=dict)
     recorded_at = models.DateTimeField(default=timezone.now, db_index=True)
+    #: The id of the transaction that appended the event (PostgreSQL: set by the column's
+    #: default, ``pg_current_xact_id()``; elsewhere 0). Readers order the log by
+    #: ``(transaction_id, position)``: see ``store``.
+    transaction_id = models.BigIntegerField(db_default=0, editable=False)
 
     objects = StoredEventQuerySet.as_manager()
 
@@ -75,6 +80,7 @@ class StoredEvent(models.Model):
         ]
         indexes = [
             models.Index(fields=["aggregate_type", "aggregate_id"], name="django_cqrs_event_agg"),
+            models.Index(fields=["transaction_id", "position"], name="django_cqrs_event_order"),
         ]
 
     def __str__(self) -> str:
@@ -105,15 +111,18 @@ class ProjectionState(models.Model):
         STOPPED = "stopped", "stopped (parked event)"
 
     name = models.CharField(max_length=255, primary_key=True)
-    #: Position of the last event applied (or passed over); 0 before the first.
+    #: The checkpoint, ``(transaction_id, position)`` of the last event applied (or passed
+    #: over); ``(0, 0)`` before the first.
     position = models.BigIntegerField(default=0)
+    transaction_id = models.BigIntegerField(default=0)
     state = models.CharField(max_length=20, choices=State.choices, default=State.LIVE)
     last_error = models.TextField(blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
     #: When the event at ``position`` was recorded (for lag in seconds).
     position_recorded_at = models.DateTimeField(null=True, blank=True)
-    #: Rebuild progress: position the shadow table has reached (resumable).
+    #: Rebuild progress: the point the shadow table has reached (resumable).
     rebuild_position = models.BigIntegerField(null=True, blank=True)
+    rebuild_transaction_id = models.BigIntegerField(null=True, blank=True)
     rebuild_started_at = models.DateTimeField(null=True, blank=True)
     #: Position of the event that failed last, its failed attempts, and the next try.
     failing_position = models.BigIntegerField(null=True, blank=True)
@@ -132,6 +141,11 @@ class ProjectionState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.position} ({self.state})"
+
+    @property
+    def point(self) -> LogPoint:
+        """The checkpoint: ``(transaction_id, position)`` of the last event applied."""
+        return LogPoint(self.transaction_id, self.position)
 
 
 class ProjectionTrigger(models.Model):
