@@ -33,7 +33,7 @@ class DjangoCQRSConfig(AppConfig):
         connection_created.connect(
             appendonly.on_connection_created, dispatch_uid="django_cqrs.appendonly"
         )
-        appendonly.register_open_connections(connections)
+        appendonly.prepare(connections)
         if apps.is_installed("django_q"):
             post_migrate.connect(ensure_schedule, sender=self, dispatch_uid="django_cqrs.schedule")
         if cqrs_settings.ADMIN_AUTOREGISTER_READ_MODELS and apps.is_installed(

@@ -171,28 +171,37 @@ class _Flushing:
 def on_connection_created(sender: Any = None, *, connection: Any, **kwargs: Any) -> None:
     """``connection_created`` receiver: register the flush function on a SQLite connection.
 
-    The first time it sees a connection it also wraps that connection's
-    ``ops.execute_sql_flush`` (the instance's attribute; other connections and the
-    backend class are untouched). Django's flush opens the connection (to list the
-    tables) before it calls ``execute_sql_flush``; called on a connection never opened
-    before, the wrapper is not there yet and the flush's DELETE is refused: it fails
-    closed.
+    It also wraps the connection's ``ops.execute_sql_flush`` (the instance's attribute;
+    other connections and the backend class are untouched) if :func:`prepare` has not.
     """
     if connection.vendor != "sqlite" or connection.connection is None:
         return
+    # A reconnection is a new sqlite3 connection: register the function again.
+    connection.connection.create_function(FLUSH_FUNCTION, 0, _flushing(connection))
+
+
+def prepare(connections: Any) -> None:
+    """At start-up: wrap the flush of this thread's SQLite connections, open or not.
+
+    A connection a thread creates later is wrapped when it opens
+    (:func:`on_connection_created`); Django's flush opens it (to list the tables) before
+    it calls ``execute_sql_flush``. ``execute_sql_flush`` called on a connection never
+    opened before finds no wrapper and its DELETE is refused: it fails closed.
+    """
+    for connection in connections.all():
+        if connection.vendor == "sqlite":
+            _flushing(connection)
+            on_connection_created(connection=connection)
+
+
+def _flushing(connection: Any) -> _Flushing:
+    """The connection's flush state; its ``ops.execute_sql_flush`` wrapped the first time."""
     state = connection.__dict__.get(_STATE)
     if state is None:
         state = _Flushing()
         setattr(connection, _STATE, state)
         connection.ops.execute_sql_flush = _while_flushing(connection.ops.execute_sql_flush, state)
-    # A reconnection is a new sqlite3 connection: register the function again.
-    connection.connection.create_function(FLUSH_FUNCTION, 0, state)
-
-
-def register_open_connections(connections: Any) -> None:
-    """Register the flush function on the connections that are already open."""
-    for connection in connections.all(initialized_only=True):
-        on_connection_created(connection=connection)
+    return state
 
 
 def _while_flushing(execute_sql_flush: Any, state: _Flushing) -> Any:
