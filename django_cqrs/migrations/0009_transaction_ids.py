@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db import migrations, models
 
+from django_cqrs.db import appendonly
 from django_cqrs.db.log import stamp_transaction_ids, unstamp_transaction_ids
 
 
@@ -19,12 +20,18 @@ def unstamp(apps: Any, schema_editor: Any) -> None:
     unstamp_transaction_ids(apps.get_model("django_cqrs", "StoredEvent"), schema_editor)
 
 
+def guard(apps: Any, schema_editor: Any) -> None:
+    # SQLite rebuilds the table to add or remove a column, which drops its triggers.
+    appendonly.install(schema_editor, apps.get_model("django_cqrs", "StoredEvent"))
+
+
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_cqrs", "0007_projectionstate_state"),
+        ("django_cqrs", "0008_append_only"),
     ]
 
     operations = [
+        migrations.RunPython(migrations.RunPython.noop, guard),
         migrations.AddField(
             model_name="storedevent",
             name="transaction_id",
@@ -47,4 +54,5 @@ class Migration(migrations.Migration):
             field=models.BigIntegerField(blank=True, null=True),
         ),
         migrations.RunPython(stamp, unstamp),
+        migrations.RunPython(guard, migrations.RunPython.noop),
     ]
