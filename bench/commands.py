@@ -405,13 +405,11 @@ def _switches() -> dict[str, list[tuple[Any, str, Any]]]:
     """(module, attribute, replacement) patches that switch one piece of the bus off."""
     import demo_project.orders.models as demo_models
     import django_cqrs.aggregates as aggregates
-    import django_cqrs.store as store
     import django_cqrs.tasks as tasks
 
     return {
         "no savepoint in demo Order.save": [(demo_models, "transaction", _NoSavepoint())],
         "no savepoint in Aggregate.save": [(aggregates, "transaction", _NoSavepoint())],
-        "no event-log lock": [(store, "lock_for_append", lambda using: None)],
         "no async trigger": [(tasks, "_async_projection_names", lambda sender: [])],
     }
 

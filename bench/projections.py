@@ -343,17 +343,18 @@ def run(args: argparse.Namespace, tmpdir: str) -> dict[str, Any]:
 
 def big_rebuild(args: argparse.Namespace) -> dict[str, Any]:
     """Empty the log, write ``--rebuild-events`` events, rebuild the summary; time and memory."""
+    from django.core.management.color import no_style
     from django.db import connection
 
     from django_cqrs.models import StoredEvent
     from django_cqrs.projections.rebuild import rebuild
 
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {StoredEvent._meta.db_table}"
-            if connection.vendor == "sqlite"
-            else f"TRUNCATE {StoredEvent._meta.db_table}"
-        )
+    # The log refuses DELETE (django_cqrs.db.appendonly); a flush of its table empties it
+    # (TRUNCATE on PostgreSQL, DELETE let through during the flush on SQLite).
+    connection.ensure_connection()
+    connection.ops.execute_sql_flush(
+        connection.ops.sql_flush(no_style(), [StoredEvent._meta.db_table])
+    )
     reset()
     big = argparse.Namespace(**{**vars(args), "events": args.rebuild_events})
     print(f"writing {args.rebuild_events:,} events for the rebuild ...", flush=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django.apps import AppConfig, apps
+from django.db import connections
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 from django.utils.module_loading import autodiscover_modules
 
@@ -19,6 +21,7 @@ class DjangoCQRSConfig(AppConfig):
     def ready(self) -> None:
         # These modules import the app's models, which exist only once apps are loaded.
         from . import checks  # noqa: F401  (registers the system checks)
+        from .db import appendonly
         from .tasks import ensure_schedule, on_event_recorded
 
         if cqrs_settings.AUTODISCOVER:
@@ -26,6 +29,11 @@ class DjangoCQRSConfig(AppConfig):
             # connecting sync projections happens at import time.
             autodiscover_modules(*cqrs_settings.AUTODISCOVER_MODULES)
         event_recorded.connect(on_event_recorded, dispatch_uid="django_cqrs.tasks.trigger")
+        # SQLite: Django's flush gets through the log's delete trigger (db/appendonly.py).
+        connection_created.connect(
+            appendonly.on_connection_created, dispatch_uid="django_cqrs.appendonly"
+        )
+        appendonly.prepare(connections)
         if apps.is_installed("django_q"):
             post_migrate.connect(ensure_schedule, sender=self, dispatch_uid="django_cqrs.schedule")
         if cqrs_settings.ADMIN_AUTOREGISTER_READ_MODELS and apps.is_installed(

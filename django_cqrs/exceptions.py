@@ -88,11 +88,21 @@ class ProjectionError(CQRSError):
 class ProjectionApplyError(ProjectionError):
     """A projection's handler raised on one event; ``position`` says which."""
 
-    def __init__(self, message: str, *, projection: str, position: int, event_type: str):
+    def __init__(
+        self,
+        message: str,
+        *,
+        projection: str,
+        position: int,
+        event_type: str,
+        transaction_id: int = 0,
+    ):
         super().__init__(message)
         self.projection = projection
         self.position = position
         self.event_type = event_type
+        #: With ``position``, where the event stands in the log's order.
+        self.transaction_id = transaction_id
 
 
 class AppendOnlyError(CQRSError):

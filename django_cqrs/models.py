@@ -6,17 +6,25 @@
     StoredEvent.objects.for_aggregate(order)   # one aggregate's stream, in order
     ProjectionState.objects.get(name="orders.OrderViewProjection").position
 
-Stored events are append-only: changing or deleting one raises ``AppendOnlyError``.
+Stored events are append-only: changing or deleting one raises ``AppendOnlyError``, and
+on PostgreSQL and SQLite the database refuses it on every other path too (triggers from
+migration 0008, see :mod:`django_cqrs.db.appendonly`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from typing import Any
 
-from django.db import models
+from django.db import DatabaseError, models
 from django.utils import timezone
 
+from .db import appendonly
+from .db.log import LogPoint
 from .exceptions import AppendOnlyError
+
+CHANGED = "Stored events cannot be changed; record a new event instead"
+DELETED = "Stored events cannot be deleted; the event log is append-only"
 
 
 class StoredEventQuerySet(models.QuerySet["StoredEvent"]):
@@ -36,14 +44,33 @@ class StoredEventQuerySet(models.QuerySet["StoredEvent"]):
         )
 
     def update(self, **kwargs: Any) -> int:
-        raise AppendOnlyError("Stored events cannot be changed; record a new event instead")
+        raise AppendOnlyError(CHANGED)
 
     def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> int:
         # Refuse before Django opens its atomic block, which the error would spoil.
-        raise AppendOnlyError("Stored events cannot be changed; record a new event instead")
+        raise AppendOnlyError(CHANGED)
+
+    def bulk_create(
+        self,
+        objs: Iterable[StoredEvent],
+        batch_size: int | None = None,
+        ignore_conflicts: bool = False,
+        update_conflicts: bool = False,
+        update_fields: Collection[str] | None = None,
+        unique_fields: Collection[str] | None = None,
+    ) -> list[StoredEvent]:
+        if update_conflicts:  # an upsert: stored events it meets would be changed
+            raise AppendOnlyError(CHANGED)
+        return super().bulk_create(
+            objs,
+            batch_size=batch_size,
+            ignore_conflicts=ignore_conflicts,
+            update_fields=update_fields,
+            unique_fields=unique_fields,
+        )
 
     def delete(self) -> tuple[int, dict[str, int]]:
-        raise AppendOnlyError("Stored events cannot be deleted; the event log is append-only")
+        raise AppendOnlyError(DELETED)
 
 
 class StoredEvent(models.Model):
@@ -58,6 +85,10 @@ class StoredEvent(models.Model):
     payload = models.JSONField()
     metadata = models.JSONField(default=dict)
     recorded_at = models.DateTimeField(default=timezone.now, db_index=True)
+    #: The id of the transaction that appended the event (PostgreSQL: set by the column's
+    #: default, ``pg_current_xact_id()``; elsewhere 0). Readers order the log by
+    #: ``(transaction_id, position)``: see ``store``.
+    transaction_id = models.BigIntegerField(db_default=0, editable=False)
 
     objects = StoredEventQuerySet.as_manager()
 
@@ -75,18 +106,31 @@ class StoredEvent(models.Model):
         ]
         indexes = [
             models.Index(fields=["aggregate_type", "aggregate_id"], name="django_cqrs_event_agg"),
+            models.Index(fields=["transaction_id", "position"], name="django_cqrs_event_order"),
         ]
 
     def __str__(self) -> str:
         return f"#{self.position} {self.event_type} {self.aggregate_type}:{self.aggregate_id}"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        if not self._state.adding:
-            raise AppendOnlyError("Stored events cannot be changed; record a new event instead")
-        super().save(*args, **kwargs)
+        if (
+            not self._state.adding
+            or kwargs.get("force_update")
+            or kwargs.get("update_fields") is not None
+        ):
+            raise AppendOnlyError(CHANGED)
+        try:
+            super().save(*args, **kwargs)
+        except DatabaseError as exc:
+            # A new instance given a stored position: Django tries an UPDATE first, which
+            # the database's trigger refuses (an INSERT over it stays an IntegrityError,
+            # as on the unique constraints).
+            if appendonly.refused(exc) in ("UPDATE", "DELETE"):
+                raise AppendOnlyError(f"{CHANGED} (position {self.pk} is stored)") from exc
+            raise
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
-        raise AppendOnlyError("Stored events cannot be deleted; the event log is append-only")
+        raise AppendOnlyError(DELETED)
 
 
 class ProjectionState(models.Model):
@@ -105,15 +149,18 @@ class ProjectionState(models.Model):
         STOPPED = "stopped", "stopped (parked event)"
 
     name = models.CharField(max_length=255, primary_key=True)
-    #: Position of the last event applied (or passed over); 0 before the first.
+    #: The checkpoint, ``(transaction_id, position)`` of the last event applied (or passed
+    #: over); ``(0, 0)`` before the first.
     position = models.BigIntegerField(default=0)
+    transaction_id = models.BigIntegerField(default=0)
     state = models.CharField(max_length=20, choices=State.choices, default=State.LIVE)
     last_error = models.TextField(blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
     #: When the event at ``position`` was recorded (for lag in seconds).
     position_recorded_at = models.DateTimeField(null=True, blank=True)
-    #: Rebuild progress: position the shadow table has reached (resumable).
+    #: Rebuild progress: the point the shadow table has reached (resumable).
     rebuild_position = models.BigIntegerField(null=True, blank=True)
+    rebuild_transaction_id = models.BigIntegerField(null=True, blank=True)
     rebuild_started_at = models.DateTimeField(null=True, blank=True)
     #: Position of the event that failed last, its failed attempts, and the next try.
     failing_position = models.BigIntegerField(null=True, blank=True)
@@ -132,6 +179,11 @@ class ProjectionState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.position} ({self.state})"
+
+    @property
+    def point(self) -> LogPoint:
+        """The checkpoint: ``(transaction_id, position)`` of the last event applied."""
+        return LogPoint(self.transaction_id, self.position)
 
 
 class ProjectionTrigger(models.Model):

@@ -23,7 +23,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from .conf import cqrs_settings
@@ -158,8 +158,12 @@ def ensure_schedule(**kwargs: Any) -> None:
         return
     from django_q.models import Schedule
 
+    using = kwargs.get("using") or "default"
+    with connections[using].cursor() as cursor:
+        if Schedule._meta.db_table not in connections[using].introspection.table_names(cursor):
+            return  # `migrate django_cqrs` before django_q's own tables exist
     minutes = int(cqrs_settings.CATCHUP_SCHEDULE_MINUTES)
-    Schedule.objects.update_or_create(
+    Schedule.objects.using(using).update_or_create(
         name=SCHEDULE_NAME,
         defaults={
             "func": CATCH_UP_ALL_TASK,

@@ -35,8 +35,10 @@ def lagging_projection(small_history: int) -> Iterator[type[Projection]]:
         def deposited(self, event: Deposited, envelope: EventEnvelope) -> None:
             pass
 
-    first = StoredEvent.objects.order_by("position").first().position
-    ProjectionState.objects.create(name=LaggingProjection.name, position=first)
+    first = StoredEvent.objects.order_by("position").first()
+    ProjectionState.objects.create(
+        name=LaggingProjection.name, position=first.position, transaction_id=first.transaction_id
+    )
     yield LaggingProjection
     unregister(LaggingProjection)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -19,6 +20,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from demo_project.orders.models import CustomerSummary, Order, OrderView
+from django_cqrs import store
 from django_cqrs.exceptions import ConcurrencyError, PreconditionFailedError
 from django_cqrs.models import ProjectionState, StoredEvent
 from django_cqrs.projections import Projection, unregister
@@ -347,16 +349,16 @@ def test_queries_wait_for_a_position_the_log_has_reached(client: APIClient, orde
     assert response.status_code == 200
 
 
-@override_settings(DJANGO_CQRS={"MIN_POSITION_TIMEOUT": 0.05})
-def test_a_position_not_reached_in_time_answers_503_with_retry_after(
-    client: APIClient, order_id: str
-) -> None:
+@override_settings(DJANGO_CQRS={"MIN_POSITION_TIMEOUT": 5})
+def test_a_position_beyond_the_head_answers_400_at_once(client: APIClient, order_id: str) -> None:
     ahead = StoredEvent.objects.last().position + 10  # type: ignore[union-attr]
 
+    started = time.monotonic()
     response = client.get(f"/api/orders/{order_id}/", headers={"CQRS-Min-Position": str(ahead)})
 
-    assert_problem(response, 503, "position_not_reached")
-    assert response["Retry-After"] == "1"
+    assert time.monotonic() - started < 2  # no waiting for a token no server gave out
+    problem = assert_problem(response, 400)
+    assert "beyond the newest event" in problem["detail"]
 
 
 @pytest.mark.parametrize("value", ["-1", "abc", "1.5", "9" * 30])
@@ -393,15 +395,28 @@ def lagging() -> Any:
     unregister(LaggingProjection)
 
 
+def checkpoint_at(name: str, point: store.LogPoint) -> None:
+    """Set a projection's checkpoint by hand."""
+    ProjectionState.objects.update_or_create(
+        name=name, defaults={"position": point.position, "transaction_id": point.transaction_id}
+    )
+
+
+def just_before(point: store.LogPoint) -> store.LogPoint:
+    return store.LogPoint(point.transaction_id, point.position - 1)
+
+
 def test_wait_for_position_polls_the_checkpoint_of_async_projections(
     lagging: type[Projection], order_id: str
 ) -> None:
     head = StoredEvent.objects.last().position  # type: ignore[union-attr]
-    ProjectionState.objects.update_or_create(name=lagging.name, defaults={"position": head - 1})
+    newest = store.point_of(head)
+    assert newest is not None
+    checkpoint_at(lagging.name, just_before(newest))
     assert not cqrs_status.wait_for_position(OrderView, head, timeout=0.05)
     assert cqrs_status.wait_for_position(CustomerSummary, 0, timeout=0)
 
-    ProjectionState.objects.filter(name=lagging.name).update(position=head)
+    checkpoint_at(lagging.name, newest)
     assert cqrs_status.wait_for_position(OrderView, head, timeout=1)
     assert cqrs_status.wait_for_position(lagging, head, timeout=0)
     assert cqrs_status.wait_for_position(lagging.name, head, timeout=0)
@@ -413,9 +428,13 @@ def test_a_lagging_async_read_model_answers_503(
     client: APIClient, lagging: type[Projection], order_id: str
 ) -> None:
     head = StoredEvent.objects.last().position  # type: ignore[union-attr]
-    ProjectionState.objects.update_or_create(name=lagging.name, defaults={"position": head - 1})
+    newest = store.point_of(head)
+    assert newest is not None
+    checkpoint_at(lagging.name, just_before(newest))
     url = f"/api/orders/{order_id}/"
 
-    assert_problem(client.get(url, headers={"CQRS-Min-Position": str(head)}), 503)
+    lagging_answer = client.get(url, headers={"CQRS-Min-Position": str(head)})
+    assert_problem(lagging_answer, 503, "position_not_reached")
+    assert lagging_answer["Retry-After"] == "1"
     assert client.get(url, headers={"CQRS-Min-Position": str(head - 1)}).status_code == 200
     assert client.get(url).status_code == 200

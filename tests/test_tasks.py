@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django_q.models import Schedule
 
 from django_cqrs import command_bus, tasks
@@ -71,3 +72,17 @@ def test_the_management_commands_schedule_the_retry_too(poisoned: int) -> None:
 
     state = ProjectionState.objects.get(name=TOTALS)
     assert [next_run for _, _, next_run in retries()] == [state.next_retry_at]
+
+
+def test_the_schedule_waits_for_django_q_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `migrate django_cqrs` on a new database runs post_migrate before django_q's tables
+    # exist; it used to fail with "no such table: django_q_schedule".
+    Schedule.objects.all().delete()
+    monkeypatch.setattr(connection.introspection, "table_names", lambda cursor=None: [])
+
+    tasks.ensure_schedule(using="default")
+
+    monkeypatch.undo()
+    assert not Schedule.objects.filter(name=tasks.SCHEDULE_NAME).exists()
+    tasks.ensure_schedule(using="default")
+    assert Schedule.objects.filter(name=tasks.SCHEDULE_NAME).exists()

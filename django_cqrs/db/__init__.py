@@ -1,6 +1,6 @@
 """Database-vendor code of django_cqrs, one module per concern; nothing else writes SQL.
 
-    from django_cqrs.db import transactions, readonly, upserts, log, shadow
+    from django_cqrs.db import transactions, readonly, upserts, log, shadow, appendonly
 
 - ``statements``: what kind of statement a SQL string is (first keyword, write or read).
 - ``transactions``: the command's transaction (SQLite takes its write lock at the first
@@ -11,6 +11,8 @@
   database, and the conditional upsert behind the async trigger flag.
 - ``log``: locks on the event log's table.
 - ``shadow``: the shadow tables a rebuild fills, and the switch that copies them.
+- ``appendonly``: the triggers that make the database refuse UPDATE and DELETE of stored
+  events, and the SQLite function that lets Django's flush through.
 
 None reads django_cqrs settings: each function takes the database alias it works on, or
 the model or queryset whose database it uses.

@@ -59,5 +59,6 @@ def apply_rows(
                 projection=projection.name,
                 position=last,
                 event_type=row.event_type,
+                transaction_id=row.transaction_id,
             ) from exc
     return last

@@ -12,9 +12,9 @@ compare-and-set in the same transaction. A second worker waits for the lock and 
 starts from the new checkpoint, so no event is applied twice; if the checkpoint moved
 anyway, the compare-and-set fails and the whole batch rolls back.
 
-Reading stops at the head of the log as of the batch: appends are serialized in commit
-order (see ``store``), so every position up to the head is final and no late commit can
-appear below a checkpoint.
+A batch reads in the log's order, ``(transaction_id, position)``, and only below the
+horizon of open transactions (see ``store``): every event it can read is final, so no
+late commit can appear before a checkpoint. The checkpoint is that pair.
 
 A failing event is retried with exponential backoff (``RETRY_BACKOFF``) up to the
 projection's ``max_retries``; then it is parked with its traceback and the projection
@@ -35,8 +35,9 @@ from django.utils import timezone
 
 from .. import store
 from ..conf import cqrs_settings
+from ..db.log import LogPoint
 from ..exceptions import ProjectionApplyError, ProjectionError
-from ..models import ParkedEvent, ProjectionState
+from ..models import ParkedEvent, ProjectionState, StoredEvent
 from .base import Projection, get_projection
 from .batches import apply_rows
 from .checkpoints import ensure_state, lock_state, skipped_positions
@@ -75,46 +76,43 @@ def resolve(projection: str | type[Projection]) -> type[Projection]:
 
 
 def run_batch(
-    cls: type[Projection], *, batch_size: int | None = None, until: int | None = None
+    cls: type[Projection], *, batch_size: int | None = None, before: LogPoint | None = None
 ) -> BatchOutcome:
-    """Apply at most one batch after the checkpoint (up to ``until``) and commit it."""
+    """Apply at most one batch after the checkpoint (before ``before``) and commit it."""
     using = cqrs_settings.DATABASE
     size = int(batch_size or cls.batch_size or cqrs_settings.CATCHUP_BATCH_SIZE)
     with transaction.atomic(using=using):
         state = lock_state(cls.name, using)
         if state.state != State.LIVE:
             return BatchOutcome(0, state.position, True, str(state.state))
-        if until is None and state.next_retry_at and state.next_retry_at > timezone.now():
+        if before is None and state.next_retry_at and state.next_retry_at > timezone.now():
             return BatchOutcome(0, state.position, True, "backoff")
-        head = store.head(using)
-        if until is not None:
-            head = min(head, until)
-        if head <= state.position:
+        checkpoint = state.point
+        horizon = store.horizon(using)
+        last = store.last_point(before=before, horizon=horizon, using=using)
+        if last <= checkpoint:
             return BatchOutcome(0, state.position, True, "caught up")
         rows = store.read_rows(
-            after=state.position,
+            after=checkpoint,
             limit=size,
             event_types=cls.handled_event_types(),
-            until=head,
+            until=last,
+            horizon=horizon,
             using=using,
         )
-        # A full batch may stop short of the head; otherwise every handled event up to
-        # the head was read and the checkpoint passes the unhandled ones too.
-        new_position = rows[-1].position if len(rows) == size else head
+        # A full batch may stop short of the last readable event; otherwise every handled
+        # event up to it was read and the checkpoint passes the unhandled ones too.
+        new = rows[-1].point if len(rows) == size else last
         projection = cls(buffered=True)
-        apply_rows(
-            projection,
-            rows,
-            replaying=False,
-            skip=skipped_positions(cls.name, state.position, using),
-        )
+        apply_rows(projection, rows, replaying=False, skip=skipped_positions(cls.name, 0, using))
         projection.flush()
-        recorded_at = rows[-1].recorded_at if rows and new_position == rows[-1].position else None
+        recorded_at = rows[-1].recorded_at if rows and new == rows[-1].point else None
         moved = (
             ProjectionState.objects.using(using)
-            .filter(name=cls.name, position=state.position)
+            .filter(name=cls.name, position=state.position, transaction_id=state.transaction_id)
             .update(
-                position=new_position,
+                position=new.position,
+                transaction_id=new.transaction_id,
                 position_recorded_at=recorded_at or timezone.now(),
                 failing_position=None,
                 attempts=0,
@@ -125,7 +123,7 @@ def run_batch(
         )
         if moved != 1:
             raise _CheckpointMoved(cls.name)
-        return BatchOutcome(len(rows), new_position, False)
+        return BatchOutcome(len(rows), new.position, False)
 
 
 def run_catch_up(
@@ -186,7 +184,8 @@ def record_failure(
     """
     using = cqrs_settings.DATABASE
     try:
-        while not run_batch(cls, batch_size=batch_size, until=exc.position - 1).done:
+        failing = LogPoint(exc.transaction_id, exc.position)
+        while not run_batch(cls, batch_size=batch_size, before=failing).done:
             pass
     except (ProjectionApplyError, _CheckpointMoved):
         return None  # an earlier event failed now (or a worker moved on): the next turn
@@ -194,7 +193,7 @@ def record_failure(
     trace = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
     with transaction.atomic(using=using):
         state = lock_state(cls.name, using)
-        if state.position >= exc.position or state.state != State.LIVE:
+        if state.point >= failing or state.state != State.LIVE:
             return None
         attempts = state.attempts + 1 if state.failing_position == exc.position else 1
         state.failing_position = exc.position
@@ -269,13 +268,18 @@ def skip(projection: str | type[Projection], position: int) -> CatchUp:
     """Pass over the event at ``position`` for good, resume and catch up."""
     cls = resolve(projection)
     using = cqrs_settings.DATABASE
-    rows = store.read_rows(after=position - 1, until=position, limit=1, using=using)
-    if not rows or rows[0].position != position:
+    point = store.point_of(position, using)
+    if point is None:
         raise ProjectionError(f"There is no event at position {position}")
-    event_type = rows[0].event_type
+    event_type = (
+        StoredEvent.objects.using(using)
+        .filter(position=position)
+        .values_list("event_type", flat=True)
+        .get()
+    )
     with transaction.atomic(using=using):
         state = lock_state(cls.name, using)
-        if state.position >= position:
+        if state.point >= point:
             raise ProjectionError(
                 f"{cls.name} has already passed position {position} (checkpoint "
                 f"{state.position}); nothing to skip"

@@ -7,7 +7,8 @@
 
 A projection is unhealthy when it has parked events, is stopped, or lags by more than
 ``HEALTH_MAX_LAG_EVENTS`` events or ``HEALTH_MAX_LAG_SECONDS`` seconds (``None``
-switches a limit off).
+switches a limit off). The log is unhealthy when an open transaction has held committed
+events back from every reader for longer than ``HEALTH_MAX_LAG_SECONDS`` (PostgreSQL).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from ..conf import cqrs_settings
 from ..models import ProjectionState
-from .status import ProjectionStatus, projection_status
+from .status import HorizonStatus, ProjectionStatus, horizon_status, projection_status
 
 
 def problems(row: ProjectionStatus) -> list[str]:
@@ -35,9 +36,25 @@ def problems(row: ProjectionStatus) -> list[str]:
     return found
 
 
-def health_report(rows: list[ProjectionStatus] | None = None) -> dict[str, Any]:
-    """Per-projection lag, parked events and problems, and the overall verdict."""
+def horizon_problems(horizon: HorizonStatus) -> list[str]:
+    """What is wrong with the log's horizon: an open transaction holding events back."""
+    max_seconds = cqrs_settings.HEALTH_MAX_LAG_SECONDS
+    if not horizon.held_back_events or max_seconds is None:
+        return []
+    if horizon.held_back_seconds <= max_seconds:
+        return []
+    return [
+        f"{horizon.held_back_events} committed event(s) held back for "
+        f"{horizon.held_back_seconds:.1f} s by an open transaction (pid {horizon.pid})"
+    ]
+
+
+def health_report(
+    rows: list[ProjectionStatus] | None = None, horizon: HorizonStatus | None = None
+) -> dict[str, Any]:
+    """Per-projection lag, parked events and problems, the log's horizon, and the verdict."""
     rows = projection_status() if rows is None else rows
+    horizon = horizon_status() if horizon is None else horizon
     projections: dict[str, Any] = {}
     for row in rows:
         found = problems(row)
@@ -52,10 +69,12 @@ def health_report(rows: list[ProjectionStatus] | None = None) -> dict[str, Any]:
             "healthy": not found,
             "problems": found,
         }
-    healthy = all(p["healthy"] for p in projections.values())
+    held = horizon_problems(horizon)
+    healthy = all(p["healthy"] for p in projections.values()) and not held
     return {
         "status": "ok" if healthy else "unhealthy",
         "healthy": healthy,
         "head": rows[0].head if rows else None,
+        "horizon": {**horizon.as_dict(), "problems": held},
         "projections": projections,
     }

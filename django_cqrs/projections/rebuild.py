@@ -12,8 +12,8 @@ How it works:
 2. **Switch** in one short transaction: stop new events from reaching the projection
    (sync: ``LOCK TABLE <log> IN SHARE MODE`` makes appends wait; async: the state row
    lock makes catch-up wait), replay the tail into the shadow, replace the live rows
-   with the shadow's, and set the checkpoint to the head. Readers see the old rows until
-   the commit and the new ones after it: never an empty table.
+   with the shadow's, and set the checkpoint to the last event replayed. Readers see the
+   old rows until the commit and the new ones after it: never an empty table.
 3. Drop the shadow tables.
 
 Handlers are called directly with ``envelope.replaying = True`` (``event_recorded`` is not
@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from .. import store
 from ..conf import cqrs_settings
+from ..db.log import START, LogPoint
 from ..db.shadow import create_table, drop_table, replace_rows, shadow_model, table_exists
 from ..models import ProjectionState
 from .base import Projection, get_projection
@@ -54,39 +55,43 @@ def _replay(
     cls: type[Projection],
     targets: dict[type[models.Model], type[models.Model]],
     *,
-    after: int,
-    until: int,
+    after: LogPoint,
+    until: LogPoint,
     size: int,
     skip: frozenset[int],
+    horizon: int | None,
     using: str,
-    progress: Progress | None,
+    progress: Callable[[int], None] | None,
     commit_each: bool,
 ) -> int:
     """Replay events (after, until] into the shadow tables; return how many were read.
 
     Every event up to ``until`` has been read when it returns; with ``commit_each`` the
-    rebuild's position is saved after each batch and, at the end, as ``until``.
+    rebuild's point is saved after each batch and, at the end, as ``until``.
     """
     applied = 0
     types = cls.handled_event_types()
     for rows in store.iter_all(
-        after=after, until=until, batch_size=size, event_types=types, using=using
+        after=after, until=until, batch_size=size, event_types=types, horizon=horizon, using=using
     ):
         with transaction.atomic(using=using):
             projection = cls(targets=targets)
             apply_rows(projection, rows, replaying=True, skip=skip)
             projection.flush()
-            position = rows[-1].position
             if commit_each:
-                ProjectionState.objects.using(using).filter(name=cls.name).update(
-                    rebuild_position=position
-                )
+                _save_progress(cls, rows[-1].point, using)
         applied += len(rows)
         if progress:
-            progress(position, until)
+            progress(max(row.position for row in rows))
     if commit_each:
-        ProjectionState.objects.using(using).filter(name=cls.name).update(rebuild_position=until)
+        _save_progress(cls, until, using)
     return applied
+
+
+def _save_progress(cls: type[Projection], point: LogPoint, using: str) -> None:
+    ProjectionState.objects.using(using).filter(name=cls.name).update(
+        rebuild_position=point.position, rebuild_transaction_id=point.transaction_id
+    )
 
 
 def rebuild(
@@ -98,7 +103,8 @@ def rebuild(
 ) -> int:
     """Rebuild the projection's read models from the log; return the events applied.
 
-    Resumes an interrupted rebuild unless ``restart`` is True.
+    Resumes an interrupted rebuild unless ``restart`` is True. ``progress(done, total)``
+    gets the highest position replayed so far and the head of the log.
     """
     cls = get_projection(projection) if isinstance(projection, str) else projection
     using = cqrs_settings.DATABASE
@@ -111,57 +117,77 @@ def rebuild(
         and all(table_exists(shadow, using) for shadow in targets.values())
     )
     if resumable:
-        position = int(state.rebuild_position or 0)
+        point = LogPoint(int(state.rebuild_transaction_id or 0), int(state.rebuild_position or 0))
     else:
         for shadow in targets.values():
             create_table(shadow, using)
-        position = 0
+        point = START
         ProjectionState.objects.using(using).filter(name=cls.name).update(
-            rebuild_position=0, rebuild_started_at=timezone.now()
+            rebuild_position=0, rebuild_transaction_id=0, rebuild_started_at=timezone.now()
         )
     skip = skipped_positions(cls.name, 0, using)
-    # Fill: batches up to the head as it moves, until the remaining tail is small.
+    seen = [point.position]
+
+    def report(position: int) -> None:
+        seen[0] = max(seen[0], position)
+        if progress:
+            progress(seen[0], max(store.head(using), seen[0]))
+
+    # Fill: passes up to the last readable event as the log grows, until a pass replays
+    # no more than one batch (the tail left for the switch is small).
     applied = 0
     while True:
-        head = store.head(using)
-        if head - position <= size:
+        horizon = store.horizon(using)
+        last = store.last_point(horizon=horizon, using=using)
+        if last <= point:
             break
-        applied += _replay(
+        replayed = _replay(
             cls,
             targets,
-            after=position,
-            until=head,
+            after=point,
+            until=last,
             size=size,
             skip=skip,
+            horizon=horizon,
             using=using,
-            progress=progress,
+            progress=report,
             commit_each=True,
         )
-        position = head
-    # Switch: the tail and the swap in one transaction, with new events held back.
+        applied += replayed
+        point = last
+        if replayed <= size:
+            break
+    # Switch: the tail and the swap in one transaction, with new events held back. A sync
+    # projection's switch holds appends back (and waits for those in flight), so every
+    # committed event is final and it reads them all; an async one reads below the
+    # horizon and catch-up goes on from there.
     with transaction.atomic(using=using), _stop_new_events(cls, using):
-        head = store.head(using)
+        horizon = None if cls.mode == SYNC else store.horizon(using)
+        last = max(store.last_point(horizon=horizon, using=using), point)
         applied += _replay(
             cls,
             targets,
-            after=position,
-            until=head,
+            after=point,
+            until=last,
             size=size,
             skip=skip,
+            horizon=horizon,
             using=using,
-            progress=progress,
+            progress=report,
             commit_each=False,
         )
         for live, shadow in targets.items():
             replace_rows(live, shadow, using)
         ProjectionState.objects.using(using).filter(name=cls.name).update(
-            position=head,
-            position_recorded_at=timezone.now() if head else None,
+            position=last.position,
+            transaction_id=last.transaction_id,
+            position_recorded_at=timezone.now() if last != START else None,
             last_error="",
             failing_position=None,
             attempts=0,
             next_retry_at=None,
             rebuild_position=None,
+            rebuild_transaction_id=None,
             rebuild_started_at=None,
             state=models.Case(
                 models.When(state=ProjectionState.State.PAUSED, then=models.Value("paused")),
@@ -171,5 +197,6 @@ def rebuild(
     for shadow in targets.values():
         drop_table(shadow, using)
     if progress:
+        head = store.head(using)
         progress(head, head)
     return applied

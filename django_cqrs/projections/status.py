@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from .. import store
 from ..conf import cqrs_settings
+from ..db.log import START, LogPoint, oldest_open_transaction, points_after
 from ..models import ParkedEvent, ProjectionState, StoredEvent
 from .base import Projection, all_projections, get_projection, projections_for
 from .registry import SYNC
@@ -79,10 +80,11 @@ def projection_status() -> list[ProjectionStatus]:
         run_state = state.state if state else ProjectionState.State.LIVE
         if cls.mode == SYNC and run_state == ProjectionState.State.LIVE:
             # Sync projections apply each event in the transaction that records it.
-            position = head
+            position, lag, oldest = head, 0, None
         else:
-            position = state.position if state else 0
-        lag = _events_after(position, head, using)
+            point = state.point if state else START
+            position = point.position
+            lag, oldest = _events_after(point, using)
         rows.append(
             ProjectionStatus(
                 name=cls.name,
@@ -90,7 +92,7 @@ def projection_status() -> list[ProjectionStatus]:
                 position=position,
                 head=head,
                 lag_events=lag,
-                lag_seconds=_lag_seconds(position, lag, now, using),
+                lag_seconds=_lag_seconds(oldest, now),
                 state=str(run_state),
                 last_error=state.last_error if state else "",
                 parked=parked.get(cls.name, 0),
@@ -100,25 +102,50 @@ def projection_status() -> list[ProjectionStatus]:
     return rows
 
 
-def _events_after(position: int, head: int, using: str) -> int:
-    """Events stored after ``position``: counted, since positions can have gaps."""
-    if head <= position:
-        return 0
-    return StoredEvent.objects.using(using).filter(position__gt=position).count()
-
-
-def _lag_seconds(position: int, lag: int, now: dt.datetime, using: str) -> float:
-    if lag == 0:
-        return 0.0
-    oldest_unapplied = (
-        StoredEvent.objects.using(using)
-        .after(position)
-        .values_list("recorded_at", flat=True)
-        .first()
+def _events_after(point: LogPoint, using: str) -> tuple[int, dt.datetime | None]:
+    """Events stored after ``point`` (counted: positions have gaps), and the oldest's time."""
+    after = StoredEvent.objects.using(using).filter(points_after(StoredEvent, point))
+    oldest = (
+        after.order_by("transaction_id", "position").values_list("recorded_at", flat=True).first()
     )
+    if oldest is None:
+        return 0, None
+    return after.count(), oldest
+
+
+def _lag_seconds(oldest_unapplied: dt.datetime | None, now: dt.datetime) -> float:
     if oldest_unapplied is None:
         return 0.0
     return round(max((now - oldest_unapplied).total_seconds(), 0.0), 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class HorizonStatus:
+    """Whether an open transaction holds readers back, and since when."""
+
+    #: Committed events no reader can read yet (an older transaction is still open).
+    held_back_events: int
+    #: Seconds the oldest open transaction (the one holding the horizon) has run.
+    held_back_seconds: float
+    #: Its backend's process id and database (PostgreSQL), to find it in pg_stat_activity.
+    pid: int | None = None
+    database: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def horizon_status() -> HorizonStatus:
+    """What holds the log's readers back: nothing, or the oldest open transaction."""
+    using = cqrs_settings.DATABASE
+    held = store.held_back(store.horizon(using), using)
+    if not held:
+        return HorizonStatus(0, 0.0)
+    oldest = oldest_open_transaction(using)
+    if oldest is None:  # it ended meanwhile
+        return HorizonStatus(held, 0.0)
+    age = round(max((timezone.now() - oldest.started_at).total_seconds(), 0.0), 3)
+    return HorizonStatus(held, age, oldest.pid, oldest.database)
 
 
 def wait_for_position(
@@ -131,9 +158,9 @@ def wait_for_position(
     """Wait until the projections behind ``target`` reached ``position``; return whether they did.
 
     ``target`` is a read-model class, a projection class or name, a list of those, or
-    None for every projection. Sync projections are current as soon as the log's head is
-    at ``position`` (they commit with the events); the others are current once their
-    checkpoint is. ``timeout`` defaults to ``MIN_POSITION_TIMEOUT`` seconds.
+    None for every projection. Sync projections are current as soon as the event at
+    ``position`` is stored (they commit with it); the others once their checkpoint has
+    passed it in the log's order. ``timeout`` defaults to ``MIN_POSITION_TIMEOUT`` seconds.
 
         if not wait_for_position(OrderView, result.position, timeout=2):
             ...   # still stale after 2 s
@@ -172,10 +199,16 @@ def _projections_behind(target: Any) -> list[type[Any]]:
 
 def _reached(names: set[str], position: int) -> bool:
     using = cqrs_settings.DATABASE
-    if store.head(using) < position:
-        # Positions are handed out in commit order: below the head nothing is missing.
-        return False
-    if not names:
-        return True
-    rows = {row.name: row for row in projection_status() if row.name in names}
-    return all(name in rows and rows[name].position >= position for name in names)
+    point = store.point_of(position, using)
+    if point is None:
+        # No event there: beyond the head nothing has reached it yet; below it, a
+        # rolled-back append left the position unused and there is nothing to wait for.
+        return store.head(using) >= position
+    waiting = [name for name in names if get_projection(name).mode != SYNC]
+    if not waiting:
+        return True  # sync projections commit with the event itself
+    checkpoints = {
+        state.name: state.point
+        for state in ProjectionState.objects.using(using).filter(name__in=waiting)
+    }
+    return all(checkpoints.get(name, START) >= point for name in waiting)

@@ -4,12 +4,15 @@
 # GET /api/orders/?customer_id=...   with  CQRS-Min-Position: 1042
 #   waits (up to DJANGO_CQRS["MIN_POSITION_TIMEOUT"], 5 s) until the projections
 #   behind the read model reached 1042, then answers; 503 + Retry-After otherwise.
+#   A position beyond the head of the log (no command answered with it) is a 400.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .. import store
+from ..conf import cqrs_settings
 from ..projections.status import wait_for_position
 from .exceptions import BadHeader, PositionNotReached
 
@@ -32,6 +35,12 @@ def require_position(read_models: Any, header_value: str | None) -> None:
     position = parse_min_position(header_value)
     if position is None:
         return
+    head = store.head(cqrs_settings.DATABASE)
+    if position > head:
+        raise BadHeader(
+            f"{MIN_POSITION_HEADER} {position} is beyond the newest event ({head}): send the "
+            f"{POSITION_HEADER} a command answered with"
+        )
     if not wait_for_position(read_models, position):
         raise PositionNotReached(
             f"The projections behind this resource have not reached position {position} yet."

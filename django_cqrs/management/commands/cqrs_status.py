@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from django_cqrs.projections.status import projection_status
+from django_cqrs.projections.status import horizon_status, projection_status
 
 
 class Command(BaseCommand):
@@ -42,3 +42,10 @@ class Command(BaseCommand):
             )
         if not rows:
             self.stdout.write("No projections are registered.")
+        horizon = horizon_status()
+        if horizon.held_back_events:
+            self.stdout.write(
+                f"{horizon.held_back_events} committed event(s) wait behind a transaction open "
+                f"for {horizon.held_back_seconds:.1f} s (pid {horizon.pid}, database "
+                f"{horizon.database}): readers reach them when it ends."
+            )
