@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.apps import AppConfig, apps
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 from django.utils.module_loading import autodiscover_modules
 
 from .conf import cqrs_settings
+from .db.transactions import set_lock_timeout
 from .signals import event_recorded
+
+
+def apply_lock_timeout(*, connection: Any, **kwargs: Any) -> None:
+    """``connection_created``: set ``LOCK_TIMEOUT`` on each new connection to ``DATABASE``."""
+    timeout = cqrs_settings.LOCK_TIMEOUT
+    if timeout is not None and connection.alias == cqrs_settings.DATABASE:
+        set_lock_timeout(connection, timeout)
 
 
 class DjangoCQRSConfig(AppConfig):
@@ -26,6 +37,7 @@ class DjangoCQRSConfig(AppConfig):
             # connecting sync projections happens at import time.
             autodiscover_modules(*cqrs_settings.AUTODISCOVER_MODULES)
         event_recorded.connect(on_event_recorded, dispatch_uid="django_cqrs.tasks.trigger")
+        connection_created.connect(apply_lock_timeout, dispatch_uid="django_cqrs.lock_timeout")
         if apps.is_installed("django_q"):
             post_migrate.connect(ensure_schedule, sender=self, dispatch_uid="django_cqrs.schedule")
         if cqrs_settings.ADMIN_AUTOREGISTER_READ_MODELS and apps.is_installed(

@@ -8,6 +8,7 @@ ERRORS:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.apps import apps
@@ -28,7 +29,7 @@ from .serialization import check_supported
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """E001 unknown keys, E002 bad dotted paths, E003 values of the wrong type."""
+    """E001 unknown keys, E002 bad dotted paths, E003 wrong types or values, E010 LOCK_TIMEOUT."""
     user = getattr(settings, SETTING_NAME, {})
     if not isinstance(user, dict):
         return [
@@ -98,6 +99,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_cqrs.E003",
             )
         )
+    if "LOCK_TIMEOUT" in user and not _is_lock_timeout(user["LOCK_TIMEOUT"]):
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['LOCK_TIMEOUT'] must be a positive number of seconds or None, "
+                f"got {user['LOCK_TIMEOUT']!r}.",
+                hint="For example 10.0 (the default), 0.5 for an API that should answer fast, "
+                "or None to keep the database server's lock_timeout.",
+                id="django_cqrs.E010",
+            )
+        )
     database = user.get("DATABASE", DEFAULTS["DATABASE"])
     if database not in settings.DATABASES:
         messages.append(
@@ -108,6 +119,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     return messages
+
+
+def _is_lock_timeout(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value > 0
 
 
 def _duplicate_messages(registry: Registry) -> list[CheckMessage]:

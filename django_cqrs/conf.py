@@ -45,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
     ],
     # How many times RetryMiddleware re-runs a command after a ConcurrencyError.
     "CONCURRENCY_RETRIES": 3,
+    # PostgreSQL: seconds a statement on DATABASE's connections waits for a lock (then
+    # LockTimeoutError); set per connection when it opens. None: the server's lock_timeout.
+    "LOCK_TIMEOUT": 10.0,
     # Import `<app>.handlers` and `<app>.projections` of every installed app in ready().
     "AUTODISCOVER": True,
     "AUTODISCOVER_MODULES": ["handlers", "projections"],

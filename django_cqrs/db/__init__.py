@@ -1,10 +1,12 @@
 """Database-vendor code of django_cqrs, one module per concern; nothing else writes SQL.
 
-    from django_cqrs.db import transactions, readonly, upserts, log, shadow
+    from django_cqrs.db import transactions, readonly, upserts, log, shadow, errors
 
 - ``statements``: what kind of statement a SQL string is (first keyword, write or read).
 - ``transactions``: the command's transaction (SQLite takes its write lock at the first
-  write) and row locks where the database has them.
+  write), row locks where the database has them, PostgreSQL's ``lock_timeout``.
+- ``errors``: what a database error means: a deadlock or serialization failure (run the
+  transaction again) or a lock not granted in time (SQLSTATE, SQLite result codes).
 - ``readonly``: the query write guard: statements checked before they are sent, and the
   database's own refusal (SQLite ``PRAGMA query_only``, PostgreSQL ``READ ONLY``).
 - ``upserts``: insert-or-replace of whole read-model rows, counters added in the
