@@ -8,7 +8,6 @@ ERRORS:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from django.apps import apps
@@ -17,7 +16,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .bus import command_bus, query_bus
 from .commands import Command
-from .conf import DEFAULTS, IMPORT_STRINGS, SETTING_NAME, perform_import
+from .conf import DEFAULTS, IMPORT_STRINGS, SETTING_NAME, is_valid_lock_timeout, perform_import
 from .events import registered_event_types
 from .exceptions import CQRSError
 from .projections import ASYNC, all_projections
@@ -99,7 +98,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_cqrs.E003",
             )
         )
-    if "LOCK_TIMEOUT" in user and not _is_lock_timeout(user["LOCK_TIMEOUT"]):
+    if "LOCK_TIMEOUT" in user and not is_valid_lock_timeout(user["LOCK_TIMEOUT"]):
         messages.append(
             Error(
                 f"{SETTING_NAME}['LOCK_TIMEOUT'] must be a positive number of seconds or None, "
@@ -119,14 +118,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     return messages
-
-
-def _is_lock_timeout(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return math.isfinite(value) and value > 0
 
 
 def _duplicate_messages(registry: Registry) -> list[CheckMessage]:

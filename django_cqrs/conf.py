@@ -20,6 +20,7 @@ error that names the setting.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.conf import settings
@@ -89,6 +90,15 @@ DEFAULTS: dict[str, Any] = {
 
 # Settings holding dotted paths; they are imported when read.
 IMPORT_STRINGS = {"COMMAND_MIDDLEWARE", "QUERY_MIDDLEWARE"}
+
+
+def is_valid_lock_timeout(value: Any) -> bool:
+    """``LOCK_TIMEOUT`` is None or a positive, finite number of seconds (check E010)."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value > 0
 
 
 def perform_import(value: Any, setting_name: str) -> Any:

@@ -65,7 +65,7 @@ def translate_database_error(exc: BaseException) -> CQRSError | None:
             f"A database lock was not granted within {waited} ({_describe(code, exc)}): "
             "another transaction holds it.",
             sqlstate=code,
-            timeout=timeout,
+            timeout=timeout if code is not None else None,
         )
     return None
 

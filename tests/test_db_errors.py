@@ -189,6 +189,22 @@ def test_none_leaves_the_servers_lock_timeout_alone():
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"DATABASE": "elsewhere", "LOCK_TIMEOUT": 0.3},
+        {"LOCK_TIMEOUT": "soon"},
+        {"LOCK_TIMEUOT": 0.3},
+    ],
+    ids=["another alias", "not seconds (E010)", "unknown key (E001)"],
+)
+def test_other_aliases_and_broken_settings_leave_the_connection_alone(setting: dict[str, Any]):
+    with override_settings(DJANGO_CQRS=setting):
+        assert lock_timeout_of_a_new_connection() == "0"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
 def test_a_row_lock_not_granted_in_time_is_a_real_lock_timeout():
     account = Account.objects.create(owner="ann")
     locked, release = threading.Event(), threading.Event()
