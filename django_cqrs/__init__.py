@@ -28,11 +28,13 @@ _ERRORS = (
     "DuplicateHandlerError",
     "HandlerNotFoundError",
     "InvariantViolationError",
+    "LockTimeoutError",
     "PreconditionFailedError",
     "ProjectionApplyError",
     "ProjectionError",
     "QueryWriteError",
     "SerializationError",
+    "TransactionConflictError",
     "UnknownEventTypeError",
 )
 
@@ -69,11 +71,13 @@ if TYPE_CHECKING:
         DuplicateHandlerError,
         HandlerNotFoundError,
         InvariantViolationError,
+        LockTimeoutError,
         PreconditionFailedError,
         ProjectionApplyError,
         ProjectionError,
         QueryWriteError,
         SerializationError,
+        TransactionConflictError,
         UnknownEventTypeError,
     )
     from .projections import Projection, handles

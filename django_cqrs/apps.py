@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.apps import AppConfig, apps
 from django.db import connections
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 from django.utils.module_loading import autodiscover_modules
 
-from .conf import cqrs_settings
+from .conf import cqrs_settings, is_valid_lock_timeout
+from .db.transactions import set_lock_timeout
+from .exceptions import ConfigurationError
 from .signals import event_recorded
+
+
+def apply_lock_timeout(*, connection: Any, **kwargs: Any) -> None:
+    """``connection_created``: set ``LOCK_TIMEOUT`` on each new connection to ``DATABASE``.
+
+    A broken ``DJANGO_CQRS`` (an unknown key, a LOCK_TIMEOUT that is not seconds) leaves
+    the connection as it is: the system checks report it (E001, E010), and connecting,
+    for ``manage.py check`` itself, still works.
+    """
+    try:
+        timeout, alias = cqrs_settings.LOCK_TIMEOUT, cqrs_settings.DATABASE
+    except ConfigurationError:
+        return
+    if timeout is not None and is_valid_lock_timeout(timeout) and connection.alias == alias:
+        set_lock_timeout(connection, timeout)
 
 
 class DjangoCQRSConfig(AppConfig):
@@ -34,6 +53,7 @@ class DjangoCQRSConfig(AppConfig):
             appendonly.on_connection_created, dispatch_uid="django_cqrs.appendonly"
         )
         appendonly.prepare(connections)
+        connection_created.connect(apply_lock_timeout, dispatch_uid="django_cqrs.lock_timeout")
         if apps.is_installed("django_q"):
             post_migrate.connect(ensure_schedule, sender=self, dispatch_uid="django_cqrs.schedule")
         if cqrs_settings.ADMIN_AUTOREGISTER_READ_MODELS and apps.is_installed(

@@ -16,7 +16,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .bus import command_bus, query_bus
 from .commands import Command
-from .conf import DEFAULTS, IMPORT_STRINGS, SETTING_NAME, perform_import
+from .conf import DEFAULTS, IMPORT_STRINGS, SETTING_NAME, is_valid_lock_timeout, perform_import
 from .events import registered_event_types
 from .exceptions import CQRSError
 from .projections import ASYNC, all_projections
@@ -28,7 +28,7 @@ from .serialization import check_supported
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """E001 unknown keys, E002 bad dotted paths, E003 values of the wrong type."""
+    """E001 unknown keys, E002 bad dotted paths, E003 wrong types or values, E010 LOCK_TIMEOUT."""
     user = getattr(settings, SETTING_NAME, {})
     if not isinstance(user, dict):
         return [
@@ -96,6 +96,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 f"{SETTING_NAME}['REBUILD_BATCH_SIZE'] must be at least 1.",
                 hint="Default: 2000.",
                 id="django_cqrs.E003",
+            )
+        )
+    if "LOCK_TIMEOUT" in user and not is_valid_lock_timeout(user["LOCK_TIMEOUT"]):
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['LOCK_TIMEOUT'] must be a positive number of seconds or None, "
+                f"got {user['LOCK_TIMEOUT']!r}.",
+                hint="For example 10.0 (the default), 0.5 for an API that should answer fast, "
+                "or None to keep the database server's lock_timeout.",
+                id="django_cqrs.E010",
             )
         )
     database = user.get("DATABASE", DEFAULTS["DATABASE"])

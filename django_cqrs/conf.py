@@ -20,6 +20,7 @@ error that names the setting.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.conf import settings
@@ -45,6 +46,9 @@ DEFAULTS: dict[str, Any] = {
     ],
     # How many times RetryMiddleware re-runs a command after a ConcurrencyError.
     "CONCURRENCY_RETRIES": 3,
+    # PostgreSQL: seconds a statement on DATABASE's connections waits for a lock (then
+    # LockTimeoutError); set per connection when it opens. None: the server's lock_timeout.
+    "LOCK_TIMEOUT": 10.0,
     # Import `<app>.handlers` and `<app>.projections` of every installed app in ready().
     "AUTODISCOVER": True,
     "AUTODISCOVER_MODULES": ["handlers", "projections"],
@@ -86,6 +90,15 @@ DEFAULTS: dict[str, Any] = {
 
 # Settings holding dotted paths; they are imported when read.
 IMPORT_STRINGS = {"COMMAND_MIDDLEWARE", "QUERY_MIDDLEWARE"}
+
+
+def is_valid_lock_timeout(value: Any) -> bool:
+    """``LOCK_TIMEOUT`` is None or a positive, finite number of seconds (check E010)."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value > 0
 
 
 def perform_import(value: Any, setting_name: str) -> Any:

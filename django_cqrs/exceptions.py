@@ -52,6 +52,32 @@ class PreconditionFailedError(ConcurrencyError):
     """The caller's expected version (HTTP ``If-Match``) is stale; never retried."""
 
 
+class TransactionConflictError(ConcurrencyError):
+    """The database aborted the command's transaction: a deadlock or serialization failure.
+
+    Raised by ``TransactionMiddleware`` for PostgreSQL's SQLSTATE ``40P01`` and ``40001``
+    (``sqlstate``); ``RetryMiddleware`` runs the command again, like any
+    ``ConcurrencyError``. The database's error is its ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, sqlstate: str | None = None):
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class LockTimeoutError(CQRSError):
+    """A database lock was not granted within ``DJANGO_CQRS["LOCK_TIMEOUT"]``; never retried.
+
+    PostgreSQL's SQLSTATE ``55P03`` (``sqlstate``), or SQLite's "database is locked" after
+    its busy timeout (``sqlstate`` is None). The database's error is its ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, sqlstate: str | None = None, timeout: float | None = None):
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.timeout = timeout
+
+
 class AggregateNotFoundError(CQRSError, LookupError):
     """No aggregate of that type has that id."""
 

@@ -10,6 +10,12 @@
     }
 
 A middleware takes the next step and returns a callable ``(message, context) -> value``.
+
+``TransactionMiddleware`` (and ``ReadOnlyMiddleware`` for queries) turns the database's
+own verdicts into django_cqrs errors once the transaction is rolled back: a deadlock or
+serialization failure into ``TransactionConflictError`` (a ``ConcurrencyError``, so
+``RetryMiddleware`` runs the command again), a lock not granted within ``LOCK_TIMEOUT``
+into ``LockTimeoutError`` (not retried).
 """
 
 from __future__ import annotations
@@ -21,13 +27,52 @@ from typing import Any
 
 from django.db import connections
 
-from .conf import cqrs_settings
+from .conf import SETTING_NAME, cqrs_settings
 from .context import DispatchContext
+from .db.errors import is_lock_timeout, is_transaction_conflict, sqlstate
 from .db.readonly import read_only
 from .db.transactions import command_transaction, pending_on_commit
-from .exceptions import ConcurrencyError
+from .exceptions import ConcurrencyError, CQRSError, LockTimeoutError, TransactionConflictError
 
 Step = Any
+
+
+def translate_database_error(exc: BaseException) -> CQRSError | None:
+    """The django_cqrs error standing for a database error, or None (``exc`` as it is).
+
+    A deadlock or serialization failure gives a ``TransactionConflictError``, a lock
+    timeout a ``LockTimeoutError``; django_cqrs errors are never translated.
+    """
+    if isinstance(exc, CQRSError):
+        return None
+    if is_transaction_conflict(exc):
+        code = sqlstate(exc)
+        return TransactionConflictError(
+            f"The database aborted the transaction ({_describe(code, exc)}): a deadlock or "
+            "a serialization failure with a concurrent transaction; run it again.",
+            sqlstate=code,
+        )
+    if is_lock_timeout(exc):
+        code = sqlstate(exc)
+        timeout = cqrs_settings.LOCK_TIMEOUT
+        if code is None:
+            waited = "SQLite's busy timeout (the database's OPTIONS['timeout'])"
+        elif timeout is None:
+            waited = f"the server's lock_timeout ({SETTING_NAME}['LOCK_TIMEOUT'] is None)"
+        else:
+            waited = f"{SETTING_NAME}['LOCK_TIMEOUT'] = {timeout:g} s"
+        return LockTimeoutError(
+            f"A database lock was not granted within {waited} ({_describe(code, exc)}): "
+            "another transaction holds it.",
+            sqlstate=code,
+            timeout=timeout if code is not None else None,
+        )
+    return None
+
+
+def _describe(code: str | None, exc: BaseException) -> str:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"SQLSTATE {code}: {first_line}" if code else first_line
 
 
 class BaseMiddleware:
@@ -88,26 +133,35 @@ class TransactionMiddleware(BaseMiddleware):
 
     def __call__(self, message: Any, ctx: DispatchContext) -> Any:
         alias = cqrs_settings.DATABASE
-        with command_transaction(alias):
-            # Aggregates saved directly in this block need no savepoint of their own:
-            # any error in them fails (and rolls back) the whole command.
-            previous = ctx.transaction
-            ctx.transaction = (alias, len(connections[alias].atomic_blocks))
-            try:
-                value = self.next(message, ctx)
-                # Saves the handler rolled back itself (a caught error in its own atomic
-                # block) did not happen: keep them out of the result.
-                ctx.forget_rolled_back(alias, pending_on_commit(alias))
-                return value
-            finally:
-                ctx.transaction = previous
+        try:
+            with command_transaction(alias):
+                # Aggregates saved directly in this block need no savepoint of their own:
+                # any error in them fails (and rolls back) the whole command.
+                previous = ctx.transaction
+                ctx.transaction = (alias, len(connections[alias].atomic_blocks))
+                try:
+                    value = self.next(message, ctx)
+                    # Saves the handler rolled back itself (a caught error in its own
+                    # atomic block) did not happen: keep them out of the result.
+                    ctx.forget_rolled_back(alias, pending_on_commit(alias))
+                    return value
+                finally:
+                    ctx.transaction = previous
+        except Exception as exc:
+            # Raised in the handler or at COMMIT; the block has rolled back by now.
+            error = translate_database_error(exc)
+            if error is None:
+                raise
+            raise error from exc
 
 
 class RetryMiddleware(BaseMiddleware):
     """Re-run the whole command after a ``ConcurrencyError``, at most CONCURRENCY_RETRIES times.
 
     Put it outside :class:`TransactionMiddleware` so every attempt gets a fresh
-    transaction (or savepoint) and re-reads the aggregate.
+    transaction (or savepoint) and re-reads the aggregate. A deadlock or serialization
+    failure arrives here as ``TransactionConflictError`` and is retried the same way; a
+    ``LockTimeoutError`` is not (waiting as long again would not help).
     """
 
     def __call__(self, message: Any, ctx: DispatchContext) -> Any:
@@ -132,9 +186,15 @@ class ReadOnlyMiddleware(BaseMiddleware):
     """
 
     def __call__(self, message: Any, ctx: DispatchContext) -> Any:
-        with read_only(
-            ctx.message_type,
-            alias=cqrs_settings.DATABASE,
-            transaction_read_only=bool(cqrs_settings.QUERY_READ_ONLY_TRANSACTION),
-        ):
-            return self.next(message, ctx)
+        try:
+            with read_only(
+                ctx.message_type,
+                alias=cqrs_settings.DATABASE,
+                transaction_read_only=bool(cqrs_settings.QUERY_READ_ONLY_TRANSACTION),
+            ):
+                return self.next(message, ctx)
+        except Exception as exc:
+            error = translate_database_error(exc)
+            if error is None:
+                raise
+            raise error from exc

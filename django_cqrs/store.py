@@ -46,7 +46,8 @@ class EventRow(NamedTuple):
     payload: Any
     metadata: dict[str, Any]
     recorded_at: dt.datetime
-    transaction_id: int
+    #: The appending transaction's id (0 on SQLite, and for events stored before 0.2).
+    transaction_id: int = 0
 
     @property
     def point(self) -> LogPoint:

@@ -128,9 +128,31 @@ def test_valid_settings_pass():
         "CONCURRENCY_RETRIES": 0,
         "DATABASE": "default",
         "AUTODISCOVER": False,
+        "LOCK_TIMEOUT": 0.5,
     }
     with override_settings(DJANGO_CQRS=valid):
         assert check_settings() == []
+
+
+# -- settings: E010 ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", [0, -1, 0.0, "10", True, float("inf"), float("nan"), [10]], ids=repr
+)
+def test_e010_lock_timeout_that_is_not_a_positive_number_or_none(value):
+    with override_settings(DJANGO_CQRS={"LOCK_TIMEOUT": value}):
+        [message] = only(check_settings(), "django_cqrs.E010")
+
+    assert isinstance(message, Error)
+    assert "LOCK_TIMEOUT" in message.msg
+    assert "None" in message.hint
+
+
+@pytest.mark.parametrize("value", [None, 10, 0.3, 0.001, 3600.0])
+def test_e010_accepts_seconds_and_none(value):
+    with override_settings(DJANGO_CQRS={"LOCK_TIMEOUT": value}):
+        assert only(check_settings(), "django_cqrs.E010") == []
 
 
 # -- handlers: E004, W001, W002 ------------------------------------------------------------

@@ -258,13 +258,6 @@ def test_unregister_forgets_the_class_and_disconnects_it(registry: Registry, mak
     registry.unregister(recorder)  # unregistering twice is harmless
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: unregister() of a class that a re-registration already replaced disconnects "
-        "the receivers of its replacement (they share the dispatch_uid), which stays in all()"
-    ),
-)
 def test_unregistering_a_class_already_replaced_leaves_its_replacement_connected(
     registry: Registry, make: Make
 ) -> None:

@@ -71,13 +71,15 @@ def test_commands_document_answers_errors_and_headers(schema: dict[str, Any]) ->
         "$ref": "#/components/schemas/PlaceOrderResult"
     }
     assert "CQRS-Position" in create["responses"]["201"]["headers"]
-    for code in ("400", "401", "403", "404", "409", "413", "415", "422"):
+    for code in ("400", "401", "403", "404", "409", "413", "415", "422", "503"):
         content = create["responses"][code]["content"]
         assert content == {
             "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
         }
     headers = {p["name"] for p in create["parameters"] if p["in"] == "header"}
     assert "Idempotency-Key" in headers
+    # 503: a database lock not granted within LOCK_TIMEOUT.
+    assert "Retry-After" in create["responses"]["503"]["headers"]
 
     cancel = schema["paths"]["/api/orders/{id}/cancel/"]["post"]
     assert "412" in cancel["responses"]

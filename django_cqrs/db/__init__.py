@@ -1,15 +1,18 @@
 """Database-vendor code of django_cqrs, one module per concern; nothing else writes SQL.
 
-    from django_cqrs.db import transactions, readonly, upserts, log, shadow, appendonly
+    from django_cqrs.db import appendonly, errors, log, readonly, shadow, transactions, upserts
 
 - ``statements``: what kind of statement a SQL string is (first keyword, write or read).
 - ``transactions``: the command's transaction (SQLite takes its write lock at the first
-  write) and row locks where the database has them.
+  write), row locks where the database has them, PostgreSQL's ``lock_timeout``.
+- ``errors``: what a database error means: a deadlock or serialization failure (run the
+  transaction again) or a lock not granted in time (SQLSTATE, SQLite result codes).
 - ``readonly``: the query write guard: statements checked before they are sent, and the
   database's own refusal (SQLite ``PRAGMA query_only``, PostgreSQL ``READ ONLY``).
 - ``upserts``: insert-or-replace of whole read-model rows, counters added in the
   database, and the conditional upsert behind the async trigger flag.
-- ``log``: locks on the event log's table.
+- ``log``: the log's order (transaction ids, the horizon of open transactions) and
+  the locks on its table.
 - ``shadow``: the shadow tables a rebuild fills, and the switch that copies them.
 - ``appendonly``: the triggers that make the database refuse UPDATE and DELETE of stored
   events, and the SQLite function that lets Django's flush through.

@@ -1,6 +1,6 @@
-"""The command's transaction, and row locks where the database has them.
+"""The command's transaction, row locks where the database has them, the lock timeout.
 
-    from django_cqrs.db.transactions import command_transaction, lock_rows
+    from django_cqrs.db.transactions import command_transaction, lock_rows, set_lock_timeout
 
     with command_transaction("default"):      # transaction.atomic(), SQLite-aware
         state = lock_rows(ProjectionState.objects.using("default")).get(name=name)
@@ -16,6 +16,7 @@ for each other only while they write.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -26,6 +27,9 @@ from django.db import connections, models, transaction
 from .statements import READ_FIRST_WORDS, first_word
 
 Q = TypeVar("Q", bound=models.QuerySet[Any])
+
+#: PostgreSQL's largest ``lock_timeout``, in milliseconds.
+MAX_LOCK_TIMEOUT_MS = 2_147_483_647
 
 
 def command_transaction(alias: str) -> AbstractContextManager[Any]:
@@ -91,3 +95,22 @@ def lock_rows(queryset: Q) -> Q:
     if connections[queryset.db].features.has_select_for_update:
         return queryset.select_for_update()
     return queryset
+
+
+def set_lock_timeout(connection: Any, seconds: float) -> None:
+    """PostgreSQL: ``SET lock_timeout`` for the session of a newly opened ``connection``.
+
+    One round trip, on the driver's connection (no Django query log, no execute
+    wrappers), meant for Django's ``connection_created`` signal: every statement of the
+    session then waits at most ``seconds`` for a lock and fails with SQLSTATE ``55P03``.
+    Rounded up to whole milliseconds (0 would mean "wait forever"). Other databases: no-op
+    (SQLite waits for its one lock as long as its own busy timeout, ``OPTIONS["timeout"]``).
+    """
+    if connection.vendor != "postgresql":
+        return
+    milliseconds = min(max(1, math.ceil(float(seconds) * 1000)), MAX_LOCK_TIMEOUT_MS)
+    raw = connection.connection
+    with raw.cursor() as cursor:
+        cursor.execute(f"SET lock_timeout = {int(milliseconds)}")
+    if not connection.get_autocommit():
+        raw.commit()  # as Django's own session set-up does: keep it past a rollback

@@ -67,9 +67,13 @@ class ProjectionRegistry(Generic[P]):
             _connect(cls)
 
     def unregister(self, cls: P) -> None:
-        """Forget ``cls`` (tests use this for projections defined inside a test)."""
-        _disconnect(cls)
+        """Forget ``cls`` (tests use this for projections defined inside a test).
+
+        A class that a re-registration already replaced is not registered any more: its
+        receivers are its replacement's (same ids), which stay connected.
+        """
         if cls in self._classes:
+            _disconnect(cls)
             self._classes.remove(cls)
 
     def all(self) -> list[P]:

@@ -15,18 +15,25 @@ The CQRS viewsets use this handler whatever the setting says. A response looks l
      "instance": "/api/orders/7c1e.../cancel/", "request_id": "..."}
 
 Field errors (400) add ``errors``: the serializer's errors, by field name.
+``TransactionConflictError`` is a deadlock or serialization failure the bus retried.
 
 | error | status |
 |---|---|
 | malformed JSON, invalid or unknown fields, bad header values | 400 |
 | not authenticated / not allowed | 401 / 403 |
 | ``AggregateNotFoundError``, a non-UUID id in the URL | 404 |
-| ``ConcurrencyError`` after the bus's retries, ``Idempotency-Key`` still in use | 409 |
+| ``ConcurrencyError`` (also ``TransactionConflictError``) after the retries | 409 |
+| ``Idempotency-Key`` still in use | 409 |
 | stale ``If-Match`` (``PreconditionFailedError``) | 412 |
 | body over ``MAX_BODY_SIZE`` | 413 |
 | wrong ``Content-Type`` | 415 |
 | ``InvariantViolationError``, ``Idempotency-Key`` reused for another request | 422 |
 | ``CQRS-Min-Position`` not reached in time | 503 + ``Retry-After`` |
+| ``LockTimeoutError``: a lock not granted within ``LOCK_TIMEOUT`` | 503 + ``Retry-After`` |
+
+Database errors raised outside the bus (the ``If-Match`` row lock) are read the same way
+(:func:`django_cqrs.middleware.translate_database_error`): a deadlock answers 409, a lock
+timeout 503, never 500.
 """
 
 from __future__ import annotations
@@ -43,8 +50,10 @@ from ..exceptions import (
     AggregateNotFoundError,
     ConcurrencyError,
     InvariantViolationError,
+    LockTimeoutError,
     PreconditionFailedError,
 )
+from ..middleware import translate_database_error
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "urn:django-cqrs:problem:"
@@ -123,6 +132,15 @@ class PositionNotReached(ProblemMixin, exceptions.APIException):
     wait = 1
 
 
+class LockNotGranted(ProblemMixin, exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = _("A database lock was not granted in time; try again.")
+    default_code = "lock_timeout"
+    problem_type = PROBLEM_TYPE_PREFIX + "lock-timeout"
+    title = _("Lock timeout")
+    wait = 1
+
+
 class BadHeader(ProblemMixin, exceptions.ParseError):
     default_code = "invalid_header"
     problem_type = PROBLEM_TYPE_PREFIX + "invalid-header"
@@ -137,6 +155,9 @@ _TITLES = {
 
 def to_api_exception(exc: Exception) -> Exception:
     """The DRF exception that stands for a django_cqrs error (others pass through)."""
+    exc = translate_database_error(exc) or exc
+    if isinstance(exc, LockTimeoutError):
+        return LockNotGranted(str(exc))
     if isinstance(exc, PreconditionFailedError):
         return PreconditionFailed(str(exc))
     if isinstance(exc, ConcurrencyError):

@@ -12,8 +12,8 @@ beyond drf-spectacular itself:
 Each command route documents its request body (derived from the command dataclass,
 without the id that the URL carries), its answer, the ``Idempotency-Key`` and
 ``If-Match`` request headers, the ``CQRS-Position`` and ``ETag`` response headers and
-every problem-details error it can answer; each query route its parameters, result,
-``CQRS-Min-Position`` and 503 + ``Retry-After``.
+every problem-details error it can answer (503 + ``Retry-After`` for a lock timeout);
+each query route its parameters, result, ``CQRS-Min-Position`` and 503 + ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class ProblemSerializer(serializers.Serializer[Any]):
     field = serializers.CharField(required=False, help_text="Field the invariant is about.")
 
 
-COMMAND_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422)
+COMMAND_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422, 503)
 QUERY_ERRORS = (400, 401, 403, 404, 503)
 
 
@@ -227,6 +227,14 @@ class CQRSAutoSchema(AutoSchema):
                 header,
                 response=success,
                 description="'true' when this is the stored answer to an earlier request.",
+            ),
+            OpenApiParameter(
+                "Retry-After",
+                int,
+                header,
+                response=[503],
+                description="Seconds to wait before sending the command again (a database "
+                "lock was not granted within LOCK_TIMEOUT).",
             ),
         ]
         if route.detail:
