@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 import pytest
 from django.db import connections
+from django.db.models.signals import post_save
 from django.test import override_settings
 
-from django_cqrs import command_bus
+from django_cqrs import Command, command_bus, command_handler, middleware
+from django_cqrs.db import errors as db_errors
 from django_cqrs.exceptions import ConcurrencyError
 from django_cqrs.models import StoredEvent
+from django_cqrs.signals import event_recorded
 from tests.testapp.commands import Deposit, OpenAccount
 from tests.testapp.events import Deposited
 from tests.testapp.models import Account, AccountView
@@ -138,3 +142,101 @@ def test_saving_a_stale_copy_raises_and_records_nothing() -> None:
     # The failed save left the stale copy as it was, its event still pending.
     assert second.version == 2
     assert [type(e) for e in second.pending_events] == [Deposited]
+
+
+# -- the library's own lock order ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DepositToBoth(Command[None]):
+    """Deposit into two accounts in one command: saves A, then B."""
+
+    first: int
+    second: int
+    amount: Decimal
+
+
+@command_handler(DepositToBoth)
+def deposit_to_both(command: DepositToBoth) -> None:
+    for account_id in (command.first, command.second):
+        account = Account.objects.get(pk=account_id)
+        account.deposit(command.amount)
+        account.save()
+
+
+def run_command(name: str, command: Command[None], errors: list[BaseException]) -> threading.Thread:
+    def work() -> None:
+        try:
+            command_bus.dispatch(command)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=work, name=name)
+    thread.start()
+    return thread
+
+
+def a_then_b_against_b(a: int, b: int) -> list[BaseException]:
+    """One round: the A-then-B command waits, after saving A, until the command on B
+    has written B's row; then both go on. Returns what either raised."""
+    b_saved, first_save = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def hold_after_a(sender: type, event: Deposited, **kwargs: object) -> None:
+        mine = threading.current_thread().name == "a-then-b" and event.account_id == a
+        if mine and not first_save.is_set():
+            first_save.set()
+            b_saved.wait(5)
+
+    def note_b(sender: type, instance: Account, **kwargs: object) -> None:
+        if threading.current_thread().name == "on-b" and instance.pk == b:
+            b_saved.set()
+
+    event_recorded.connect(hold_after_a, sender=Deposited, dispatch_uid="lock-order.a")
+    post_save.connect(note_b, sender=Account, dispatch_uid="lock-order.b")
+    try:
+        both = run_command(
+            "a-then-b", DepositToBoth(first=a, second=b, amount=Decimal("1")), errors
+        )
+        assert first_save.wait(5)
+        on_b = run_command("on-b", Deposit(account_id=b, amount=Decimal("1")), errors)
+        both.join(30)
+        on_b.join(30)
+    finally:
+        event_recorded.disconnect(sender=Deposited, dispatch_uid="lock-order.a")
+        post_save.disconnect(sender=Account, dispatch_uid="lock-order.b")
+    assert not both.is_alive()
+    assert not on_b.is_alive()
+    return errors
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_saving_a_then_b_against_a_command_on_b_never_deadlocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # django_cqrs 0.1 deadlocked here every time: the A-then-B command held the log's
+    # table lock (taken after saving A) and waited for B's row; the command on B held
+    # B's row and waited for the table lock. Interleaved on purpose, 20 times. (The bus
+    # now retries a deadlock, so the commands would succeed anyway: count them.)
+    deadlocks: list[str | None] = []
+
+    def watched(exc: BaseException) -> bool:
+        found = db_errors.is_transaction_conflict(exc)
+        if found:
+            deadlocks.append(db_errors.sqlstate(exc))
+        return found
+
+    monkeypatch.setattr(middleware, "is_transaction_conflict", watched)
+    a = command_bus.dispatch(OpenAccount(owner="a")).value
+    b = command_bus.dispatch(OpenAccount(owner="b")).value
+    rounds = 20
+
+    for _ in range(rounds):
+        assert a_then_b_against_b(a, b) == []
+
+    assert deadlocks == []
+    assert Account.objects.get(pk=a).balance == Decimal(rounds)
+    assert Account.objects.get(pk=b).balance == Decimal(2 * rounds)
