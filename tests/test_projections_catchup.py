@@ -20,13 +20,15 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connections, transaction
+from django.test import override_settings
 from django.utils import timezone
 
 from django_cqrs import command_bus, tasks
 from django_cqrs.exceptions import InvariantViolationError
 from django_cqrs.models import ParkedEvent, ProjectionState, ProjectionTrigger, StoredEvent
 from django_cqrs.projections import Projection
-from django_cqrs.projections.catchup import catch_up
+from django_cqrs.projections.catchup import catch_up, run_catch_up
+from django_cqrs.projections.checkpoints import ensure_state, lock_state
 from django_cqrs.projections.rebuild import rebuild
 from django_cqrs.serialization import to_json_dict
 from tests.testapp import async_projections
@@ -686,3 +688,40 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped() -> None:
     assert rows() == expected
     assert state(TOTALS).rebuild_position is None
     assert state(TOTALS).position == head()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("no_trigger")
+def test_a_catch_up_that_waits_past_the_lock_timeout_leaves_it_to_the_busy_worker() -> None:
+    open_and_deposit("1")
+    ensure_state(TOTALS)
+    holding, release, errors = threading.Event(), threading.Event(), []
+
+    def busy_worker() -> None:
+        try:
+            with transaction.atomic():
+                lock_state(TOTALS, "default")
+                holding.set()
+                release.wait(10)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=busy_worker)
+    worker.start()
+    assert holding.wait(10)
+    try:
+        with override_settings(DJANGO_CQRS={"LOCK_TIMEOUT": 0.3, "TRIGGER_ON_COMMIT": False}):
+            connections["default"].close()  # a new connection gets the short timeout
+            outcome = run_catch_up(TOTALS)
+    finally:
+        release.set()
+        worker.join(10)
+        connections["default"].close()
+
+    assert errors == []
+    assert outcome.read == 0  # it gave up the lock wait, and raised nothing
+    assert state(TOTALS).position == 0
+    assert catch_up(TOTALS) > 0  # the next catch-up finds the row free

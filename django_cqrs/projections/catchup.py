@@ -30,11 +30,12 @@ import datetime as dt
 import logging
 import traceback
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from .. import store
 from ..conf import cqrs_settings
+from ..db.errors import is_lock_timeout
 from ..db.log import LogPoint
 from ..exceptions import ProjectionApplyError, ProjectionError
 from ..models import ParkedEvent, ProjectionState, StoredEvent
@@ -149,6 +150,13 @@ def run_catch_up(
         except ProjectionApplyError as exc:
             retry_at = record_failure(cls, exc, batch_size=batch_size) or retry_at
             continue
+        except DatabaseError as exc:
+            if not is_lock_timeout(exc):
+                raise
+            # Another worker has held the projection's state row past LOCK_TIMEOUT: it is
+            # catching up (and loops until nothing is left), so this one can stop.
+            logger.info("%s: busy in another worker (%s); leaving it the catch-up", cls.name, exc)
+            return CatchUp(total, retry_at)
         total += outcome.read
         batches += 1
         if outcome.done or (max_batches and batches >= max_batches):
