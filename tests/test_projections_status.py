@@ -8,10 +8,13 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from django_cqrs.events import EventEnvelope
 from django_cqrs.models import ProjectionState, StoredEvent
-from django_cqrs.projections import Projection, handles, unregister
+from django_cqrs.projections import Projection, handles, status, unregister
 from tests.test_projections_rebuild import LEDGER, VIEW, dispatch_varied_commands
 from tests.testapp.events import Deposited
 
@@ -69,3 +72,24 @@ def test_status_lists_each_projection_with_mode_position_head_and_lag(
     assert (status[lagging]["position"], status[lagging]["head"]) == (first, head)
     assert status[lagging]["lag_events"] == behind
     assert status[lagging]["lag_seconds"] > 0
+
+
+@pytest.mark.django_db
+def test_lag_is_counted_up_to_a_cap_not_over_the_whole_log(
+    small_history: int, lagging_projection: type[Projection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    behind = StoredEvent.objects.count() - 1
+    monkeypatch.setattr(status, "LAG_COUNT_CAP", 5)
+    with override_settings(DJANGO_CQRS={"HEALTH_MAX_LAG_EVENTS": 3}):
+        assert status.lag_cap() == 5
+        with CaptureQueriesContext(connection) as queries:
+            [row] = [r for r in status.projection_status() if r.name == lagging_projection.name]
+        text = StringIO()
+        call_command("cqrs_status", stdout=text)
+
+    assert behind > 5
+    assert row.lag_events == 5  # at least 5: the count stopped there
+    counts = [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
+    assert counts
+    assert all("LIMIT 5" in sql.upper() for sql in counts if "django_cqrs_event" in sql), counts
+    assert "5+" in text.getvalue().split(lagging_projection.name, 1)[1].split("\n", 1)[0]

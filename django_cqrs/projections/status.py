@@ -39,6 +39,7 @@ class ProjectionStatus:
     #: The checkpoint (sync projections: the head, while live).
     position: int
     head: int
+    #: Events after the checkpoint, counted up to ``lag_cap()`` (then the cap: "at least").
     lag_events: int
     lag_seconds: float
     #: The run state: one of ``ProjectionState.State`` (live, paused, stopped, ...).
@@ -102,15 +103,26 @@ def projection_status() -> list[ProjectionStatus]:
     return rows
 
 
+#: Lag is counted up to this many events (or one more than HEALTH_MAX_LAG_EVENTS): a
+#: projection a million events behind costs a bounded count, not a scan of the log.
+LAG_COUNT_CAP = 10_000
+
+
+def lag_cap() -> int:
+    """How far lag is counted exactly; beyond it, ``lag_events`` is the cap."""
+    limit = cqrs_settings.HEALTH_MAX_LAG_EVENTS
+    return max(LAG_COUNT_CAP, int(limit) + 1 if limit is not None else 0)
+
+
 def _events_after(point: LogPoint, using: str) -> tuple[int, dt.datetime | None]:
-    """Events stored after ``point`` (counted: positions have gaps), and the oldest's time."""
+    """Events stored after ``point`` (counted, since positions have gaps, up to
+    :func:`lag_cap`), and when the oldest of them was recorded."""
     after = StoredEvent.objects.using(using).filter(points_after(StoredEvent, point))
-    oldest = (
-        after.order_by("transaction_id", "position").values_list("recorded_at", flat=True).first()
-    )
+    ordered = after.order_by("transaction_id", "position")
+    oldest = ordered.values_list("recorded_at", flat=True).first()
     if oldest is None:
         return 0, None
-    return after.count(), oldest
+    return ordered.values_list("position", flat=True)[: lag_cap()].count(), oldest
 
 
 def _lag_seconds(oldest_unapplied: dt.datetime | None, now: dt.datetime) -> float:

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from django_cqrs.projections.status import horizon_status, projection_status
+from django_cqrs.projections.status import horizon_status, lag_cap, projection_status
 
 
 class Command(BaseCommand):
@@ -28,7 +28,7 @@ class Command(BaseCommand):
                 r.mode,
                 str(r.position),
                 str(r.head),
-                str(r.lag_events),
+                f"{r.lag_events}+" if r.lag_events >= lag_cap() else str(r.lag_events),
                 f"{r.lag_seconds:.1f}",
                 r.state + (" (rebuilding)" if r.rebuilding else ""),
                 str(r.parked),
