@@ -431,8 +431,6 @@ def breakdown(
     switches = _switches()
     if not any(cls.mode == ASYNC for cls in all_projections()):
         del switches["no async trigger"]
-    if connection.vendor != "postgresql":
-        del switches["no event-log lock"]
     configs: dict[str, list[str]] = {"bus": []}
     configs.update({name: [name] for name in switches})
     configs["only TransactionMiddleware"] = ["middleware"]

@@ -218,3 +218,42 @@ def test_concurrent_set_if_null_sets_the_flag_exactly_once() -> None:
 
     assert errors == []
     assert sorted(won) == [False] * (racers - 1) + [True]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_flag_already_set_is_checked_without_locking_its_row() -> None:
+    # Every command for an async projection checks the same flag row; with the flag set,
+    # a check must not make the next command wait until this one commits (an upsert's
+    # ON CONFLICT DO UPDATE ... WHERE locks the row even when its WHERE says no).
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    assert set_if_null(ProjectionTrigger, "name", "flag", "queued_at", now, using="default")
+    checked, release, outcome = threading.Event(), threading.Event(), []
+
+    def first_command() -> None:
+        try:
+            with transaction.atomic():
+                outcome.append(
+                    set_if_null(
+                        ProjectionTrigger, "name", "flag", "queued_at", now, using="default"
+                    )
+                )
+                checked.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=first_command)
+    thread.start()
+    try:
+        assert checked.wait(10)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '300ms'")
+            second = set_if_null(
+                ProjectionTrigger, "name", "flag", "queued_at", now, using="default"
+            )
+    finally:
+        release.set()
+        thread.join(10)
+    assert outcome == [False]
+    assert second is False

@@ -231,10 +231,17 @@ def set_if_null(
 
     Returns True if this call set it, False if the field already held a value.
     ``key_field`` must be unique (the primary key, say); a new row gets the database's
-    defaults for the other columns (the ORM path: the fields' defaults). On SQLite and
-    PostgreSQL it is one statement, an upsert whose update applies only to a null field
-    (``rowcount`` 0 means the field was already set); the ORM cannot put a condition on
-    the update of an upsert, so other databases take two statements.
+    defaults for the other columns (the ORM path: the fields' defaults). One statement on
+    SQLite and PostgreSQL; the ORM cannot put a condition on the update of an upsert, so
+    other databases take two.
+
+    Every command that records an event for an async projection runs this on the same
+    row, so on PostgreSQL it must not lock the row when the field is already set: an
+    ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` locks the conflicting row until commit
+    even when its WHERE rejects the update, which made concurrent commands wait for each
+    other. An ``UPDATE ... WHERE field IS NULL`` locks only a row it changes, and an
+    ``INSERT ... ON CONFLICT DO NOTHING`` none: both run in one statement (data-modifying
+    CTEs). SQLite has one writer anyway and keeps the upsert.
     """
     conn = connections[using]
     if conn.vendor not in ("postgresql", "sqlite"):
@@ -248,12 +255,25 @@ def set_if_null(
     key_column = qn(_concrete(model, key_field).column)
     target = _concrete(model, field)
     column = qn(target.column)
+    prepared = target.get_db_prep_save(value, connection=conn)
     with transaction.mark_for_rollback_on_error(using), conn.cursor() as cursor:
+        if conn.vendor == "postgresql":
+            cursor.execute(
+                f"WITH lowered AS (UPDATE {table} SET {column} = %s "
+                f"WHERE {key_column} = %s AND {column} IS NULL RETURNING 1), "
+                f"created AS (INSERT INTO {table} ({key_column}, {column}) "
+                f"SELECT %s, %s WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE {key_column} = %s) "
+                f"ON CONFLICT ({key_column}) DO NOTHING RETURNING 1) "
+                f"SELECT (SELECT count(*) FROM lowered) + (SELECT count(*) FROM created)",
+                [prepared, key, key, prepared, key],
+            )
+            (changed,) = cursor.fetchone()
+            return bool(changed)
         cursor.execute(
             f"INSERT INTO {table} ({key_column}, {column}) VALUES (%s, %s) "
             f"ON CONFLICT ({key_column}) DO UPDATE SET {column} = EXCLUDED.{column} "
             f"WHERE {table}.{column} IS NULL",
-            [key, target.get_db_prep_save(value, connection=conn)],
+            [key, prepared],
         )
         return bool(cursor.rowcount == 1)
 
