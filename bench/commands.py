@@ -422,7 +422,6 @@ def breakdown(
     products: list[uuid.UUID],
 ) -> list[dict[str, Any]]:
     """Bus minus one piece at a time, interleaved with plain; ms per order of each."""
-    from django.db import connection
 
     from django_cqrs.bus import command_bus
     from django_cqrs.middleware import TransactionMiddleware
