@@ -34,6 +34,7 @@ from .filters import (
     UserFilter,
 )
 from .mixins import ReadOnlyAdminMixin, event_stream_url
+from .pagination import EstimatedCountPaginator
 
 #: Most events one stream page shows (the changelist pages through any number).
 STREAM_LIMIT = 1000
@@ -116,7 +117,9 @@ class StoredEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ("=aggregate_id", "event_type")
     ordering = ("-position",)
     list_per_page = 50
-    # Counting a long log twice per page is slow; facets would count per choice.
+    # Never a full COUNT(*) of a long log: the whole log's size is PostgreSQL's estimate,
+    # a filtered one's is counted up to 10,000 ("10,000+"); facets would count per choice.
+    paginator = EstimatedCountPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     fields = (
