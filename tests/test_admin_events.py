@@ -122,3 +122,83 @@ def test_the_estimate_follows_analyze_on_postgresql() -> None:
     estimate = estimated_rows(StoredEvent, "default")
     assert estimate is not None
     assert 2700 <= estimate <= 3300
+
+
+# -- indexed filters -----------------------------------------------------------------------
+
+
+def plan_of(qs: Any) -> str:
+    """The database's plan for ``qs``, as text (PostgreSQL: JSON, after ANALYZE)."""
+    sql, params = qs.query.get_compiler(using=qs.db).as_sql()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"ANALYZE {TABLE}")
+            cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+            return str(cursor.fetchone()[0])
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+        return " / ".join(str(row[-1]) for row in cursor.fetchall())
+
+
+def spread(count: int) -> None:
+    """``count`` events, each correlation id, user and aggregate id on only a few."""
+    StoredEvent.objects.bulk_create(
+        StoredEvent(
+            event_type="tests.Varied",
+            aggregate_type="tests.Seed",
+            aggregate_id=f"varied-{i % 300}",
+            aggregate_version=i,
+            payload={},
+            metadata={"correlation_id": f"corr-{i % 600}", "user": f"user-{i % 600}"},
+        )
+        for i in range(1, count + 1)
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        ("?correlation_id=corr-7", "django_cqrs_event_corr"),
+        ("?user=user-7", "django_cqrs_event_user"),
+        ("?aggregate_id=varied-7", "django_cqrs_event_agg_id"),
+    ],
+)
+def test_the_text_filters_read_their_index(admin_client: Client, query: str, index: str) -> None:
+    spread(3000)
+
+    response = admin_client.get(changelist(query))
+
+    cl = response.context["cl"]
+    assert len(cl.result_list) >= 5
+    assert index in plan_of(cl.queryset)
+
+
+# -- exact search --------------------------------------------------------------------------
+
+
+def test_search_matches_a_position_aggregate_id_event_type_or_correlation_id_exactly(
+    admin_client: Client,
+) -> None:
+    seed(5, aggregate_id="first-aggregate", metadata={"correlation_id": "corr-abc"})
+    [other] = seed(1, aggregate_id="other", event_type="tests.Other", metadata={})
+
+    def found(term: str) -> tuple[list[int], list[str]]:
+        with CaptureQueriesContext(connection) as captured:
+            response = admin_client.get(changelist("?" + f"q={term}"))
+        assert response.status_code == 200
+        sql = [q["sql"] for q in captured.captured_queries if TABLE in q["sql"]]
+        return sorted(e.position for e in response.context["cl"].result_list), sql
+
+    first_five = sorted(
+        StoredEvent.objects.filter(aggregate_id="first-aggregate").values_list("pk", flat=True)
+    )
+    assert found(str(other.position))[0] == [other.position]
+    assert found("first-aggregate")[0] == first_five
+    assert found("corr-abc")[0] == first_five
+    assert found("tests.Other")[0] == [other.position]
+    positions, sql = found("aggregate")  # a part of an id finds nothing, and scans nothing
+    assert positions == []
+    assert sql
+    assert not any("LIKE" in statement.upper() for statement in sql)
+    assert found("99999999999999999999999")[0] == []  # past a bigint: no error
+    page = admin_client.get(changelist()).content.decode()
+    assert "Exact match: a position, an aggregate id" in page

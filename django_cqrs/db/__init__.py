@@ -1,6 +1,6 @@
 """Database-vendor code of django_cqrs, one module per concern; nothing else writes SQL.
 
-    from django_cqrs.db import appendonly, errors, estimates, log, readonly, shadow
+    from django_cqrs.db import appendonly, errors, estimates, jsontext, log, readonly, shadow
     from django_cqrs.db import transactions, upserts
 
 - ``statements``: what kind of statement a SQL string is (first keyword, write or read).
@@ -17,6 +17,7 @@
 - ``shadow``: the shadow tables a rebuild fills, and the switch that copies them.
 - ``estimates``: a table's row count from PostgreSQL's statistics, for pages that must
   not run ``COUNT(*)`` over the event log.
+- ``jsontext``: ``KeyText``, a JSON key as text in SQL an expression index matches.
 - ``appendonly``: the triggers that make the database refuse UPDATE and DELETE of stored
   events, and the SQLite function that lets Django's flush through.
 
