@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.db.models.lookups import Exact
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -202,3 +203,36 @@ def test_search_matches_a_position_aggregate_id_event_type_or_correlation_id_exa
     assert found("99999999999999999999999")[0] == []  # past a bigint: no error
     page = admin_client.get(changelist()).content.decode()
     assert "Exact match: a position, an aggregate id" in page
+
+
+def test_key_text_takes_a_plain_key_and_survives_a_migration_round_trip() -> None:
+    from django_cqrs.db.jsontext import KeyText
+
+    with pytest.raises(ValueError, match="plain identifier"):
+        KeyText("metadata", "user'); DROP TABLE x; --")
+    path, args, kwargs = KeyText("metadata", "user").deconstruct()
+    assert (path, args, kwargs) == ("django_cqrs.db.jsontext.KeyText", ("metadata", "user"), {})
+    assert KeyText(*args) == KeyText("metadata", "user")
+    assert (
+        StoredEvent.objects.filter(position__in=[e.pk for e in seed(3, metadata={"user": "ann"})])
+        .filter(Exact(KeyText("metadata", "user"), "ann"))
+        .count()
+        == 3
+    )
+
+
+def test_a_deep_page_skips_primary_keys_not_rows(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pagination, "DEFERRED_OFFSET", 100)
+    seed(260)
+    expected = list(StoredEvent.objects.order_by("-position").values_list("pk", flat=True))
+
+    with CaptureQueriesContext(connection) as captured:
+        response = admin_client.get(changelist("?p=3"))
+
+    assert [e.pk for e in response.context["cl"].result_list] == expected[100:150]
+    offsets = [q["sql"] for q in captured.captured_queries if "OFFSET" in q["sql"].upper()]
+    assert offsets
+    for sql in offsets:  # the OFFSET query selects the primary key alone
+        assert re.match(r'\s*SELECT\s+"django_cqrs_event"\."position"( AS "pk")?\s+FROM', sql), sql

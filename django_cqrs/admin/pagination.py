@@ -9,7 +9,8 @@ rows (:func:`django_cqrs.db.estimates.estimated_rows`) when that is above
 ``COUNT_CAP``; otherwise, and for every filtered queryset, a count of at most
 ``COUNT_CAP + 1`` rows (``SELECT COUNT(*) FROM (... LIMIT 10001)``): exact below the cap,
 "10,000+" above it. Either way any page number stays reachable: past the last page the
-count implies, a page is just empty.
+count implies, a page is just empty. A deep page reads the primary keys it skips, not
+the rows (a "deferred join").
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from ..db.estimates import estimated_rows
 
 #: Most rows a filtered changelist counts; above it the page says "10,000+".
 COUNT_CAP = 10_000
+
+#: From this offset on, a page reads its primary keys first, then its rows.
+DEFERRED_OFFSET = 1_000
 
 
 class EstimatedCountPaginator(Paginator):
@@ -83,7 +87,14 @@ class EstimatedCountPaginator(Paginator):
         top = bottom + self.per_page
         if self.exact and top + self.orphans >= self.count:
             top = self.count
-        return Page(self.object_list[bottom:top], number, self)
+        rows = self.object_list[bottom:top]
+        qs = self.object_list
+        if isinstance(qs, QuerySet) and bottom >= DEFERRED_OFFSET:
+            # A deep OFFSET walks every row before the page: walk the primary key alone
+            # (on PostgreSQL an index-only scan), then fetch just the page's rows.
+            keys = list(qs.values_list("pk", flat=True)[bottom:top])
+            rows = qs.filter(pk__in=keys)
+        return Page(rows, number, self)
 
 
 def _whole_table(qs: QuerySet[Any]) -> bool:
