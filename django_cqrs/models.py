@@ -20,6 +20,7 @@ from django.db import DatabaseError, models
 from django.utils import timezone
 
 from .db import appendonly
+from .db.jsontext import KeyText
 from .db.log import LogPoint
 from .exceptions import AppendOnlyError
 
@@ -107,6 +108,11 @@ class StoredEvent(models.Model):
         indexes = [
             models.Index(fields=["aggregate_type", "aggregate_id"], name="django_cqrs_event_agg"),
             models.Index(fields=["transaction_id", "position"], name="django_cqrs_event_order"),
+            # The admin's filters and search: an aggregate id without its type, and the
+            # correlation id and user of the metadata, compared as text (``KeyText``).
+            models.Index(fields=["aggregate_id"], name="django_cqrs_event_agg_id"),
+            models.Index(KeyText("metadata", "correlation_id"), name="django_cqrs_event_corr"),
+            models.Index(KeyText("metadata", "user"), name="django_cqrs_event_user"),
         ]
 
     def __str__(self) -> str:

@@ -1,6 +1,7 @@
 """Database-vendor code of django_cqrs, one module per concern; nothing else writes SQL.
 
-    from django_cqrs.db import appendonly, errors, log, readonly, shadow, transactions, upserts
+    from django_cqrs.db import appendonly, errors, estimates, jsontext, log, readonly, shadow
+    from django_cqrs.db import transactions, upserts
 
 - ``statements``: what kind of statement a SQL string is (first keyword, write or read).
 - ``transactions``: the command's transaction (SQLite takes its write lock at the first
@@ -14,6 +15,9 @@
 - ``log``: the log's order (transaction ids, the horizon of open transactions) and
   the locks on its table.
 - ``shadow``: the shadow tables a rebuild fills, and the switch that copies them.
+- ``estimates``: a table's row count from PostgreSQL's statistics, for pages that must
+  not run ``COUNT(*)`` over the event log.
+- ``jsontext``: ``KeyText``, a JSON key as text in SQL an expression index matches.
 - ``appendonly``: the triggers that make the database refuse UPDATE and DELETE of stored
   events, and the SQLite function that lets Django's flush through.
 
