@@ -51,23 +51,21 @@ _TRANSACTION_ID = "pg_current_xact_id()::text::bigint"
 
 def stamp_transaction_ids(model: type[models.Model], schema_editor: Any) -> None:
     """Make ``transaction_id`` default to the appending transaction's id (PostgreSQL)."""
-    conn = schema_editor.connection
-    if conn.vendor == "postgresql":
-        qn = conn.ops.quote_name
-        schema_editor.execute(
-            f"ALTER TABLE {qn(model._meta.db_table)} ALTER COLUMN "
-            f"{qn(_column(model, 'transaction_id'))} SET DEFAULT ({_TRANSACTION_ID})"
-        )
+    _set_transaction_id_default(model, schema_editor, f"({_TRANSACTION_ID})")
 
 
 def unstamp_transaction_ids(model: type[models.Model], schema_editor: Any) -> None:
     """Undo :func:`stamp_transaction_ids` (the default goes back to 0)."""
+    _set_transaction_id_default(model, schema_editor, "0")
+
+
+def _set_transaction_id_default(model: type[models.Model], schema_editor: Any, sql: str) -> None:
     conn = schema_editor.connection
     if conn.vendor == "postgresql":
         qn = conn.ops.quote_name
         schema_editor.execute(
             f"ALTER TABLE {qn(model._meta.db_table)} ALTER COLUMN "
-            f"{qn(_column(model, 'transaction_id'))} SET DEFAULT 0"
+            f"{qn(_column(model, 'transaction_id'))} SET DEFAULT {sql}"
         )
 
 
