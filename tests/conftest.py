@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
 ON_POSTGRES = bool(os.environ.get("DATABASE_URL", "").startswith(("postgres", "postgresql")))
 REDIS_URL = os.environ.get("CQRS_TEST_REDIS_URL", "")
@@ -38,3 +40,14 @@ def vendor() -> str:
 def no_trigger(settings: Any) -> None:
     """Commands do not queue async catch-ups: the test drives them itself, or needs none."""
     settings.DJANGO_CQRS = {"TRIGGER_ON_COMMIT": False}
+
+
+@pytest.fixture
+def executor() -> Iterator[MigrationExecutor]:
+    """A migration executor; the database is migrated to the latest state afterwards."""
+    executor = MigrationExecutor(connection)
+    try:
+        yield executor
+    finally:
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())

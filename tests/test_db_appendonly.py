@@ -8,7 +8,7 @@ zero still work.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -281,17 +281,6 @@ def test_the_next_transactional_test_finds_an_empty_log_and_appends() -> None:
     assert log() == []
     stored()
     assert len(log()) == 1
-
-
-@pytest.fixture
-def executor() -> Iterator[MigrationExecutor]:
-    """A migration executor; the database is migrated to the latest state afterwards."""
-    executor = MigrationExecutor(connection)
-    try:
-        yield executor
-    finally:
-        executor.loader.build_graph()
-        executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 @pytest.mark.django_db(transaction=True)

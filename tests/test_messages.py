@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
-import sys
 from decimal import Decimal
-from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
@@ -17,8 +14,7 @@ from django_cqrs.bus import CommandBus, QueryBus
 from django_cqrs.commands import Command as CommandBase
 from django_cqrs.exceptions import ConfigurationError
 from django_cqrs.registry import Registry
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import run_python
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,16 +218,7 @@ def test_command_handler_for_a_query_is_refused():
 
 
 def _run_without_django(code: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_python(code, timeout=60)
 
 
 def test_import_works_before_django_is_set_up():

@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -23,8 +18,8 @@ from django.utils import timezone
 
 import django_cqrs.models
 from django_cqrs.rest_framework.models import IdempotencyRecord
+from tests.helpers import run_python
 
-ROOT = Path(__file__).resolve().parent.parent
 TABLE = "django_cqrs_idempotency"
 HTTP_APP = "django_cqrs.rest_framework"
 #: The core's last migration before the table moved to the HTTP app.
@@ -74,16 +69,7 @@ def test_the_http_api_without_its_app_says_what_to_install() -> None:
         "django.setup()\n"
         "import django_cqrs.rest_framework.viewsets\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_python(code)
 
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
@@ -110,17 +96,6 @@ def test_the_purge_command_deletes_expired_records_only() -> None:
 
 
 # -- the upgrade: the HTTP app's 0001 takes the core's table over, rows and all ----------
-
-
-@pytest.fixture
-def executor() -> Iterator[MigrationExecutor]:
-    """A migration executor; the database is migrated to the latest state afterwards."""
-    executor = MigrationExecutor(connection)
-    try:
-        yield executor
-    finally:
-        executor.loader.build_graph()
-        executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 @pytest.mark.django_db(transaction=True)

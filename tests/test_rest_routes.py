@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from demo_project.orders.commands import CancelOrder
 from demo_project.orders.queries import GetOrder
 from django_cqrs.rest_framework import routes, viewsets
+from tests.helpers import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "django_cqrs" / "rest_framework"
@@ -49,15 +47,6 @@ def test_the_schema_module_can_be_imported_first() -> None:
         "from django_cqrs.rest_framework.viewsets import CQRSViewSet\n"
         "assert isinstance(CQRSViewSet().schema, schema.CQRSAutoSchema)\n"
     )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_python(code, settings="tests.settings")
 
     assert result.returncode == 0, result.stderr
