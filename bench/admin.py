@@ -11,7 +11,13 @@
    (first page, a late page, each filter, each kind of search) and one aggregate's stream
    view: ``--rounds`` requests each, after one warm-up, printing the median in ms.
 
-Target (issue 10, item 4): every page under 300 ms at 3,000,000 events on PostgreSQL.
+3. Times what a projection far behind costs the operators and the clients: the demo's
+   async ``CustomerSummaryProjection`` has never run, so it lags by every event in the
+   log; ``/cqrs/health/``, ``projection_status()`` (what ``cqrs_status`` prints) and one
+   read-your-writes poll (``wait_for_position`` with a timeout of 0).
+
+Targets (issue 10, item 4): every page under 300 ms at 3,000,000 events on PostgreSQL;
+lag, health and read-your-writes under 50 ms with a 1,000,000-event lag.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import _common
 
 BATCH = 500_000
 TARGET_MS = 300
+STATUS_TARGET_MS = 50
 
 _SEED = """
 INSERT INTO django_cqrs_event (event_type, schema_version, aggregate_type, aggregate_id,
@@ -195,6 +202,46 @@ def time_pages(events: int, rounds: int) -> list[tuple[str, float, str]]:
     return results
 
 
+def time_status(events: int, rounds: int) -> list[tuple[str, float, str]]:
+    """Health, status and a read-your-writes poll with the async projection lagging."""
+    from django.test import Client
+
+    from demo_project.orders.models import CustomerSummary
+    from django_cqrs import store
+    from django_cqrs.projections.status import projection_status, wait_for_position
+
+    client = Client()
+    newest = store.head()
+
+    def health() -> str:
+        response = client.get("/cqrs/health/")
+        assert response.status_code in (200, 503), response.status_code
+        summary = response.json()["projections"]["orders.CustomerSummaryProjection"]
+        return f"lag {summary['lag_events']:,}"
+
+    def status() -> str:
+        rows = {row.name: row for row in projection_status()}
+        return f"lag {rows['orders.CustomerSummaryProjection'].lag_events:,}"
+
+    def poll() -> str:
+        return f"reached: {wait_for_position(CustomerSummary, newest, timeout=0)}"
+
+    results = []
+    for name, call in (
+        (f"/cqrs/health/ (lag {events:,})", health),
+        ("projection_status() (cqrs_status)", status),
+        ("read-your-writes poll (timeout 0)", poll),
+    ):
+        shown = call()
+        times = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - started) * 1000)
+        results.append((name, statistics.median(times), shown))
+    return results
+
+
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     name = urlsplit(args.pg_url).path.lstrip("/")
@@ -207,9 +254,10 @@ def main(argv: list[str]) -> None:
         configure(_common.postgres_database(args.pg_url))
         from django.contrib import admin
         from django.core.management import call_command
-        from django.urls import path
+        from django.urls import include, path
 
         urlpatterns.append(path("admin/", admin.site.urls))
+        urlpatterns.append(path("cqrs/", include("django_cqrs.urls")))
         call_command("migrate", verbosity=0, interactive=False, skip_checks=True)
         print(f"seeding {args.events:,} events ...", flush=True)
         seconds = seed(args.events)
@@ -221,6 +269,14 @@ def main(argv: list[str]) -> None:
             for page, ms, count in results
         ]
         print(_common.table(("page", "median ms", "count shown", f"< {TARGET_MS} ms"), rows))
+        status_rows = [
+            (what, f"{ms:.1f}", shown, "ok" if ms < STATUS_TARGET_MS else "OVER")
+            for what, ms, shown in time_status(args.events, args.rounds)
+        ]
+        print(f"\n== Lag, health and read-your-writes, {args.events:,} events behind ==")
+        print(
+            _common.table(("call", "median ms", "shows", f"< {STATUS_TARGET_MS} ms"), status_rows)
+        )
     finally:
         from django.db import connections
 
