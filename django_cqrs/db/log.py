@@ -74,8 +74,10 @@ def _set_transaction_id_default(model: type[models.Model], schema_editor: Any, s
 #: gets a higher one). Left out: the reader's own transaction (its events commit with
 #: what it does with them), and transactions that pg_stat_activity shows connected to
 #: another database (the snapshot's list of running ids is cluster-wide; a transaction
-#: writes to one database only). An id the view does not show yet stays in: the horizon
-#: errs on the side of waiting. LEAST and GREATEST skip NULLs. ``backend_xid`` is a
+#: writes to one database only). An id the view does not show stays in — one assigned a
+#: moment ago, or another role's session when the database user lacks
+#: ``pg_read_all_stats`` (the view hides those columns then): the horizon errs on the side
+#: of waiting, never of skipping. LEAST and GREATEST skip NULLs. ``backend_xid`` is a
 #: 32-bit xid, the snapshot's ids are 64-bit xid8: compared without the epoch.
 _HORIZON = """
 SELECT LEAST(
