@@ -725,3 +725,39 @@ def test_a_catch_up_that_waits_past_the_lock_timeout_leaves_it_to_the_busy_worke
     assert outcome.read == 0  # it gave up the lock wait, and raised nothing
     assert state(TOTALS).position == 0
     assert catch_up(TOTALS) > 0  # the next catch-up finds the row free
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("no_trigger")
+def test_a_catch_up_inside_a_writing_transaction_never_passes_its_later_events() -> None:
+    # The reader's own events are visible to it, but it may append more with its own
+    # transaction id: a later transaction's event, read now, would put the checkpoint
+    # past them.
+    mine = command_bus.dispatch(OpenAccount(owner="mine")).value
+    other = command_bus.dispatch(OpenAccount(owner="other")).value
+    catch_up(TOTALS)
+    errors: list[BaseException] = []
+
+    def elsewhere() -> None:
+        try:
+            command_bus.dispatch(Deposit(account_id=other, amount=Decimal("5")))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        command_bus.dispatch(Deposit(account_id=mine, amount=Decimal("1")))
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join(10)
+        assert errors == []
+        catch_up(TOTALS)  # inside this transaction: sees its own deposit
+        assert AccountTotals.objects.get(pk=mine).deposits == 1
+        command_bus.dispatch(Deposit(account_id=mine, amount=Decimal("2")))
+    catch_up(TOTALS)
+
+    assert AccountTotals.objects.get(pk=mine).deposited == Decimal("3")
+    assert AccountTotals.objects.get(pk=other).deposited == Decimal("5")
+    assert_matches_rebuild(AccountTotalsProjection)

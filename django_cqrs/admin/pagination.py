@@ -30,6 +30,10 @@ COUNT_CAP = 10_000
 DEFERRED_OFFSET = 1_000
 
 
+#: The largest offset a page may ask for.
+MAX_OFFSET = 2**62
+
+
 class EstimatedCountPaginator(Paginator):
     """``count`` estimated (whole table) or capped (filtered); ``exact`` says which."""
 
@@ -79,6 +83,9 @@ class EstimatedCountPaginator(Paginator):
             raise PageNotAnInteger("That page number is not an integer") from error
         if number < 1:
             raise EmptyPage("That page number is less than 1")
+        if (number - 1) * self.per_page > MAX_OFFSET:
+            # Past any log there can be, and past what an SQL OFFSET takes (a bigint).
+            raise EmptyPage("That page contains no results")
         return number
 
     def page(self, number: Any) -> Page:

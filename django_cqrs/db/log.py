@@ -69,28 +69,51 @@ def _set_transaction_id_default(model: type[models.Model], schema_editor: Any, s
         )
 
 
-#: The oldest transaction still running that may append to this database's log, or, with
-#: none, the snapshot's ``xmax`` moved past the reader's own id (every later transaction
-#: gets a higher one). Left out: the reader's own transaction (its events commit with
-#: what it does with them), and transactions that pg_stat_activity shows connected to
-#: another database (the snapshot's list of running ids is cluster-wide; a transaction
-#: writes to one database only). An id the view does not show stays in — one assigned a
-#: moment ago, or another role's session when the database user lacks
-#: ``pg_read_all_stats`` (the view hides those columns then): the horizon errs on the side
-#: of waiting, never of skipping. LEAST and GREATEST skip NULLs. ``backend_xid`` is a
-#: 32-bit xid, the snapshot's ids are 64-bit xid8: compared without the epoch.
+#: The oldest transaction still running that may append to this database's log.
+#:
+#: A reader without a transaction id of its own takes its snapshot's ``xmin`` (the oldest
+#: id it lists as running, else ``xmax``: ids from ``xmax`` on may still run). A reader
+#: with an id (a catch-up holding a row lock, a test's transaction) would then never see
+#: its own events, so it reads up to its own id and no further — its events commit (or
+#: roll back) with what it does with them, and it may append more with that id, so no
+#: later transaction's event may be passed yet — and below that, it must wait for every
+#: other running transaction: those its snapshot lists, and those with ids between
+#: ``xmax`` and its own, which no snapshot lists, taken from pg_stat_activity (they got
+#: their ids before the reader did, so the view shows them).
+#:
+#: Left out either way: transactions that pg_stat_activity shows connected to another
+#: database (the snapshot's list is cluster-wide; a transaction writes to one database
+#: only). An id the view does not show stays in (another role's session when the
+#: database user lacks ``pg_read_all_stats``): the horizon errs on the side of waiting,
+#: never of skipping. ``backend_xid`` is a 32-bit xid, the snapshot's ids are 64-bit xid8:
+#: compared without the epoch, and widened with the reader's epoch.
 _HORIZON = """
-SELECT LEAST(
-    (SELECT min(xip::text::bigint) FROM pg_snapshot_xip(snap) AS xip
-     WHERE xip IS DISTINCT FROM me
-       AND NOT EXISTS (
-           SELECT 1 FROM pg_stat_activity AS other
-           WHERE other.backend_xid IS NOT NULL
-             AND other.backend_xid::text::bigint = xip::text::bigint % 4294967296
-             AND other.datname IS DISTINCT FROM current_database())),
-    GREATEST(pg_snapshot_xmax(snap)::text::bigint, me::text::bigint + 1)
+WITH now AS (
+    SELECT pg_current_snapshot() AS snap, pg_current_xact_id_if_assigned()::text::bigint AS me
+),
+elsewhere AS (
+    SELECT backend_xid::text::bigint AS xid32 FROM pg_stat_activity
+    WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database()
+),
+listed AS (
+    SELECT xip::text::bigint AS xid FROM now, pg_snapshot_xip(now.snap) AS xip
+    WHERE xip::text::bigint IS DISTINCT FROM now.me
+      AND xip::text::bigint % 4294967296 NOT IN (SELECT xid32 FROM elsewhere)
+),
+here AS (
+    SELECT CASE WHEN backend_xid::text::bigint <= now.me % 4294967296
+                THEN now.me - now.me % 4294967296 + backend_xid::text::bigint
+                ELSE now.me - now.me % 4294967296 - 4294967296 + backend_xid::text::bigint
+           END AS xid
+    FROM now, pg_stat_activity
+    WHERE now.me IS NOT NULL AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+      AND datname IS NOT DISTINCT FROM current_database()
 )
-FROM (SELECT pg_current_snapshot() AS snap, pg_current_xact_id_if_assigned() AS me) AS now
+SELECT CASE WHEN now.me IS NULL
+    THEN LEAST((SELECT min(xid) FROM listed), pg_snapshot_xmax(now.snap)::text::bigint)
+    ELSE LEAST((SELECT min(xid) FROM listed), (SELECT min(xid) FROM here), now.me + 1)
+END
+FROM now
 """
 
 
