@@ -38,7 +38,7 @@ from tests.testapp.async_projections import (
 )
 from tests.testapp.commands import Deposit, OpenAccount, Withdraw
 from tests.testapp.events import AccountOpened, Deposited, Withdrawn
-from tests.testapp.models import AccountMovementCount, AccountTotals
+from tests.testapp.models import Account, AccountMovementCount, AccountTotals
 
 TOTALS = AccountTotalsProjection.name
 MOVEMENTS = AccountMovementCountProjection.name
@@ -761,3 +761,42 @@ def test_a_catch_up_inside_a_writing_transaction_never_passes_its_later_events()
     assert AccountTotals.objects.get(pk=mine).deposited == Decimal("3")
     assert AccountTotals.objects.get(pk=other).deposited == Decimal("5")
     assert_matches_rebuild(AccountTotalsProjection)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("no_trigger")
+def test_events_held_back_by_an_open_transaction_ask_for_another_catch_up_soon() -> None:
+    # The open transaction records no event for the projection: when it ends, nothing
+    # would trigger a catch-up of the deposit that waited behind it.
+    account = command_bus.dispatch(OpenAccount(owner="held")).value
+    catch_up(TOTALS)
+    holding, release, errors = threading.Event(), threading.Event(), []
+
+    def unrelated_write() -> None:
+        try:
+            with transaction.atomic():
+                Account.objects.filter(pk=account).select_for_update().get()  # takes an id
+                holding.set()
+                release.wait(10)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=unrelated_write)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        other = command_bus.dispatch(OpenAccount(owner="later")).value
+        outcome = run_catch_up(TOTALS)
+        assert outcome.read == 0
+        assert outcome.retry_at is not None  # follow_up() schedules it
+        assert outcome.retry_at <= timezone.now() + timezone.timedelta(seconds=2)
+    finally:
+        release.set()
+        thread.join(10)
+    assert errors == []
+    assert catch_up(TOTALS) == 1
+    assert AccountTotals.objects.filter(pk=other).exists()
+    assert run_catch_up(TOTALS).retry_at is None

@@ -48,6 +48,11 @@ logger = logging.getLogger("django_cqrs")
 
 State = ProjectionState.State
 
+#: A batch found committed events it may not read yet (an older transaction is open).
+HELD_BACK = "held back"
+#: Seconds until the next catch-up when events are held back.
+HELD_BACK_RETRY_SECONDS = 1.0
+
 
 class _CheckpointMoved(Exception):
     """Another worker moved the checkpoint under this batch: roll it back."""
@@ -92,6 +97,11 @@ def run_batch(
         horizon = store.horizon(using)
         last = store.last_point(before=before, horizon=horizon, using=using)
         if last <= checkpoint:
+            if horizon is not None and store.last_point(before=before, horizon=None) > checkpoint:
+                # Committed events wait behind an older open transaction, which may
+                # record no event for this projection when it ends: nothing would
+                # trigger a catch-up then, so ask for another soon.
+                return BatchOutcome(0, state.position, True, HELD_BACK)
             return BatchOutcome(0, state.position, True, "caught up")
         rows = store.read_rows(
             after=checkpoint,
@@ -159,6 +169,9 @@ def run_catch_up(
             return CatchUp(total, retry_at)
         total += outcome.read
         batches += 1
+        if outcome.reason == HELD_BACK:
+            soon = timezone.now() + dt.timedelta(seconds=HELD_BACK_RETRY_SECONDS)
+            retry_at = min(retry_at, soon) if retry_at else soon
         if outcome.done or (max_batches and batches >= max_batches):
             return CatchUp(total, retry_at)
 
