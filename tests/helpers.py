@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from django.db import connections, transaction
+
+from django_cqrs.models import StoredEvent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,3 +36,49 @@ def run_python(
         timeout=timeout,
         check=False,
     )
+
+
+class Holding:
+    """Another connection runs ``lock`` in a transaction and keeps it open until exit.
+
+    ``result`` is what ``lock`` returned; an error it raised fails the block.
+    """
+
+    def __init__(self, lock: Callable[[], object]) -> None:
+        self.lock = lock
+        self.result: object = None
+        self.error: BaseException | None = None
+        self.locked, self.release = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._hold, name="lock-holder")
+
+    def _hold(self) -> None:
+        try:
+            with transaction.atomic():
+                self.result = self.lock()
+                self.locked.set()
+                self.release.wait(20)
+        except BaseException as exc:
+            self.error = exc
+            self.locked.set()
+        finally:
+            connections.close_all()
+
+    def __enter__(self) -> Holding:
+        self.thread.start()
+        assert self.locked.wait(10)
+        assert self.error is None, self.error
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release.set()
+        self.thread.join(20)
+        assert not self.thread.is_alive()
+        assert self.error is None, self.error
+
+
+def lock_the_log() -> None:
+    """``LOCK TABLE`` the event log ``IN ACCESS EXCLUSIVE MODE`` (inside a transaction)."""
+    conn = connections["default"]
+    with conn.cursor() as cursor:
+        table = conn.ops.quote_name(StoredEvent._meta.db_table)
+        cursor.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")

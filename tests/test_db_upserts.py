@@ -19,6 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django_cqrs.db.upserts import set_if_null, upsert
 from django_cqrs.models import ProjectionTrigger
 from django_cqrs.projections import Projection
+from tests.helpers import Holding
 from tests.testapp.models import AccountTotals, AccountView
 
 pytestmark = pytest.mark.django_db
@@ -228,32 +229,12 @@ def test_a_flag_already_set_is_checked_without_locking_its_row() -> None:
     # ON CONFLICT DO UPDATE ... WHERE locks the row even when its WHERE says no).
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert set_if_null(ProjectionTrigger, "name", "flag", "queued_at", now, using="default")
-    checked, release, outcome = threading.Event(), threading.Event(), []
 
-    def first_command() -> None:
-        try:
-            with transaction.atomic():
-                outcome.append(
-                    set_if_null(
-                        ProjectionTrigger, "name", "flag", "queued_at", now, using="default"
-                    )
-                )
-                checked.set()
-                release.wait(10)
-        finally:
-            connections.close_all()
+    def check() -> bool:
+        return set_if_null(ProjectionTrigger, "name", "flag", "queued_at", now, using="default")
 
-    thread = threading.Thread(target=first_command)
-    thread.start()
-    try:
-        assert checked.wait(10)
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SET LOCAL lock_timeout = '300ms'")
-            second = set_if_null(
-                ProjectionTrigger, "name", "flag", "queued_at", now, using="default"
-            )
-    finally:
-        release.set()
-        thread.join(10)
-    assert outcome == [False]
+    with Holding(check) as first, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL lock_timeout = '300ms'")
+        second = check()
+    assert first.result is False
     assert second is False

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import OperationalError, connections, transaction
+from django.db import OperationalError, connections
 from django.test import override_settings
 
 from django_cqrs import Command, Query, command_bus
@@ -22,6 +22,7 @@ from django_cqrs.bus import CommandBus, QueryBus
 from django_cqrs.exceptions import ConcurrencyError, LockTimeoutError, TransactionConflictError
 from django_cqrs.models import StoredEvent
 from django_cqrs.registry import Registry
+from tests.helpers import Holding, lock_the_log
 from tests.testapp.commands import OpenAccount
 from tests.testapp.events import Deposited
 from tests.testapp.models import Account
@@ -246,35 +247,6 @@ def test_without_retries_the_deadlock_victim_gets_a_transaction_conflict_error()
 # -- PostgreSQL: a lock held by another connection -------------------------------------
 
 
-class LogLocked:
-    """Another connection holds ``ACCESS EXCLUSIVE`` on the event log until the block ends."""
-
-    def __init__(self) -> None:
-        self.locked = threading.Event()
-        self.release = threading.Event()
-        self.thread = threading.Thread(target=self._hold, name="log-locker")
-
-    def _hold(self) -> None:
-        try:
-            with transaction.atomic(), connections["default"].cursor() as cursor:
-                table = connections["default"].ops.quote_name(StoredEvent._meta.db_table)
-                cursor.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-                self.locked.set()
-                self.release.wait(20)
-        finally:
-            connections.close_all()
-
-    def __enter__(self) -> LogLocked:
-        self.thread.start()
-        assert self.locked.wait(10)
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.release.set()
-        self.thread.join(20)
-        assert not self.thread.is_alive()
-
-
 @pytest.fixture
 def short_lock_timeout() -> Any:
     """LOCK_TIMEOUT = 0.3 s on a connection opened for it (a connection keeps its value)."""
@@ -295,7 +267,7 @@ def test_a_command_behind_a_locked_log_fails_fast_with_lock_timeout_error(short_
         attempts.append(1)
         return Account.open(command.owner).pk
 
-    with LogLocked():
+    with Holding(lock_the_log):
         started = time.monotonic()
         with pytest.raises(LockTimeoutError) as info:
             bus.dispatch(Open(owner="ann"))

@@ -31,6 +31,7 @@ from django_cqrs.projections.catchup import catch_up, run_catch_up
 from django_cqrs.projections.checkpoints import ensure_state, lock_state
 from django_cqrs.projections.rebuild import rebuild
 from django_cqrs.serialization import to_json_dict
+from tests.helpers import Holding
 from tests.testapp import async_projections
 from tests.testapp.async_projections import (
     AccountMovementCountProjection,
@@ -696,32 +697,14 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped() -> None:
 def test_a_catch_up_that_waits_past_the_lock_timeout_leaves_it_to_the_busy_worker() -> None:
     open_and_deposit("1")
     ensure_state(TOTALS)
-    holding, release, errors = threading.Event(), threading.Event(), []
-
-    def busy_worker() -> None:
+    with Holding(lambda: lock_state(TOTALS, "default")):  # a busy worker
         try:
-            with transaction.atomic():
-                lock_state(TOTALS, "default")
-                holding.set()
-                release.wait(10)
-        except BaseException as exc:
-            errors.append(exc)
+            with override_settings(DJANGO_CQRS={"LOCK_TIMEOUT": 0.3, "TRIGGER_ON_COMMIT": False}):
+                connections["default"].close()  # a new connection gets the short timeout
+                outcome = run_catch_up(TOTALS)
         finally:
-            connections.close_all()
+            connections["default"].close()
 
-    worker = threading.Thread(target=busy_worker)
-    worker.start()
-    assert holding.wait(10)
-    try:
-        with override_settings(DJANGO_CQRS={"LOCK_TIMEOUT": 0.3, "TRIGGER_ON_COMMIT": False}):
-            connections["default"].close()  # a new connection gets the short timeout
-            outcome = run_catch_up(TOTALS)
-    finally:
-        release.set()
-        worker.join(10)
-        connections["default"].close()
-
-    assert errors == []
     assert outcome.read == 0  # it gave up the lock wait, and raised nothing
     assert state(TOTALS).position == 0
     assert catch_up(TOTALS) > 0  # the next catch-up finds the row free
@@ -771,32 +754,13 @@ def test_events_held_back_by_an_open_transaction_ask_for_another_catch_up_soon()
     # would trigger a catch-up of the deposit that waited behind it.
     account = command_bus.dispatch(OpenAccount(owner="held")).value
     catch_up(TOTALS)
-    holding, release, errors = threading.Event(), threading.Event(), []
-
-    def unrelated_write() -> None:
-        try:
-            with transaction.atomic():
-                Account.objects.filter(pk=account).select_for_update().get()  # takes an id
-                holding.set()
-                release.wait(10)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=unrelated_write)
-    thread.start()
-    try:
-        assert holding.wait(10)
+    # An unrelated write: its row lock gives the transaction an id.
+    with Holding(lambda: Account.objects.filter(pk=account).select_for_update().get()):
         other = command_bus.dispatch(OpenAccount(owner="later")).value
         outcome = run_catch_up(TOTALS)
         assert outcome.read == 0
         assert outcome.retry_at is not None  # follow_up() schedules it
         assert outcome.retry_at <= timezone.now() + timezone.timedelta(seconds=2)
-    finally:
-        release.set()
-        thread.join(10)
-    assert errors == []
     assert catch_up(TOTALS) == 1
     assert AccountTotals.objects.filter(pk=other).exists()
     assert run_catch_up(TOTALS).retry_at is None

@@ -8,22 +8,21 @@ a real lock in another connection.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import OperationalError, connections, transaction
+from django.db import OperationalError, connections
 from django.test import override_settings
 from rest_framework.test import APIClient
 
 from demo_project.orders.commands import RegisterCustomer
 from demo_project.orders.models import Customer, Order
 from django_cqrs import command_bus
-from django_cqrs.models import StoredEvent
 from django_cqrs.rest_framework.exceptions import problem_exception_handler
+from tests.helpers import Holding, lock_the_log
 
 PROBLEM = "application/problem+json"
 
@@ -151,41 +150,6 @@ def test_other_database_errors_are_left_to_django():
 
 
 # -- PostgreSQL: a lock another connection holds ---------------------------------------
-
-
-class Holding:
-    """Another connection runs ``lock`` in a transaction and keeps it open until exit."""
-
-    def __init__(self, lock: Callable[[], None]) -> None:
-        self.lock = lock
-        self.locked, self.release = threading.Event(), threading.Event()
-        self.thread = threading.Thread(target=self._hold, name="lock-holder")
-
-    def _hold(self) -> None:
-        try:
-            with transaction.atomic():
-                self.lock()
-                self.locked.set()
-                self.release.wait(20)
-        finally:
-            connections.close_all()
-
-    def __enter__(self) -> Holding:
-        self.thread.start()
-        assert self.locked.wait(10)
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.release.set()
-        self.thread.join(20)
-        assert not self.thread.is_alive()
-
-
-def lock_the_log() -> None:
-    conn = connections["default"]
-    with conn.cursor() as cursor:
-        table = conn.ops.quote_name(StoredEvent._meta.db_table)
-        cursor.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from django_cqrs.models import StoredEvent
 from django_cqrs.projections.health import health_report
 from django_cqrs.projections.status import horizon_status
 from django_cqrs.signals import event_recorded
+from tests.helpers import Holding
 from tests.testapp.commands import Deposit, OpenAccount
 from tests.testapp.events import Deposited
 from tests.testapp.models import Account
@@ -185,47 +186,32 @@ def test_without_the_horizon_the_tailing_reader_skips_late_commits(
 def test_an_open_transaction_holds_readers_back_without_blocking_writers() -> None:
     account = command_bus.dispatch(OpenAccount(owner="holder")).value
     other = command_bus.dispatch(OpenAccount(owner="other")).value
-    appended, release, errors = threading.Event(), threading.Event(), []
+    deposit = Deposit(account_id=account, amount=Decimal("1.00"))
+    with Holding(lambda: command_bus.dispatch(deposit)):  # appends, then stays open
+        before = store.last_point()
+        started = time.monotonic()
+        later = command_bus.dispatch(Deposit(account_id=other, amount=Decimal("2.00")))
+        assert time.monotonic() - started < 1  # no table lock: it did not wait for the holder
+        assert later.position is not None
 
-    def hold() -> None:
-        try:
-            with transaction.atomic():
-                command_bus.dispatch(Deposit(account_id=account, amount=Decimal("1.00")))
-                appended.set()
-                release.wait(10)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        # Committed, but behind the open transaction: not readable yet, and said so.
+        assert store.last_point() == before
+        assert later.position not in [row.position for row in store.read_rows(limit=100)]
+        assert store.held_back(store.horizon()) == 1
+        status = horizon_status()
+        assert status.held_back_events == 1
+        assert status.pid is not None
+        time.sleep(0.05)
+        with override_settings(
+            DJANGO_CQRS={"TRIGGER_ON_COMMIT": False, "HEALTH_MAX_LAG_SECONDS": 0}
+        ):
+            report = health_report()
+        assert not report["healthy"]
+        assert "held back" in report["horizon"]["problems"][0]
+        text = io.StringIO()
+        call_command("cqrs_status", stdout=text)
+        assert "wait behind a transaction open for" in text.getvalue()
 
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert appended.wait(10)
-    before = store.last_point()
-    started = time.monotonic()
-    later = command_bus.dispatch(Deposit(account_id=other, amount=Decimal("2.00")))
-    assert time.monotonic() - started < 1  # no table lock: it did not wait for the holder
-    assert later.position is not None
-
-    # Committed, but behind the open transaction: not readable yet, and said so.
-    assert store.last_point() == before
-    assert later.position not in [row.position for row in store.read_rows(limit=100)]
-    assert store.held_back(store.horizon()) == 1
-    status = horizon_status()
-    assert status.held_back_events == 1
-    assert status.pid is not None
-    time.sleep(0.05)
-    with override_settings(DJANGO_CQRS={"TRIGGER_ON_COMMIT": False, "HEALTH_MAX_LAG_SECONDS": 0}):
-        report = health_report()
-    assert not report["healthy"]
-    assert "held back" in report["horizon"]["problems"][0]
-    text = io.StringIO()
-    call_command("cqrs_status", stdout=text)
-    assert "wait behind a transaction open for" in text.getvalue()
-
-    release.set()
-    holder.join(10)
-    assert not errors, errors
     rows = store.read_rows(after=before, limit=100)
     assert [row.event_type for row in rows] == ["testapp.Deposited", "testapp.Deposited"]
     assert rows[-1].position == later.position  # the holder's event comes first: older xid
