@@ -23,6 +23,7 @@ re-sent, so other receivers do not run again) and must write through ``self.get(
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -133,6 +134,9 @@ def rebuild(
         if progress:
             progress(seen[0], max(store.head(using), seen[0]))
 
+    replay = functools.partial(
+        _replay, cls, targets, size=size, skip=skip, using=using, progress=report
+    )
     # Fill: passes up to the last readable event as the log grows, until a pass replays
     # no more than one batch (the tail left for the switch is small).
     applied = 0
@@ -141,18 +145,7 @@ def rebuild(
         last = store.last_point(horizon=horizon, using=using)
         if last <= point:
             break
-        replayed = _replay(
-            cls,
-            targets,
-            after=point,
-            until=last,
-            size=size,
-            skip=skip,
-            horizon=horizon,
-            using=using,
-            progress=report,
-            commit_each=True,
-        )
+        replayed = replay(after=point, until=last, horizon=horizon, commit_each=True)
         applied += replayed
         point = last
         if replayed <= size:
@@ -164,18 +157,7 @@ def rebuild(
     with transaction.atomic(using=using), _stop_new_events(cls, using):
         horizon = None if cls.mode == SYNC else store.horizon(using)
         last = max(store.last_point(horizon=horizon, using=using), point)
-        applied += _replay(
-            cls,
-            targets,
-            after=point,
-            until=last,
-            size=size,
-            skip=skip,
-            horizon=horizon,
-            using=using,
-            progress=report,
-            commit_each=False,
-        )
+        applied += replay(after=point, until=last, horizon=horizon, commit_each=False)
         for live, shadow in targets.items():
             replace_rows(live, shadow, using)
         ProjectionState.objects.using(using).filter(name=cls.name).update(
