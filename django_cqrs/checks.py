@@ -37,7 +37,7 @@ from .serialization import check_supported
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E001 unknown keys, E002 bad dotted paths, E003 wrong types or values, E010 LOCK_TIMEOUT,
-    E011 HEALTH_DEGRADED_STATES, E012 STALL_SECONDS."""
+    E011 HEALTH_DEGRADED_ACTIVITIES, E012 STALL_SECONDS."""
     user = getattr(settings, SETTING_NAME, {})
     if not isinstance(user, dict):
         return [
@@ -130,22 +130,22 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     return messages
 
 
-#: The activities ``HEALTH_DEGRADED_STATES`` may list ("live" is never degraded).
+#: The activities ``HEALTH_DEGRADED_ACTIVITIES`` may list ("live" is never degraded).
 DEGRADABLE = tuple(str(a) for a in Activity if a != Activity.LIVE)
 
 
 def _health_messages(user: dict[str, Any]) -> list[CheckMessage]:
-    """E011 HEALTH_DEGRADED_STATES, E012 STALL_SECONDS."""
+    """E011 HEALTH_DEGRADED_ACTIVITIES, E012 STALL_SECONDS."""
     messages: list[CheckMessage] = []
-    if "HEALTH_DEGRADED_STATES" in user:
-        value = user["HEALTH_DEGRADED_STATES"]
+    if "HEALTH_DEGRADED_ACTIVITIES" in user:
+        value = user["HEALTH_DEGRADED_ACTIVITIES"]
         listed = isinstance(value, list | tuple | set | frozenset)
         unknown = [v for v in value if v not in DEGRADABLE] if listed else []
         if not listed or unknown:
             what = f"lists {', '.join(map(repr, unknown))}" if listed else f"is {value!r}"
             messages.append(
                 Error(
-                    f"{SETTING_NAME}['HEALTH_DEGRADED_STATES'] must be a list of activities, "
+                    f"{SETTING_NAME}['HEALTH_DEGRADED_ACTIVITIES'] must be a list of activities, "
                     f"and {what}.",
                     hint="Choose from: " + ", ".join(map(repr, DEGRADABLE)) + "; for example "
                     '["stalled"] to keep a paused projection healthy, or [] for none.',

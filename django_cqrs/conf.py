@@ -91,7 +91,7 @@ DEFAULTS: dict[str, Any] = {
     "STALL_SECONDS": 120.0,
     # Health endpoint: the activities that make a projection unhealthy (503), besides
     # parked events, a stopped projection and the lag limits (check E011).
-    "HEALTH_DEGRADED_STATES": ["paused", "stalled"],
+    "HEALTH_DEGRADED_ACTIVITIES": ["paused", "stalled"],
 }
 
 # Settings holding dotted paths; they are imported when read.

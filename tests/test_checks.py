@@ -175,12 +175,12 @@ def test_e010_accepts_seconds_and_none(value):
     ],
     ids=repr,
 )
-def test_e011_health_degraded_states_that_are_not_a_list_of_activities(value, fragment):
-    with override_settings(DJANGO_CQRS={"HEALTH_DEGRADED_STATES": value}):
+def test_e011_health_degraded_activities_that_are_not_a_list_of_activities(value, fragment):
+    with override_settings(DJANGO_CQRS={"HEALTH_DEGRADED_ACTIVITIES": value}):
         [message] = only(check_settings(), "django_cqrs.E011")
 
     assert isinstance(message, Error)
-    assert "HEALTH_DEGRADED_STATES" in message.msg
+    assert "HEALTH_DEGRADED_ACTIVITIES" in message.msg
     assert fragment in message.msg
     assert "'stalled'" in message.hint
     assert "'catching up'" in message.hint
@@ -192,7 +192,7 @@ def test_e011_health_degraded_states_that_are_not_a_list_of_activities(value, fr
     ids=repr,
 )
 def test_e011_accepts_any_list_of_activities_but_live(value):
-    with override_settings(DJANGO_CQRS={"HEALTH_DEGRADED_STATES": value}):
+    with override_settings(DJANGO_CQRS={"HEALTH_DEGRADED_ACTIVITIES": value}):
         assert only(check_settings(), "django_cqrs.E011") == []
 
 

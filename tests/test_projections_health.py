@@ -270,7 +270,7 @@ def test_a_paused_projection_with_lag_is_degraded_unless_the_settings_say_otherw
     assert "paused, 3 events behind" in page.content.decode()
 
     # An operator who pauses on purpose keeps the health check green; it still says so.
-    settings.DJANGO_CQRS = {"HEALTH_DEGRADED_STATES": ["stalled"]}
+    settings.DJANGO_CQRS = {"HEALTH_DEGRADED_ACTIVITIES": ["stalled"]}
     status, body = health(client)
     assert status == 200
     assert body["projections"][TOTALS]["activity"] == "paused"
@@ -369,7 +369,7 @@ def test_a_projection_retrying_a_failed_event_is_failing(
     assert status == 200
     assert activity_everywhere(admin_client, TOTALS) == everywhere("failing")
 
-    settings.DJANGO_CQRS = {"RETRY_BACKOFF": 60, "HEALTH_DEGRADED_STATES": ["failing"]}
+    settings.DJANGO_CQRS = {"RETRY_BACKOFF": 60, "HEALTH_DEGRADED_ACTIVITIES": ["failing"]}
     status, body = health(client)
     assert status == 503
     assert body["projections"][TOTALS]["problems"] == [f"failing on the event at position {poison}"]
@@ -378,7 +378,7 @@ def test_a_projection_retrying_a_failed_event_is_failing(
 def test_a_stopped_projection_is_failing_and_unhealthy_whatever_the_settings(
     client: Client, admin_client: Client, settings: Any
 ) -> None:
-    settings.DJANGO_CQRS = {"RETRY_BACKOFF": 0, "HEALTH_DEGRADED_STATES": []}
+    settings.DJANGO_CQRS = {"RETRY_BACKOFF": 0, "HEALTH_DEGRADED_ACTIVITIES": []}
     async_projections.POISON.add(Decimal("13"))
     account = command_bus.dispatch(OpenAccount(owner="alice")).value
     command_bus.dispatch(Deposit(account_id=account, amount=Decimal("13")))
@@ -411,7 +411,7 @@ def test_a_rebuild_in_progress_is_rebuilding(
         assert (row["status"], row["rebuilding"], row["activity"]) == ("live", True, "rebuilding")
         assert activity_everywhere(admin_client, name) == everywhere("rebuilding")
 
-    settings.DJANGO_CQRS = {"HEALTH_DEGRADED_STATES": ["rebuilding"]}
+    settings.DJANGO_CQRS = {"HEALTH_DEGRADED_ACTIVITIES": ["rebuilding"]}
     status, body = health(client)
     assert status == 503
     assert body["projections"][ORDER_VIEW]["problems"] == ["rebuilding"]

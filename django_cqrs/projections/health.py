@@ -7,7 +7,7 @@
 
 A projection is unhealthy when it has parked events, is stopped, lags by more than
 ``HEALTH_MAX_LAG_EVENTS`` events or ``HEALTH_MAX_LAG_SECONDS`` seconds (``None``
-switches a limit off), or its activity is one of ``HEALTH_DEGRADED_STATES`` (by default
+switches a limit off), or its activity is one of ``HEALTH_DEGRADED_ACTIVITIES`` (by default
 ``paused`` and ``stalled``: a paused projection falls behind with the next event, a
 stalled one is behind and not moving). The log is unhealthy when an open transaction has
 held committed events back from every reader for longer than ``HEALTH_MAX_LAG_SECONDS``
@@ -50,8 +50,8 @@ def problems(row: ProjectionStatus) -> list[str]:
 
 
 def degraded(row: ProjectionStatus) -> bool:
-    """Whether the projection's activity counts against health (``HEALTH_DEGRADED_STATES``)."""
-    return row.activity in cqrs_settings.HEALTH_DEGRADED_STATES
+    """Whether the projection's activity counts against health (``HEALTH_DEGRADED_ACTIVITIES``)."""
+    return row.activity in cqrs_settings.HEALTH_DEGRADED_ACTIVITIES
 
 
 def describe_activity(row: ProjectionStatus) -> str:
