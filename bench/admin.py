@@ -13,7 +13,8 @@
 
 3. Times what a projection far behind costs the operators and the clients: the demo's
    async ``CustomerSummaryProjection`` has never run, so it lags by every event in the
-   log; ``/cqrs/health/``, ``projection_status()`` (what ``cqrs_status`` prints) and one
+   log (and has never run: it shows as stalled); ``/cqrs/health/``,
+   ``projection_status()`` (what ``cqrs_status`` prints, with the activity) and one
    read-your-writes poll (``wait_for_position`` with a timeout of 0).
 
 Targets (issue 10, item 4): every page under 300 ms at 3,000,000 events on PostgreSQL;
@@ -217,11 +218,11 @@ def time_status(events: int, rounds: int) -> list[tuple[str, float, str]]:
         response = client.get("/cqrs/health/")
         assert response.status_code in (200, 503), response.status_code
         summary = response.json()["projections"]["orders.CustomerSummaryProjection"]
-        return f"lag {summary['lag_events']:,}"
+        return f"lag {summary['lag_events']:,}, {summary['activity']}"
 
     def status() -> str:
-        rows = {row.name: row for row in projection_status()}
-        return f"lag {rows['orders.CustomerSummaryProjection'].lag_events:,}"
+        row = {row.name: row for row in projection_status()}["orders.CustomerSummaryProjection"]
+        return f"lag {row.lag_events:,}, {row.activity}"
 
     def poll() -> str:
         return f"reached: {wait_for_position(CustomerSummary, newest, timeout=0)}"

@@ -16,10 +16,18 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .bus import command_bus, query_bus
 from .commands import Command
-from .conf import DEFAULTS, IMPORT_STRINGS, SETTING_NAME, is_valid_lock_timeout, perform_import
+from .conf import (
+    DEFAULTS,
+    IMPORT_STRINGS,
+    SETTING_NAME,
+    is_seconds_or_none,
+    is_valid_lock_timeout,
+    perform_import,
+)
 from .events import registered_event_types
 from .exceptions import CQRSError
 from .projections import ASYNC, all_projections
+from .projections.status import Activity
 from .queries import Query
 from .read_models import ReadModel
 from .registry import Registry, describe
@@ -28,7 +36,8 @@ from .serialization import check_supported
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """E001 unknown keys, E002 bad dotted paths, E003 wrong types or values, E010 LOCK_TIMEOUT."""
+    """E001 unknown keys, E002 bad dotted paths, E003 wrong types or values, E010 LOCK_TIMEOUT,
+    E011 HEALTH_DEGRADED_ACTIVITIES, E012 STALL_SECONDS."""
     user = getattr(settings, SETTING_NAME, {})
     if not isinstance(user, dict):
         return [
@@ -108,6 +117,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_cqrs.E010",
             )
         )
+    messages.extend(_health_messages(user))
     database = user.get("DATABASE", DEFAULTS["DATABASE"])
     if database not in settings.DATABASES:
         messages.append(
@@ -115,6 +125,40 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 f"{SETTING_NAME}['DATABASE'] names {database!r}, which is not in DATABASES.",
                 hint="Use one of: " + ", ".join(settings.DATABASES),
                 id="django_cqrs.E003",
+            )
+        )
+    return messages
+
+
+#: The activities ``HEALTH_DEGRADED_ACTIVITIES`` may list ("live" is never degraded).
+DEGRADABLE = tuple(str(a) for a in Activity if a != Activity.LIVE)
+
+
+def _health_messages(user: dict[str, Any]) -> list[CheckMessage]:
+    """E011 HEALTH_DEGRADED_ACTIVITIES, E012 STALL_SECONDS."""
+    messages: list[CheckMessage] = []
+    if "HEALTH_DEGRADED_ACTIVITIES" in user:
+        value = user["HEALTH_DEGRADED_ACTIVITIES"]
+        listed = isinstance(value, list | tuple | set | frozenset)
+        unknown = [v for v in value if v not in DEGRADABLE] if listed else []
+        if not listed or unknown:
+            what = f"lists {', '.join(map(repr, unknown))}" if listed else f"is {value!r}"
+            messages.append(
+                Error(
+                    f"{SETTING_NAME}['HEALTH_DEGRADED_ACTIVITIES'] must be a list of activities, "
+                    f"and {what}.",
+                    hint="Choose from: " + ", ".join(map(repr, DEGRADABLE)) + "; for example "
+                    '["stalled"] to keep a paused projection healthy, or [] for none.',
+                    id="django_cqrs.E011",
+                )
+            )
+    if "STALL_SECONDS" in user and not is_seconds_or_none(user["STALL_SECONDS"]):
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['STALL_SECONDS'] must be a positive number of seconds or None, "
+                f"got {user['STALL_SECONDS']!r}.",
+                hint="For example 120.0 (the default), or None to never report a stall.",
+                id="django_cqrs.E012",
             )
         )
     return messages
@@ -259,7 +303,8 @@ def check_events(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
 
 @register(Tags.compatibility)
 def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """W004 retry not above timeout, W005 unbounded max_attempts, E009 django_q missing."""
+    """W004 retry not above timeout, W005 unbounded max_attempts, E009 django_q missing,
+    W006 STALL_SECONDS within the periodic schedule."""
     async_names = [cls.name for cls in all_projections() if cls.mode == ASYNC]
     if not async_names:
         return []
@@ -294,4 +339,29 @@ def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
                 id="django_cqrs.W005",
             )
         )
+    messages.extend(_stall_messages())
     return messages
+
+
+def _stall_messages() -> list[CheckMessage]:
+    """W006: STALL_SECONDS no longer than the periodic schedule's interval."""
+    user = getattr(settings, SETTING_NAME, {}) or {}
+    if not isinstance(user, dict):
+        return []  # E003
+    stall = user.get("STALL_SECONDS", DEFAULTS["STALL_SECONDS"])
+    minutes = user.get("CATCHUP_SCHEDULE_MINUTES", DEFAULTS["CATCHUP_SCHEDULE_MINUTES"])
+    if stall is None or not is_seconds_or_none(stall) or not isinstance(minutes, int | float):
+        return []  # off, or E012
+    if stall > minutes * 60:
+        return []
+    return [
+        Warning(
+            f"{SETTING_NAME}['STALL_SECONDS'] ({stall}) is not above the periodic catch-up's "
+            f"interval (CATCHUP_SCHEDULE_MINUTES = {minutes}, {minutes * 60} s): a projection "
+            "behind only by events it does not handle, or whose task was lost, waits for "
+            "that schedule and is reported stalled meanwhile.",
+            hint=f"Set STALL_SECONDS above {minutes * 60} s (and above the time of one "
+            "catch-up batch), e.g. twice the interval.",
+            id="django_cqrs.W006",
+        )
+    ]

@@ -86,6 +86,12 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_MAX_LAG_EVENTS": 1000,
     # Health endpoint: 503 when a projection's oldest unapplied event is older (None: no limit).
     "HEALTH_MAX_LAG_SECONDS": 300.0,
+    # Async projections: "stalled" when behind with no progress for this many seconds (None:
+    # never). Keep it above the periodic schedule and the time of one batch (check W006).
+    "STALL_SECONDS": 120.0,
+    # Health endpoint: the activities that make a projection unhealthy (503), besides
+    # parked events, a stopped projection and the lag limits (check E011).
+    "HEALTH_DEGRADED_ACTIVITIES": ["paused", "stalled"],
 }
 
 # Settings holding dotted paths; they are imported when read.
@@ -94,6 +100,11 @@ IMPORT_STRINGS = {"COMMAND_MIDDLEWARE", "QUERY_MIDDLEWARE"}
 
 def is_valid_lock_timeout(value: Any) -> bool:
     """``LOCK_TIMEOUT`` is None or a positive, finite number of seconds (check E010)."""
+    return is_seconds_or_none(value)
+
+
+def is_seconds_or_none(value: Any) -> bool:
+    """None, or a positive, finite number of seconds (``LOCK_TIMEOUT``, ``STALL_SECONDS``)."""
     if value is None:
         return True
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -4,6 +4,7 @@ Tasks take plain arguments (a projection name), never pickled payloads:
 
     django_cqrs.tasks.catch_up_task("orders.CustomerSummaryProjection")
     django_cqrs.tasks.catch_up_all()           # the periodic schedule runs this
+    django_cqrs.tasks.catch_up_now("orders.CustomerSummaryProjection")  # after a resume
 
 When an event handled by an async projection is recorded, a catch-up task for that
 projection is queued, at most one at a time: the ``ProjectionTrigger`` row is flagged
@@ -100,6 +101,23 @@ def request_catch_up(name: str) -> bool:
             ProjectionTrigger.objects.using(using).filter(name=name).update(queued_at=None)
             raise
     return flagged
+
+
+def catch_up_now(name: str) -> None:
+    """Queue a catch-up of ``name`` for the workers once the caller's transaction commits.
+
+    Resume, retry and skip (admin actions and management commands) call it, so a
+    projection that may run again catches up at once rather than at the next periodic
+    schedule. It queues even when the flag says a task is queued already (that task may
+    have been lost with its worker; a second catch-up finds nothing to do). A broker that
+    cannot be reached is logged: the periodic schedule catches up.
+    """
+    transaction.on_commit(functools.partial(_queue_now, name), using=cqrs_settings.DATABASE)
+
+
+def _queue_now(name: str) -> None:
+    ProjectionTrigger.objects.using(cqrs_settings.DATABASE).filter(name=name).update(queued_at=None)
+    _request_robust(name)
 
 
 def _async_projection_names(event_type: type[Event]) -> list[str]:

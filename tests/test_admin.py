@@ -624,7 +624,9 @@ def test_catch_up_now_applies_the_pending_events_and_is_logged(
     assert "Catch up now" in history.content.decode()
 
 
-def test_pause_and_resume(operator: Client, shop: dict[str, Any]) -> None:
+def test_pause_and_resume(
+    operator: Client, shop: dict[str, Any], django_capture_on_commit_callbacks: Any
+) -> None:
     operator.post(action_url(SUMMARY, "pause"))
     assert ProjectionState.objects.get(name=SUMMARY).state == "paused"
     page = operator.get(dashboard_url()).content.decode()
@@ -635,7 +637,10 @@ def test_pause_and_resume(operator: Client, shop: dict[str, Any]) -> None:
     assert any("does not apply" in m for m in messages_of(response))
     assert CustomerSummary.objects.count() == 0
 
-    operator.post(action_url(SUMMARY, "resume"))
+    # Resume queues a catch-up, which runs once the request's work commits (this test
+    # runs in a transaction: its callbacks run at the block's end; tasks run synchronously).
+    with django_capture_on_commit_callbacks(execute=True):
+        operator.post(action_url(SUMMARY, "resume"))
     state = ProjectionState.objects.get(name=SUMMARY)
     assert state.state == "live"
     assert CustomerSummary.objects.count() == 2

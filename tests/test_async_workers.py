@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django_q.models import Schedule
 
 from django_cqrs.models import ProjectionState, StoredEvent
+from django_cqrs.projections.catchup import set_paused
 from tests.test_projections_catchup import (
     TOTALS,
     assert_every_event_counted_once,
@@ -162,6 +164,25 @@ def test_commands_are_caught_up_by_a_real_cluster(make_cluster: Callable[..., Cl
     cluster.stop()
     assert_every_event_counted_once()
     assert_matches_rebuild(AccountTotalsProjection)
+
+
+def test_resuming_under_a_real_cluster_catches_up_at_once_not_at_the_schedule(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    bulk_events(500, accounts=5)
+    set_paused(TOTALS, True)
+    # No periodic schedule (the flush of the last test made one): only a task queued by
+    # the resume can catch the projection up.
+    Schedule.objects.all().delete()
+    cluster = make_cluster()
+    cluster.start()
+
+    out = cluster.manage("cqrs_pause", TOTALS, "--resume")
+
+    wait_caught_up(cluster, timeout=20)
+    cluster.stop()
+    assert "a catch-up is queued" in out
+    assert_every_event_counted_once()
 
 
 def test_killing_the_cluster_mid_catch_up_loses_and_doubles_nothing(

@@ -17,7 +17,13 @@ from django.test import override_settings
 from django_cqrs import Command, Event, Query, command_bus, query_bus
 from django_cqrs import events as events_module
 from django_cqrs import projections as projections_module
-from django_cqrs.checks import check_events, check_handlers, check_projections, check_settings
+from django_cqrs.checks import (
+    check_events,
+    check_handlers,
+    check_projections,
+    check_q_cluster,
+    check_settings,
+)
 from django_cqrs.conf import DEFAULTS, cqrs_settings
 from django_cqrs.exceptions import ConfigurationError, DuplicateHandlerError
 from django_cqrs.middleware import LoggingMiddleware, TransactionMiddleware
@@ -153,6 +159,80 @@ def test_e010_lock_timeout_that_is_not_a_positive_number_or_none(value):
 def test_e010_accepts_seconds_and_none(value):
     with override_settings(DJANGO_CQRS={"LOCK_TIMEOUT": value}):
         assert only(check_settings(), "django_cqrs.E010") == []
+
+
+# -- settings: E011, E012, W006 (health) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("paused", "is 'paused'"),  # a string, not a list: each letter would be a state
+        (["paused", "stoped"], "lists 'stoped'"),
+        (["live"], "lists 'live'"),  # live is never degraded
+        (None, "is None"),
+        ([1], "lists 1"),
+    ],
+    ids=repr,
+)
+def test_e011_health_degraded_activities_that_are_not_a_list_of_activities(value, fragment):
+    with override_settings(DJANGO_CQRS={"HEALTH_DEGRADED_ACTIVITIES": value}):
+        [message] = only(check_settings(), "django_cqrs.E011")
+
+    assert isinstance(message, Error)
+    assert "HEALTH_DEGRADED_ACTIVITIES" in message.msg
+    assert fragment in message.msg
+    assert "'stalled'" in message.hint
+    assert "'catching up'" in message.hint
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[], ["stalled"], ("paused", "stalled", "failing", "catching up", "rebuilding")],
+    ids=repr,
+)
+def test_e011_accepts_any_list_of_activities_but_live(value):
+    with override_settings(DJANGO_CQRS={"HEALTH_DEGRADED_ACTIVITIES": value}):
+        assert only(check_settings(), "django_cqrs.E011") == []
+
+
+@pytest.mark.parametrize("value", [0, -5, "120", True, float("inf"), [60]], ids=repr)
+def test_e012_stall_seconds_that_is_not_a_positive_number_or_none(value):
+    with override_settings(DJANGO_CQRS={"STALL_SECONDS": value}):
+        [message] = only(check_settings(), "django_cqrs.E012")
+
+    assert isinstance(message, Error)
+    assert "STALL_SECONDS" in message.msg
+
+
+@pytest.mark.parametrize("value", [None, 61, 120.0, 3600])
+def test_e012_accepts_seconds_and_none(value):
+    with override_settings(DJANGO_CQRS={"STALL_SECONDS": value}):
+        assert only(check_settings(), "django_cqrs.E012") == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "warned"),
+    [
+        ({}, False),  # 120 s against a schedule every minute
+        ({"STALL_SECONDS": 60}, True),  # reported stalled while the schedule is due
+        ({"STALL_SECONDS": 30}, True),
+        ({"STALL_SECONDS": 200, "CATCHUP_SCHEDULE_MINUTES": 5}, True),
+        ({"STALL_SECONDS": 400, "CATCHUP_SCHEDULE_MINUTES": 5}, False),
+        ({"STALL_SECONDS": None}, False),  # stalls are never reported
+        ({"STALL_SECONDS": "x"}, False),  # E012's business
+    ],
+    ids=repr,
+)
+def test_w006_stall_seconds_within_the_periodic_schedule(settings, warned):
+    assert any(cls.mode == "async" for cls in projections_module.all_projections())
+    with override_settings(DJANGO_CQRS=settings):
+        found = only(check_q_cluster(), "django_cqrs.W006")
+
+    assert len(found) == int(warned)
+    if warned:
+        assert isinstance(found[0], Warning)
+        assert "CATCHUP_SCHEDULE_MINUTES" in found[0].msg
 
 
 # -- handlers: E004, W001, W002 ------------------------------------------------------------

@@ -32,10 +32,10 @@ from ..exceptions import CQRSError
 from ..models import ParkedEvent, ProjectionState
 from ..projections import ASYNC, Projection, get_projection
 from ..projections.catchup import retry, run_catch_up, set_paused, skip
-from ..projections.health import problems
+from ..projections.health import degraded, problems
 from ..projections.rebuild import rebuild
 from ..projections.status import ProjectionStatus, projection_status
-from ..tasks import follow_up
+from ..tasks import catch_up_now, follow_up
 from .mixins import ReadOnlyAdminMixin
 
 OPERATE = "django_cqrs.operate_projection"
@@ -71,18 +71,23 @@ def _pause(cls: type[Projection], request: HttpRequest) -> str:
 
 def _resume(cls: type[Projection], request: HttpRequest) -> str:
     set_paused(cls, False)
-    follow_up(cls.name, run_catch_up(cls))
-    return "Resumed and caught up."
+    # The workers catch up at once (not in this request, however long the backlog).
+    catch_up_now(cls.name)
+    return "Resumed: a catch-up is queued."
 
 
 def _retry(cls: type[Projection], request: HttpRequest) -> str:
     follow_up(cls.name, retry(cls))
+    # Whatever the retry left (events recorded meanwhile, a worker busy) is not left to
+    # the periodic schedule.
+    catch_up_now(cls.name)
     return "Retried the parked events."
 
 
 def _skip(cls: type[Projection], request: HttpRequest) -> str:
     position = _position(request)
     follow_up(cls.name, skip(cls, position))
+    catch_up_now(cls.name)
     return f"Skipped the event at position {position}."
 
 
@@ -203,6 +208,7 @@ class ProjectionStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 "actions": self.allowed_actions(request, row),
                 "error": row.last_error.strip().splitlines()[-1] if row.last_error else "",
                 "problems": problems(row),
+                "degraded": degraded(row),
             }
             for row in statuses
         ]
@@ -244,6 +250,7 @@ class ProjectionStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "row": row,
             "state": state,
             "actions": self.allowed_actions(request, row),
+            "problems": problems(row),
             "parked": list(parked.filter(resolution=ParkedEvent.Resolution.PARKED)),
             "resolved": list(
                 parked.exclude(resolution=ParkedEvent.Resolution.PARKED).order_by("-position")[:20]

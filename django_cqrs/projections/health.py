@@ -5,10 +5,13 @@
     report["healthy"]                                    # False: answer 503
     report["projections"]["orders.CustomerSummaryProjection"]["problems"]
 
-A projection is unhealthy when it has parked events, is stopped, or lags by more than
+A projection is unhealthy when it has parked events, is stopped, lags by more than
 ``HEALTH_MAX_LAG_EVENTS`` events or ``HEALTH_MAX_LAG_SECONDS`` seconds (``None``
-switches a limit off). The log is unhealthy when an open transaction has held committed
-events back from every reader for longer than ``HEALTH_MAX_LAG_SECONDS`` (PostgreSQL).
+switches a limit off), or its activity is one of ``HEALTH_DEGRADED_ACTIVITIES`` (by default
+``paused`` and ``stalled``: a paused projection falls behind with the next event, a
+stalled one is behind and not moving). The log is unhealthy when an open transaction has
+held committed events back from every reader for longer than ``HEALTH_MAX_LAG_SECONDS``
+(PostgreSQL).
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ from typing import Any
 
 from ..conf import cqrs_settings
 from ..models import ProjectionState
-from .status import HorizonStatus, ProjectionStatus, horizon_status, projection_status
+from .status import (
+    Activity,
+    HorizonStatus,
+    ProjectionStatus,
+    horizon_status,
+    lag_cap,
+    projection_status,
+)
 
 
 def problems(row: ProjectionStatus) -> list[str]:
@@ -33,7 +43,31 @@ def problems(row: ProjectionStatus) -> list[str]:
     max_seconds = cqrs_settings.HEALTH_MAX_LAG_SECONDS
     if max_seconds is not None and row.lag_seconds > max_seconds:
         found.append(f"lag of {row.lag_seconds:.1f} s is over {max_seconds} s")
+    # A stopped projection (failing) is unhealthy above already, whatever the setting.
+    if degraded(row) and row.state != ProjectionState.State.STOPPED:
+        found.append(describe_activity(row))
     return found
+
+
+def degraded(row: ProjectionStatus) -> bool:
+    """Whether the projection's activity counts against health (``HEALTH_DEGRADED_ACTIVITIES``)."""
+    return row.activity in cqrs_settings.HEALTH_DEGRADED_ACTIVITIES
+
+
+def describe_activity(row: ProjectionStatus) -> str:
+    """The activity in words, with the figure that matters for it."""
+    behind = f"{row.lag_events}{'+' if row.lag_events >= lag_cap() else ''} event" + (
+        "" if row.lag_events == 1 else "s"
+    )
+    if row.activity == Activity.STALLED:
+        return f"stalled: no progress for {row.no_progress_seconds:.1f} s, {behind} behind"
+    if row.activity == Activity.PAUSED:
+        return f"paused, {behind} behind" if row.lag_events else "paused"
+    if row.activity == Activity.CATCHING_UP:
+        return f"catching up, {behind} behind"
+    if row.activity == Activity.FAILING:
+        return f"failing on the event at position {row.failing_position}"
+    return str(row.activity)
 
 
 def horizon_problems(horizon: HorizonStatus) -> list[str]:
@@ -68,6 +102,8 @@ def health_report(
             "rebuilding": row.rebuilding,
             "healthy": not found,
             "problems": found,
+            "activity": row.activity,
+            "no_progress_seconds": row.no_progress_seconds,
         }
     held = horizon_problems(horizon)
     healthy = all(p["healthy"] for p in projections.values()) and not held

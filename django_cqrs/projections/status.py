@@ -1,21 +1,31 @@
-"""Each projection's reported status: checkpoint, head of the log, lag, run state.
+"""Each projection's reported status: checkpoint, head of the log, lag, run state, activity.
 
     from django_cqrs.projections.status import projection_status, wait_for_position
 
     for row in projection_status():
-        print(row.name, row.mode, row.position, row.lag_events, row.state)
+        print(row.name, row.mode, row.position, row.lag_events, row.state, row.activity)
     wait_for_position(OrderView, result.position, timeout=2)   # read your own write
 
 The stored state is :class:`~django_cqrs.models.ProjectionState` (one row per
 projection); a :class:`ProjectionStatus` is what is reported about it, with the figures
 computed from the log. ``cqrs_status``, the admin dashboard and ``/cqrs/health/`` show
 these rows.
+
+Its **activity** says what the projection is doing (:class:`Activity`): ``live`` (at
+the head), ``catching up`` (behind, and progressing), ``stalled`` (behind, with no
+progress for ``STALL_SECONDS``), ``paused``, ``failing`` (stopped on a parked event, or
+retrying a failed one) or ``rebuilding``. Progress is the state row changing (a batch
+moving the checkpoint, or an operator resuming, retrying or skipping) or a new event to
+apply: a projection counts as stalled when the later of its state row's last change and
+the recording of its oldest pending event is more than ``STALL_SECONDS`` ago. A
+projection idle for an hour that just got new events is catching up, not stalled.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import time
 from typing import Any
 
@@ -27,7 +37,26 @@ from ..conf import cqrs_settings
 from ..db.log import START, LogPoint, oldest_open_transaction, points_after
 from ..models import ParkedEvent, ProjectionState, StoredEvent
 from .base import Projection, all_projections, get_projection, projections_for
-from .registry import SYNC
+from .registry import ASYNC, SYNC
+
+State = ProjectionState.State
+
+
+class Activity(enum.StrEnum):
+    """What a projection is doing, as reported (``ProjectionStatus.activity``)."""
+
+    #: At the head of the log (a live sync projection always is).
+    LIVE = "live"
+    #: Behind the head, and progressing.
+    CATCHING_UP = "catching up"
+    #: Behind the head, with no progress for more than ``STALL_SECONDS`` (async only).
+    STALLED = "stalled"
+    #: Paused by an operator: no catch-up runs.
+    PAUSED = "paused"
+    #: Stopped on a parked event, or retrying a failed one after its backoff.
+    FAILING = "failing"
+    #: A rebuild is filling its shadow tables (or was interrupted and can resume).
+    REBUILDING = "rebuilding"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +76,12 @@ class ProjectionStatus:
     last_error: str
     parked: int = 0
     rebuilding: bool = False
+    #: What it is doing: one of :class:`Activity`.
+    activity: str = Activity.LIVE
+    #: Seconds without progress while behind (0 when at the head).
+    no_progress_seconds: float = 0.0
+    #: The position of the event being retried (None when nothing fails).
+    failing_position: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (``cqrs_status --json``); the run state goes out as ``status``."""
@@ -59,6 +94,8 @@ class ProjectionStatus:
 _JSON_KEYS = (
     *("name", "mode", "position", "head", "lag_events", "lag_seconds", "status"),
     *("last_error", "parked", "rebuilding"),
+    # Added with the activity (the keys before keep their meaning).
+    *("activity", "no_progress_seconds"),
 )
 
 
@@ -78,14 +115,15 @@ def projection_status() -> list[ProjectionStatus]:
     rows = []
     for cls in sorted(all_projections(), key=lambda c: c.name):
         state = states.get(cls.name)
-        run_state = state.state if state else ProjectionState.State.LIVE
-        if cls.mode == SYNC and run_state == ProjectionState.State.LIVE:
+        run_state = state.state if state else State.LIVE
+        if cls.mode == SYNC and run_state == State.LIVE:
             # Sync projections apply each event in the transaction that records it.
             position, lag, oldest = head, 0, None
         else:
             point = state.point if state else START
             position = point.position
             lag, oldest = _events_after(point, using)
+        waited = _no_progress_seconds(state, oldest, now) if lag else 0.0
         rows.append(
             ProjectionStatus(
                 name=cls.name,
@@ -98,9 +136,45 @@ def projection_status() -> list[ProjectionStatus]:
                 last_error=state.last_error if state else "",
                 parked=parked.get(cls.name, 0),
                 rebuilding=bool(state and state.rebuild_position is not None),
+                activity=str(_activity(cls, state, lag, waited)),
+                no_progress_seconds=waited,
+                failing_position=state.failing_position if state else None,
             )
         )
     return rows
+
+
+def _no_progress_seconds(
+    state: ProjectionState | None, oldest_unapplied: dt.datetime | None, now: dt.datetime
+) -> float:
+    """Seconds since the projection last progressed, or had something new to apply.
+
+    Progress is the state row changing (``updated_at``: a batch moved the checkpoint, an
+    operator resumed, retried or skipped); an event recorded after that starts the clock
+    again, so a projection idle for an hour that just got new events has waited seconds.
+    """
+    moments = [t for t in (state.updated_at if state else None, oldest_unapplied) if t]
+    if not moments:
+        return 0.0
+    return round(max((now - max(moments)).total_seconds(), 0.0), 3)
+
+
+def _activity(
+    cls: type[Projection], state: ProjectionState | None, lag: int, waited: float
+) -> Activity:
+    """What the projection is doing, most pressing first: an operator's pause, a failure,
+    a stall (even during a rebuild: its live tables are what readers see), a rebuild."""
+    run_state = state.state if state else State.LIVE
+    if run_state == State.PAUSED:
+        return Activity.PAUSED
+    if run_state == State.STOPPED or (state and state.failing_position is not None):
+        return Activity.FAILING
+    stall = cqrs_settings.STALL_SECONDS
+    if cls.mode == ASYNC and lag and stall is not None and waited > float(stall):
+        return Activity.STALLED
+    if state and (run_state == State.REBUILDING or state.rebuild_position is not None):
+        return Activity.REBUILDING
+    return Activity.CATCHING_UP if lag else Activity.LIVE
 
 
 #: Lag is counted up to this many events (or one more than HEALTH_MAX_LAG_EVENTS): a

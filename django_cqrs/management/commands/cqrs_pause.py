@@ -1,4 +1,7 @@
-"""Pause or resume an async projection: ``manage.py cqrs_pause <name> [--resume]``."""
+"""Pause or resume an async projection: ``manage.py cqrs_pause <name> [--resume]``.
+
+Resuming queues a catch-up for the workers at once (``tasks.catch_up_now``).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_cqrs.exceptions import CQRSError
 from django_cqrs.projections import ASYNC, get_projection
 from django_cqrs.projections.catchup import set_paused
+from django_cqrs.tasks import catch_up_now
 
 
 class Command(BaseCommand):
-    help = "Pause an async projection (its catch-up does nothing) or resume it."
+    help = "Pause an async projection (no catch-up runs), or resume it and queue a catch-up."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="Async projection name (see cqrs_status).")
@@ -24,6 +28,11 @@ class Command(BaseCommand):
             if cls.mode != ASYNC:
                 raise CommandError(f"{cls.name} is a sync projection; it cannot be paused.")
             set_paused(cls, not options["resume"])
+            if options["resume"]:
+                catch_up_now(cls.name)
         except CQRSError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(f"{cls.name} {'resumed' if options['resume'] else 'paused'}.")
+        if options["resume"]:
+            self.stdout.write(f"{cls.name} resumed: a catch-up is queued.")
+        else:
+            self.stdout.write(f"{cls.name} paused.")

@@ -10,7 +10,7 @@ from django_cqrs.exceptions import CQRSError
 from django_cqrs.models import ParkedEvent
 from django_cqrs.projections import ASYNC, get_projection
 from django_cqrs.projections.catchup import retry
-from django_cqrs.tasks import follow_up
+from django_cqrs.tasks import catch_up_now, follow_up
 
 
 class Command(BaseCommand):
@@ -25,6 +25,7 @@ class Command(BaseCommand):
             if cls.mode != ASYNC:
                 raise CommandError(f"{cls.name} is a sync projection; nothing is parked.")
             read = follow_up(cls.name, retry(cls))
+            catch_up_now(cls.name)  # whatever the retry left goes to the workers at once
         except CQRSError as exc:
             raise CommandError(str(exc)) from exc
         parked = ParkedEvent.objects.filter(

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_cqrs.exceptions import CQRSError
 from django_cqrs.projections import ASYNC, get_projection
 from django_cqrs.projections.catchup import skip
-from django_cqrs.tasks import follow_up
+from django_cqrs.tasks import catch_up_now, follow_up
 
 
 class Command(BaseCommand):
@@ -27,6 +27,7 @@ class Command(BaseCommand):
             if cls.mode != ASYNC:
                 raise CommandError(f"{cls.name} is a sync projection; events cannot be skipped.")
             read = follow_up(cls.name, skip(cls, options["position"]))
+            catch_up_now(cls.name)  # whatever the skip left goes to the workers at once
         except CQRSError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(

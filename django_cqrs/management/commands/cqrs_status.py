@@ -1,4 +1,9 @@
-"""Show every projection's mode, checkpoint, head, lag and state: ``manage.py cqrs_status``."""
+"""Show each projection: mode, checkpoint, head, lag, state, activity (``cqrs_status``).
+
+The activity (live, catching up, stalled, paused, failing, rebuilding) is what the
+projection is doing; ``--json`` adds it under ``activity``, next to the run state under
+``status``, with ``no_progress_seconds``.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,17 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from django_cqrs.projections.status import horizon_status, lag_cap, projection_status
+from django_cqrs.projections.status import (
+    Activity,
+    ProjectionStatus,
+    horizon_status,
+    lag_cap,
+    projection_status,
+)
 
 
 class Command(BaseCommand):
-    help = "Show each projection's mode, checkpoint, head of the log, lag and state."
+    help = "Show each projection's mode, checkpoint, head of the log, lag, state and activity."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="Print JSON.")
@@ -21,7 +32,11 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps([row.as_dict() for row in rows], indent=2))
             return
-        header = ("projection", "mode", "position", "head", "lag", "lag s", "status", "parked")
+        # The activity before "parked": the last column stays the parked count.
+        header = (
+            *("projection", "mode", "position", "head", "lag", "lag s", "status"),
+            *("activity", "parked"),
+        )
         table = [header] + [
             (
                 r.name,
@@ -31,6 +46,7 @@ class Command(BaseCommand):
                 f"{r.lag_events}+" if r.lag_events >= lag_cap() else str(r.lag_events),
                 f"{r.lag_seconds:.1f}",
                 r.state + (" (rebuilding)" if r.rebuilding else ""),
+                _activity(r),
                 str(r.parked),
             )
             for r in rows
@@ -49,3 +65,9 @@ class Command(BaseCommand):
                 f"for {horizon.held_back_seconds:.1f} s (pid {horizon.pid}, database "
                 f"{horizon.database}): readers reach them when it ends."
             )
+
+
+def _activity(row: ProjectionStatus) -> str:
+    if row.activity == Activity.STALLED:
+        return f"{row.activity} (no progress for {row.no_progress_seconds:.0f} s)"
+    return row.activity
