@@ -19,22 +19,24 @@ from django.db import connections, models, transaction
 from django_cqrs import command_bus, store
 from django_cqrs.db.shadow import shadow_model, table_exists
 from django_cqrs.events import EventEnvelope
-from django_cqrs.exceptions import InvariantViolationError, RebuildWriteError
+from django_cqrs.exceptions import ConcurrencyError, InvariantViolationError, RebuildWriteError
 from django_cqrs.models import ProjectionState
 from django_cqrs.projections import Projection, handles, register, unregister
 from django_cqrs.projections.catchup import catch_up
 from django_cqrs.projections.rebuild import rebuild
 from tests.testapp.commands import Deposit, OpenAccount, Withdraw
-from tests.testapp.events import Withdrawn
+from tests.testapp.events import Deposited, Withdrawn
 from tests.testapp.models import (
     Account,
     OrmAccountView,
+    OrmDeposit,
     OrmLastWithdrawal,
     OrmMovement,
 )
 from tests.testapp.orm_projections import (
     OrmAsyncLedgerProjection,
     OrmDepositCounterProjection,
+    OrmDepositLogProjection,
     OrmLedgerProjection,
 )
 
@@ -209,6 +211,31 @@ def test_an_orm_projection_keeps_working_live_after_a_rebuild(
     assert snapshot() == fresh_replay(registered)
 
 
+@pytest.mark.django_db
+def test_a_new_projection_with_auto_increment_keys_is_built_by_a_rebuild_and_goes_on_live() -> None:
+    ids = dispatch_history(50)
+    deposits = [
+        (int(row.aggregate_id), Decimal(row.payload["amount"]), row.position)
+        for row in store.read_rows(after=0, limit=10_000, event_types=[Deposited.event_type])
+    ]
+    # Added to a site that has been running: its table is new, a rebuild fills it.
+    register(OrmDepositLogProjection)
+    try:
+        rebuild(OrmDepositLogProjection, batch_size=7)
+        fields = ("account_id", "amount", "position")
+        assert list(OrmDeposit.objects.order_by("position").values_list(*fields)) == deposits
+
+        # The next row gets a key after the rebuilt ones (on PostgreSQL the live table's
+        # sequence must know them), and the command succeeds.
+        command_bus.dispatch(Deposit(account_id=ids[1], amount=Decimal("3.00")))
+    finally:
+        unregister(OrmDepositLogProjection)
+    newest = OrmDeposit.objects.order_by("position").last()
+    assert newest is not None
+    assert newest.amount == Decimal("3.00")
+    assert newest.pk == len(deposits) + 1
+
+
 # -- refused writes -----------------------------------------------------------------
 
 
@@ -295,8 +322,8 @@ def run_writer(ids: list[int], stop: threading.Event, log: list[float], errors: 
                     command_bus.dispatch(Deposit(account_id=rng.choice(ids), amount=amount))
                 else:
                     command_bus.dispatch(Withdraw(account_id=rng.choice(ids), amount=amount))
-            except InvariantViolationError:
-                pass
+            except (InvariantViolationError, ConcurrencyError):
+                pass  # overdrawn, or the other writer saved the account first
     except BaseException as exc:
         errors.append(exc)
     finally:

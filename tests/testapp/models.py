@@ -102,3 +102,11 @@ class OrmLastWithdrawal(ReadModel):
     account_id = models.BigIntegerField(primary_key=True)
     amount = models.DecimalField(max_digits=14, decimal_places=2)
     position = models.BigIntegerField()
+
+
+class OrmDeposit(ReadModel):
+    """One row per deposit, keyed by an auto-increment id (``Model.objects.create``)."""
+
+    account_id = models.BigIntegerField(db_index=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    position = models.BigIntegerField()

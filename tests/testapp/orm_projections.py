@@ -10,7 +10,8 @@ the commands of other tests do not run them.
 
 ``OrmLedgerProjection`` (sync) and ``OrmAsyncLedgerProjection`` (async) share the
 handlers and the read models; ``OrmDepositCounterProjection`` only updates counters
-(creating a row when the update finds none).
+(creating a row when the update finds none); ``OrmDepositLogProjection`` creates rows
+with auto-increment keys.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from django_cqrs.events import EventEnvelope
 from django_cqrs.projections import Projection, handles, unregister
 
 from .events import AccountOpened, Deposited, Withdrawn
-from .models import OrmAccountView, OrmLastWithdrawal, OrmMovement
+from .models import OrmAccountView, OrmDeposit, OrmLastWithdrawal, OrmMovement
 
 
 class OrmLedgerHandlers(Projection):
@@ -109,5 +110,23 @@ class OrmDepositCounterProjection(Projection):
             )
 
 
-for _cls in (OrmLedgerProjection, OrmAsyncLedgerProjection, OrmDepositCounterProjection):
+class OrmDepositLogProjection(Projection):
+    """One row per deposit, with the auto-increment id ``create()`` gives it."""
+
+    read_models = [OrmDeposit]
+    mode = "sync"
+
+    @handles(Deposited)
+    def deposited(self, event: Deposited, envelope: EventEnvelope) -> None:
+        OrmDeposit.objects.create(
+            account_id=event.account_id, amount=event.amount, position=envelope.position
+        )
+
+
+for _cls in (
+    OrmLedgerProjection,
+    OrmAsyncLedgerProjection,
+    OrmDepositCounterProjection,
+    OrmDepositLogProjection,
+):
     unregister(_cls)
