@@ -17,8 +17,13 @@ How it works:
 3. Drop the shadow tables.
 
 Handlers are called directly with ``envelope.replaying = True`` (``event_recorded`` is not
-re-sent, so other receivers do not run again) and must write through ``self.get()``,
-``self.put()`` and ``self.delete()`` so their rows land in the shadow tables.
+re-sent, so other receivers do not run again). Their rows land in the shadow tables:
+``self.get()``, ``self.put()`` and ``self.delete()`` through the buffer's ``targets``, plain
+ORM calls because, while a batch replays, this thread's statements have the live tables'
+names rewritten to the shadows' (:mod:`django_cqrs.db.redirect`). A write to any other
+table is refused before it is sent (:class:`~django_cqrs.exceptions.RebuildWriteError`,
+naming the handler, the event and the table): the rebuild is discarded and the live
+tables keep their rows.
 """
 
 from __future__ import annotations
