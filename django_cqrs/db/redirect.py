@@ -198,7 +198,7 @@ class ShadowRedirect:
         self.live = {live.lower() for live in tables}
         #: The first write refused (a handler may have caught the error).
         self.refused: RebuildWriteError | None = None
-        self._checked: dict[tuple[str, str], tuple[str, RebuildWriteError | None]] = {}
+        self._checked: dict[tuple[str, str], str] = {}  # statements let through
 
     def wrapper(self, alias: str) -> Any:
         """The execute wrapper for the connection ``alias``."""
@@ -208,19 +208,19 @@ class ShadowRedirect:
         self, alias: str, execute: Any, sql: Any, params: Any, many: bool, context: Any
     ) -> Any:
         if not isinstance(sql, str):  # e.g. psycopg's sql.Composed: nothing to read
-            checked = (sql, self._refusal("", "the rebuild cannot read the statement", ""))
-        else:
-            key = (alias, sql)
-            found = self._checked.get(key)
-            if found is None:
-                if len(self._checked) >= _CACHE_SIZE:
-                    self._checked.clear()
-                found = self._checked[key] = self.check(sql, alias)
-            checked = found
-        statement, refusal = checked
-        if refusal is not None:
-            self.refused = self.refused or refusal
-            raise refusal
+            refused = self._refusal("", "the rebuild cannot read the statement", "")
+            self.refused = self.refused or refused
+            raise refused
+        key = (alias, sql)
+        statement = self._checked.get(key)
+        if statement is None:
+            statement, refusal = self.check(sql, alias)
+            if refusal is not None:
+                self.refused = self.refused or refusal
+                raise refusal
+            if len(self._checked) >= _CACHE_SIZE:
+                self._checked.clear()
+            self._checked[key] = statement  # the same SQL comes again, with other params
         return execute(statement, params, many, context)
 
     def check(self, sql: str, alias: str) -> tuple[str, RebuildWriteError | None]:
