@@ -3,6 +3,7 @@
     .venv/bin/python bench/rebuild.py                       # 100,000 events, both databases
     .venv/bin/python bench/rebuild.py --events 500000       # the memory target
     .venv/bin/python bench/rebuild.py --db postgres --profile
+    .venv/bin/python bench/rebuild.py --orm-rounds 5        # buffered vs plain-ORM handlers
 
 1. Writes ``--events`` events of the orders demo straight into the log, in bulk (COPY on
    PostgreSQL, ``executemany`` on SQLite): CustomerRegistered (~1%), OrderPlaced with 1-4
@@ -23,6 +24,12 @@
      (one commit per event), over the first ``--naive-events`` events only.
    All three must produce identical ``OrderView`` rows (checked by a digest of the table;
    the naive loop is compared with the plain loop over the same prefix).
+3. Then ``--orm-rounds`` rounds of two rebuilds each, in alternating order: the demo's
+   buffered ``OrderViewProjection`` (``self.get()``/``self.put()``) and
+   ``OrmOrderViewProjection``, the same projection written with plain ORM calls
+   (``OrderView.objects.create()``, ``.filter(pk=...).update(...)``), which a rebuild
+   redirects to the shadow table statement by statement. Both must give the plain loop's
+   rows; the report gives min/median/max events/s of each and of the per-round ratio.
 
 Targets (issue 2): >= 10,000 events/s into OrderView on SQLite and on PostgreSQL, and peak
 memory growth under 100 MB for 500,000 events.
@@ -36,6 +43,7 @@ import gc
 import hashlib
 import json
 import random
+import statistics
 import sys
 import time
 import tracemalloc
@@ -90,6 +98,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "updates hit rows written in earlier batches.",
     )
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--orm-rounds",
+        type=int,
+        default=3,
+        help="Rounds of buffered vs plain-ORM rebuilds, interleaved (default 3; 0: skip).",
+    )
     parser.add_argument(
         "--no-tracemalloc", action="store_true", help="Skip the second rebuild under tracemalloc."
     )
@@ -214,8 +228,10 @@ def fill_log(args: argparse.Namespace) -> dict[str, int]:
     from django_cqrs.store import EVENT_FIELDS
 
     table = StoredEvent._meta.db_table
-    # Every column of a stored event but its position, which the log's sequence assigns.
-    columns = [StoredEvent._meta.get_field(f).column for f in EVENT_FIELDS if f != "position"]
+    # Every column of a stored event but its position, which the log's sequence assigns,
+    # and its transaction id, which the database stamps.
+    assigned = ("position", "transaction_id")
+    columns = [StoredEvent._meta.get_field(f).column for f in EVENT_FIELDS if f not in assigned]
     counts: dict[str, int] = {}
     sample: dict[str, dict[str, Any]] = {}
     chunk: list[tuple[Any, ...]] = []
@@ -288,6 +304,82 @@ def run_rebuild(batch_size: int | None) -> int:
     from django_cqrs.projections.rebuild import rebuild
 
     return rebuild("orders.OrderViewProjection", batch_size=batch_size)
+
+
+_orm_projection: Any = None
+
+
+def orm_projection() -> Any:
+    """``OrderViewProjection`` written with plain ORM calls (defined once Django is set up)."""
+    global _orm_projection
+    if _orm_projection is not None:
+        return _orm_projection
+    from demo_project.orders.events import ItemAdded, OrderCancelled, OrderPlaced, OrderShipped
+    from demo_project.orders.models import OrderView, format_money
+    from django_cqrs.events import EventEnvelope
+    from django_cqrs.projections import Projection, handles
+
+    class OrmOrderViewProjection(Projection):
+        name = "bench.OrmOrderViewProjection"
+        read_models = [OrderView]
+        mode = "sync"
+
+        @handles(OrderPlaced)
+        def placed(self, event: OrderPlaced, envelope: EventEnvelope) -> None:
+            OrderView.objects.create(
+                id=event.order_id,
+                customer_id=event.customer_id,
+                customer_name=event.customer_name,
+                item_count=event.item_count,
+                total=format_money(event.total),
+                status="placed",
+                version=envelope.aggregate_version,
+                placed_at=envelope.recorded_at,
+            )
+
+        @handles(ItemAdded)
+        def item_added(self, event: ItemAdded, envelope: EventEnvelope) -> None:
+            OrderView.objects.filter(pk=event.order_id).update(
+                item_count=event.item_count,
+                total=format_money(event.total),
+                version=envelope.aggregate_version,
+            )
+
+        @handles(OrderCancelled, OrderShipped)
+        def closed(self, event: OrderCancelled | OrderShipped, envelope: EventEnvelope) -> None:
+            status = "cancelled" if isinstance(event, OrderCancelled) else "shipped"
+            OrderView.objects.filter(pk=event.order_id).update(
+                status=status, version=envelope.aggregate_version
+            )
+
+    _orm_projection = OrmOrderViewProjection
+    return _orm_projection
+
+
+def compare_orm(rounds: int, batch_size: int | None, expected: tuple[int, str]) -> dict[str, Any]:
+    """Buffered vs plain-ORM rebuilds, ``rounds`` each, alternating which goes first."""
+    from django.db import connection
+
+    from django_cqrs.projections.rebuild import rebuild
+
+    kinds = {"buffered": "orders.OrderViewProjection", "orm": orm_projection()}
+    per_s: dict[str, list[float]] = {"buffered": [], "orm": []}
+    for n in range(rounds):
+        order = ["buffered", "orm"] if n % 2 == 0 else ["orm", "buffered"]
+        for kind in order:
+            connection.close()
+            started = time.perf_counter()
+            applied = rebuild(kinds[kind], batch_size=batch_size)
+            per_s[kind].append(applied / (time.perf_counter() - started))
+            if digest() != expected:
+                raise SystemExit(f"the {kind} rebuild's rows differ from the plain loop's")
+        print(
+            f"  round {n + 1}: buffered {per_s['buffered'][-1]:,.0f}/s, "
+            f"ORM {per_s['orm'][-1]:,.0f}/s",
+            flush=True,
+        )
+    ratios = [o / b for o, b in zip(per_s["orm"], per_s["buffered"], strict=True)]
+    return {**per_s, "ratio": ratios}
 
 
 def plain_batched(batch_size: int, *, limit: int | None = None) -> int:
@@ -516,6 +608,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if digest() != naive_digest:
         raise SystemExit("the naive loop's rows differ from the plain loop's over the same prefix")
 
+    orm = None
+    if args.orm_rounds > 0:
+        print(f"buffered vs plain-ORM rebuild, {args.orm_rounds} rounds interleaved ...")
+        orm = compare_orm(args.orm_rounds, args.batch_size, plain_digest)
+
     if args.profile:
         profile(args.batch_size)
 
@@ -536,6 +633,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results["plain"] = entry(plain)
     results["naive"] = entry(naive)
     results["rows"] = plain_digest[0]
+    results["orm"] = orm
     return results
 
 
@@ -599,6 +697,26 @@ def report(results: list[dict[str, Any]]) -> str:
     )
 
 
+def _spread(values: list[float], fmt: str) -> str:
+    return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
+
+
+def orm_report(results: list[dict[str, Any]]) -> str:
+    rows = []
+    for r in results:
+        orm = r.get("orm")
+        if not orm:
+            continue
+        rounds = len(orm["ratio"])
+        for label, key in (("buffered (self.put())", "buffered"), ("plain ORM", "orm")):
+            rows.append([r["server"], label, rounds, _spread(orm[key], ",.0f"), ""])
+        rows.append([r["server"], "ORM / buffered", rounds, "", _spread(orm["ratio"], ".2f")])
+    if not rows:
+        return ""
+    headers = ["database", "projection", "rounds", "events/s min / median / max", "ratio"]
+    return "\nBuffered vs plain-ORM handlers (same rows):\n" + _common.table(headers, rows)
+
+
 def verdict(results: list[dict[str, Any]]) -> str:
     lines = []
     for r in results:
@@ -628,6 +746,7 @@ def main(argv: list[str]) -> None:
             f"Python {info['python']}, Django {info['django']}) =="
         )
         print(report(results))
+        print(orm_report(results))
         print(verdict(results))
         if len(results) != len(_common.DBS):
             sys.exit(1)
@@ -636,6 +755,7 @@ def main(argv: list[str]) -> None:
         result = run(args)
     print()
     print(report([result]))
+    print(orm_report([result]))
     print(verdict([result]))
     _common.write_json(args.json, result)
 

@@ -133,3 +133,56 @@ class ProjectionApplyError(ProjectionError):
 
 class AppendOnlyError(CQRSError):
     """Stored events are immutable: they cannot be changed or deleted."""
+
+
+class RebuildWriteError(ProjectionError):
+    """A rebuild refused a write that its shadow tables cannot receive; nothing was sent.
+
+    Raised while a rebuild replays events, for a statement that writes a table other
+    than the shadow of one of the projection's ``read_models`` (``table``; "" when the
+    statement's table cannot be told), before it reaches the database. The rebuild is
+    discarded and the live tables keep their rows. ``handler``, ``event_type`` and
+    ``position`` say where the write came from, when known.
+    """
+
+    def __init__(
+        self,
+        *,
+        projection: str,
+        table: str,
+        problem: str,
+        fix: str,
+        statement: str = "",
+        handler: str = "",
+        event_type: str = "",
+        position: int | None = None,
+    ):
+        target = f"table {table!r}" if table else "a table"
+        where = f" by {handler} ({event_type} at position {position})" if handler else ""
+        sent = f" Statement: {statement[:200]}" if statement else ""
+        super().__init__(
+            f"Rebuild of {projection} refused a write to {target}{where}: {problem}. Nothing "
+            f"was sent, the rebuild was discarded and the live tables are untouched. {fix}"
+            f"{sent}"
+        )
+        self.projection = projection
+        self.table = table
+        self.problem = problem
+        self.fix = fix
+        self.statement = statement
+        self.handler = handler
+        self.event_type = event_type
+        self.position = position
+
+    def located(self, *, handler: str, event_type: str, position: int) -> RebuildWriteError:
+        """The same refusal, saying which handler and event made the write."""
+        return RebuildWriteError(
+            projection=self.projection,
+            table=self.table,
+            problem=self.problem,
+            fix=self.fix,
+            statement=self.statement,
+            handler=handler,
+            event_type=event_type,
+            position=position,
+        )

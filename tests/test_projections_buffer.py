@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from django_cqrs.db.shadow import create_table, drop_table, shadow_model
 from django_cqrs.events import EventEnvelope
+from django_cqrs.exceptions import RebuildWriteError
 from django_cqrs.projections import Projection, handles
 from django_cqrs.projections.buffer import RowBuffer, delete_rows, load_row
 from tests.testapp.events import Deposited
@@ -335,12 +336,29 @@ def test_a_projection_with_targets_buffers_and_its_handlers_see_the_read_model(
     assert rows() == []
 
 
-def test_models_without_a_target_keep_their_own_table(shadow: type[models.Model]) -> None:
-    buffer = RowBuffer(targets={AccountView: shadow})
+def test_with_targets_a_model_without_one_is_refused_not_written_to_its_live_table(
+    shadow: type[models.Model],
+) -> None:
+    # A rebuild's buffer: a model the projection does not declare has no shadow, and its
+    # live table must not receive the replayed rows.
+    buffer = RowBuffer(targets={AccountView: shadow}, owner="tests.Views")
+    buffer.put(view(1))
+    with pytest.raises(RebuildWriteError, match=r"tests\.Views .* AccountMovementCount is not"):
+        buffer.put(AccountMovementCount(account_id=1, movements=2))
+    with pytest.raises(RebuildWriteError, match="read_models"):
+        buffer.delete(AccountMovementCount, 1)
+    buffer.flush()
+
+    assert not AccountMovementCount.objects.exists()
+    assert rows(shadow) == [(1, "ann", "0.00")]
+    assert rows() == []
+
+
+def test_without_targets_every_model_writes_its_own_table() -> None:
+    buffer = RowBuffer()
     buffer.put(AccountMovementCount(account_id=1, movements=2))
     buffer.put(view(1))
     buffer.flush()
 
     assert list(AccountMovementCount.objects.values_list("account_id", "movements")) == [(1, 2)]
-    assert rows(shadow) == [(1, "ann", "0.00")]
-    assert rows() == []
+    assert rows() == [(1, "ann", "0.00")]

@@ -1,7 +1,7 @@
 """Database-vendor code of django_cqrs, one module per concern; nothing else writes SQL.
 
-    from django_cqrs.db import appendonly, errors, estimates, jsontext, log, readonly, shadow
-    from django_cqrs.db import transactions, upserts
+    from django_cqrs.db import appendonly, errors, estimates, jsontext, log, readonly, redirect
+    from django_cqrs.db import shadow, transactions, upserts
 
 - ``statements``: what kind of statement a SQL string is (first keyword, write or read).
 - ``transactions``: the command's transaction (SQLite takes its write lock at the first
@@ -15,6 +15,8 @@
 - ``log``: the log's order (transaction ids, the horizon of open transactions) and
   the locks on its table.
 - ``shadow``: the shadow tables a rebuild fills, and the switch that copies them.
+- ``redirect``: a rebuild's statements rewritten to its shadow tables (so plain ORM
+  calls land there too), and every other write refused before it is sent.
 - ``estimates``: a table's row count from PostgreSQL's statistics, for pages that must
   not run ``COUNT(*)`` over the event log.
 - ``jsontext``: ``KeyText``, a JSON key as text in SQL an expression index matches.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.management.color import no_style
 from django.db import connections, models
 from django.db.backends.utils import truncate_name
 
@@ -87,3 +88,7 @@ def replace_rows(live: type[models.Model], shadow: type[models.Model], using: st
             f"INSERT INTO {qn(live._meta.db_table)} ({columns}) "
             f"SELECT {columns} FROM {qn(shadow._meta.db_table)}"
         )
+        # Auto-increment keys copied in: the live table's sequence goes past them
+        # (PostgreSQL; SQLite's AUTOINCREMENT follows inserted keys by itself).
+        for sql in conn.ops.sequence_reset_sql(no_style(), [live]):
+            cursor.execute(sql)

@@ -18,9 +18,13 @@
 
 Write through ``self.get()``, ``self.put()``, ``self.add()`` and ``self.delete()``: live
 they run at once, during a rebuild or catch-up they are buffered and flushed in bulk once
-per batch, which is what makes rebuilds fast. Plain ORM calls work too, but are not
-batched: use one style per read model. ``envelope.replaying`` is True during a rebuild:
-skip side effects then.
+per batch, which is what makes rebuilds fast. Plain ORM calls (``create()``, ``save()``,
+``.update(n=F("n") + 1)``, ``update_or_create()``, ``delete()``, ``bulk_create()``,
+related managers) work too, live and in a rebuild, which redirects them to its shadow
+tables; they are not batched. A rebuild refuses, before it is sent, a write to a table
+that is not in ``read_models`` (``RebuildWriteError``): it fails and the live rows stay.
+Use one style per read model (the buffer does not see ORM writes of the same batch).
+``envelope.replaying`` is True during a rebuild: skip side effects then.
 
 A projection's ``name`` defaults to ``"<app_label>.<ClassName>"``.
 

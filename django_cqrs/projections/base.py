@@ -96,7 +96,9 @@ class Projection:
         buffered: bool = False,
         targets: dict[type[models.Model], type[models.Model]] | None = None,
     ) -> None:
-        self.buffer: RowBuffer | None = RowBuffer(targets) if buffered or targets else None
+        self.buffer: RowBuffer | None = (
+            RowBuffer(targets, owner=self.name) if buffered or targets else None
+        )
 
     # -- applying events ------------------------------------------------------------
 

@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 from django.core.exceptions import ValidationError
 from django.db import models, router
 
+from ..db.redirect import DECLARE
 from ..db.upserts import upsert
+from ..exceptions import RebuildWriteError
 
 M = TypeVar("M", bound=models.Model)
 
@@ -32,13 +34,21 @@ class RowBuffer:
     """Read-model rows changed by a batch, written in bulk by :meth:`flush`.
 
     ``targets`` maps a read model to the table that really receives its rows (a
-    rebuild's shadow table); handlers keep working with the read-model class.
+    rebuild's shadow table); handlers keep working with the read-model class. With
+    targets, a write of any other model raises
+    :class:`~django_cqrs.exceptions.RebuildWriteError` naming ``owner``.
     """
 
-    def __init__(self, targets: dict[type[models.Model], type[models.Model]] | None = None):
+    def __init__(
+        self,
+        targets: dict[type[models.Model], type[models.Model]] | None = None,
+        *,
+        owner: str = "",
+    ):
         self.rows: dict[tuple[type[models.Model], Any], Any] = {}
         self.dirty: set[tuple[type[models.Model], Any]] = set()
         self.targets = targets or {}
+        self.owner = owner
 
     def get(self, model: type[M], pk: Any) -> M | None:
         key = (model, _pk_key(model, pk))
@@ -77,14 +87,26 @@ class RowBuffer:
                 self.rows.setdefault((model, _pk_key(model, row.pk)), instance)
 
     def put(self, instance: models.Model) -> None:
+        if self.targets and type(instance) not in self.targets:
+            self._refuse(type(instance))
         key = (type(instance), _pk_key(type(instance), instance.pk))
         self.rows[key] = instance
         self.dirty.add(key)
 
     def delete(self, model: type[models.Model], pk: Any) -> None:
+        if self.targets and model not in self.targets:
+            self._refuse(model)
         key = (model, _pk_key(model, pk))
         self.rows[key] = _DELETED
         self.dirty.add(key)
+
+    def _refuse(self, model: type[models.Model]) -> None:
+        raise RebuildWriteError(
+            projection=self.owner,
+            table=model._meta.db_table,
+            problem=f"{model.__name__} is not one of its read_models",
+            fix=DECLARE,
+        )
 
     def flush(self) -> None:
         upserts: dict[type[models.Model], list[models.Model]] = {}

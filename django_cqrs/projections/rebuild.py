@@ -17,8 +17,13 @@ How it works:
 3. Drop the shadow tables.
 
 Handlers are called directly with ``envelope.replaying = True`` (``event_recorded`` is not
-re-sent, so other receivers do not run again) and must write through ``self.get()``,
-``self.put()`` and ``self.delete()`` so their rows land in the shadow tables.
+re-sent, so other receivers do not run again). Their rows land in the shadow tables:
+``self.get()``, ``self.put()`` and ``self.delete()`` through the buffer's ``targets``, plain
+ORM calls because, while a batch replays, this thread's statements have the live tables'
+names rewritten to the shadows' (:mod:`django_cqrs.db.redirect`). A write to any other
+table is refused before it is sent (:class:`~django_cqrs.exceptions.RebuildWriteError`,
+naming the handler, the event and the table): the rebuild is discarded and the live
+tables keep their rows.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from django.utils import timezone
 from .. import store
 from ..conf import cqrs_settings
 from ..db.log import START, LogPoint
+from ..db.redirect import redirect_writes
 from ..db.shadow import create_table, drop_table, replace_rows, shadow_model, table_exists
+from ..exceptions import ProjectionApplyError, RebuildWriteError
 from ..models import ProjectionState
 from .base import Projection, get_projection
 from .batches import apply_rows
@@ -72,13 +79,25 @@ def _replay(
     """
     applied = 0
     types = cls.handled_event_types()
+    tables = {live._meta.db_table: shadow._meta.db_table for live, shadow in targets.items()}
     for rows in store.iter_all(
         after=after, until=until, batch_size=size, event_types=types, horizon=horizon, using=using
     ):
         with transaction.atomic(using=using):
             projection = cls(targets=targets)
-            apply_rows(projection, rows, replaying=True, skip=skip)
-            projection.flush()
+            # Plain ORM calls of the handlers land in the shadow tables too; a write to
+            # any other table is refused before it is sent.
+            with redirect_writes(cls.name, tables, alias=using) as guard:
+                try:
+                    apply_rows(projection, rows, replaying=True, skip=skip)
+                    projection.flush()
+                except ProjectionApplyError as exc:
+                    refusal = _refusal(cls, exc, guard.refused)
+                    if refusal is None:
+                        raise
+                    raise refusal from exc
+                if guard.refused is not None:  # a handler caught the error
+                    raise guard.refused
             if commit_each:
                 _save_progress(cls, rows[-1].point, using)
         applied += len(rows)
@@ -87,6 +106,23 @@ def _replay(
     if commit_each:
         _save_progress(cls, until, using)
     return applied
+
+
+def _refusal(
+    cls: type[Projection], exc: ProjectionApplyError, refused: RebuildWriteError | None
+) -> RebuildWriteError | None:
+    """The refused write behind ``exc``, naming the handler and the event (None: none).
+
+    ``refused`` is the first refusal of the batch: one a handler caught may have made it
+    fail later in some other way.
+    """
+    cause = exc.__cause__
+    if not isinstance(cause, RebuildWriteError):
+        return refused
+    method = next((m for t, m in cls.handlers.items() if t.event_type == exc.event_type), "")
+    return cause.located(
+        handler=f"{cls.__qualname__}.{method}", event_type=exc.event_type, position=exc.position
+    )
 
 
 def _save_progress(cls: type[Projection], point: LogPoint, using: str) -> None:
@@ -105,9 +141,31 @@ def rebuild(
     """Rebuild the projection's read models from the log; return the events applied.
 
     Resumes an interrupted rebuild unless ``restart`` is True. ``progress(done, total)``
-    gets the highest position replayed so far and the head of the log.
+    gets the highest position replayed so far and the head of the log. A write that the
+    shadow tables cannot receive raises :class:`~django_cqrs.exceptions.RebuildWriteError`
+    before it is sent; the rebuild is then discarded (shadow tables dropped, progress
+    forgotten) and the live tables keep their rows.
     """
     cls = get_projection(projection) if isinstance(projection, str) else projection
+    try:
+        return _rebuild(cls, batch_size=batch_size, progress=progress, restart=restart)
+    except RebuildWriteError:
+        _discard(cls, cqrs_settings.DATABASE)
+        raise
+
+
+def _discard(cls: type[Projection], using: str) -> None:
+    """Drop the shadow tables and forget the rebuild's progress."""
+    for model in cls.read_models:
+        drop_table(shadow_model(model, using), using)
+    ProjectionState.objects.using(using).filter(name=cls.name).update(
+        rebuild_position=None, rebuild_transaction_id=None, rebuild_started_at=None
+    )
+
+
+def _rebuild(
+    cls: type[Projection], *, batch_size: int | None, progress: Progress | None, restart: bool
+) -> int:
     using = cqrs_settings.DATABASE
     size = int(batch_size or cqrs_settings.REBUILD_BATCH_SIZE)
     state = ensure_state(cls.name, using)

@@ -75,3 +75,38 @@ class AccountMovementCount(ReadModel):
 
     account_id = models.BigIntegerField(primary_key=True)
     movements = models.IntegerField(default=0)
+
+
+class OrmAccountView(ReadModel):
+    """Written with plain ORM calls (``tests.testapp.orm_projections``): create, F(), save."""
+
+    account_id = models.BigIntegerField(primary_key=True)
+    owner = models.CharField(max_length=100)
+    balance = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0"))
+    deposits = models.IntegerField(default=0)
+    withdrawals = models.IntegerField(default=0)
+
+
+class OrmMovement(ReadModel):
+    """Rows of an ``OrmAccountView``, written through its related manager and bulk_create."""
+
+    key = models.BigIntegerField(primary_key=True)  # the event's position * 10 + n
+    account = models.ForeignKey(OrmAccountView, on_delete=models.CASCADE, related_name="movements")
+    kind = models.CharField(max_length=20)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+
+
+class OrmLastWithdrawal(ReadModel):
+    """The last withdrawal per account, written with ``update_or_create``."""
+
+    account_id = models.BigIntegerField(primary_key=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    position = models.BigIntegerField()
+
+
+class OrmDeposit(ReadModel):
+    """One row per deposit, keyed by an auto-increment id (``Model.objects.create``)."""
+
+    account_id = models.BigIntegerField(db_index=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    position = models.BigIntegerField()
