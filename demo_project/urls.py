@@ -1,17 +1,19 @@
-"""URLs of the demo project: the API, its OpenAPI schema and docs, and the admin."""
+"""URLs of the demo project: a landing page, the API, its OpenAPI schema and docs, the admin."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from demo_project.orders import views
 from demo_project.orders.api import router
 from django_cqrs.rest_framework.views import UnknownRouteView
 
 urlpatterns = [
+    path("", views.home, name="home"),  # links to everything below
     path("admin/", admin.site.urls),
     path("cqrs/", include("django_cqrs.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("api/", include(router.urls)),
+    path("api/", include(router.urls)),  # GET /api/ lists the routes
     re_path(r"^api/", UnknownRouteView.as_view()),  # problem details, not an HTML 404
 ]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
+import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from django.apps import apps
@@ -111,17 +113,59 @@ def test_seed_demo_rejects_a_negative_order_count_and_writes_nothing() -> None:
     assert row_counts() == before
 
 
-@pytest.mark.parametrize("port", ["abc", "0", "65536", "-5", ""])
-def test_demo_serve_rejects_a_bad_port_before_starting_anything(
-    port: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    started: list[Any] = []
-    monkeypatch.setattr(demo_serve.subprocess, "Popen", lambda *a, **k: started.append(a))
+class FakeSupervisor:
+    """Records what demo_serve would start; "receives" SIGINT once the server is ready."""
 
+    instances: ClassVar[list[FakeSupervisor]] = []
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, list[str]]] = []
+        self.stopped = False
+        self.instances.append(self)
+
+    def __enter__(self) -> FakeSupervisor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stopped = True
+
+    def start(self, name: str, argv: list[str]) -> None:
+        self.started.append((name, argv))
+
+    def run(self, ready: Any, on_ready: Any) -> int:
+        on_ready()
+        return signal.SIGINT
+
+
+@pytest.fixture
+def supervisor(monkeypatch: pytest.MonkeyPatch) -> list[FakeSupervisor]:
+    FakeSupervisor.instances = []
+    monkeypatch.setattr(demo_serve, "Supervisor", FakeSupervisor)
+    return FakeSupervisor.instances
+
+
+@pytest.mark.parametrize("port", ["abc", "0", "65536", "-5", "", "\u0661\u0662"])
+def test_demo_serve_rejects_a_bad_port_before_starting_anything(
+    port: str, supervisor: list[FakeSupervisor]
+) -> None:
     with pytest.raises(CommandError, match="PORT must be a number from 1 to 65535"):
         call_command("demo_serve", "--port", port, stdout=io.StringIO())
 
-    assert started == []
+    assert supervisor == []
+
+
+def test_demo_serve_says_the_port_is_in_use_before_starting_anything(
+    supervisor: list[FakeSupervisor],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        with pytest.raises(CommandError, match=f"Port {port} on 127.0.0.1 is in use"):
+            call_command("demo_serve", "--port", str(port), stdout=io.StringIO())
+
+    assert supervisor == []
 
 
 def test_demo_serve_takes_its_default_port_from_the_environment(
@@ -133,15 +177,27 @@ def test_demo_serve_takes_its_default_port_from_the_environment(
         call_command("demo_serve", "--no-cluster", stdout=io.StringIO())
 
 
-def test_demo_serve_binds_to_localhost_on_the_chosen_port(
-    monkeypatch: pytest.MonkeyPatch,
+def test_demo_serve_runs_the_server_on_localhost_and_the_cluster_as_its_children(
+    supervisor: list[FakeSupervisor],
 ) -> None:
-    served: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(demo_serve, "call_command", lambda *a, **k: served.append(a))
     out = io.StringIO()
 
-    call_command("demo_serve", "--port", "8123", "--no-cluster", stdout=out)
+    call_command("demo_serve", "--port", "8123", stdout=out)
 
-    assert served == [("runserver", "127.0.0.1:8123")]
-    assert "http://127.0.0.1:8123/" in out.getvalue()
+    [run] = supervisor
+    [(_, server_argv), (_, cluster_argv)] = run.started
+    assert server_argv[-3:] == ["runserver", "--noreload", "127.0.0.1:8123"]
+    assert cluster_argv[-1] == "qcluster"
+    assert run.stopped
+    assert "The demo is ready: open http://127.0.0.1:8123/" in out.getvalue()
     assert "admin / admin" in out.getvalue()
+    assert "The demo is stopped (SIGINT)." in out.getvalue()
+
+
+def test_demo_serve_without_the_cluster_starts_the_server_only(
+    supervisor: list[FakeSupervisor],
+) -> None:
+    call_command("demo_serve", "--port", "8123", "--no-cluster", stdout=io.StringIO())
+
+    [run] = supervisor
+    assert [name for name, _ in run.started] == ["web server"]

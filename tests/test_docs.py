@@ -10,6 +10,10 @@ How a Markdown file is read (conventions for whoever writes the docs):
   ``DATABASES`` entry must open with the journal mode and busy timeout it asks for.
 - Every other ```python block belongs to the document's shell session: the blocks run in
   order, in one namespace, against an empty test database, with ``todo`` importable.
+  Each is pasted line by line into an interactive console, as a reader pastes it into
+  ``python manage.py shell``: a compound statement (``try``, ``for``, ``def`` ...) needs a
+  blank line after it and none inside it. A block whose first line names a file
+  (``# myapp/api.py``) is a file, not pasted: it runs as a whole.
 - In a ```console block, each ``$ python manage.py <command> ...`` line runs at its place
   in the session; the lines after it that do not start with ``$`` must appear in its
   output. ``makemigrations`` runs with ``--check --dry-run``: the tutorial's migrations
@@ -19,6 +23,7 @@ How a Markdown file is read (conventions for whoever writes the docs):
 
 from __future__ import annotations
 
+import code
 import dataclasses
 import importlib
 import io
@@ -53,6 +58,7 @@ NOT_RUN_DOCS = {
 
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 TUTORIAL_FILE = re.compile(r"^# todo/(\w+)\.py\b")
+A_FILE = re.compile(r"^# [\w./-]+\.py\b")
 MANAGE = "$ python manage.py "
 #: manage.py commands the docs may show in ```console blocks, and what the test runs.
 RUNNABLE = {"cqrs_rebuild", "cqrs_status", "makemigrations", "migrate"}
@@ -78,6 +84,11 @@ class Block:
     @property
     def is_settings(self) -> bool:
         return self.lang == "python" and self.code.startswith("# settings.py")
+
+    @property
+    def is_file(self) -> bool:
+        """Does the block name the file it belongs in (``# myapp/api.py``)?"""
+        return self.lang == "python" and bool(A_FILE.match(self.code))
 
     @property
     def is_session(self) -> bool:
@@ -162,6 +173,37 @@ def isolated_wiring() -> Iterator[None]:
             signal.sender_receivers_cache.clear()
 
 
+class Shell(code.InteractiveConsole):
+    """``python manage.py shell``, but an error fails the test instead of being printed."""
+
+    def __init__(self, block: Block, namespace: dict[str, Any]) -> None:
+        super().__init__(namespace, filename=block.where)
+        self.block = block
+        self.line = 0
+
+    def paste(self) -> None:
+        """Type the block's lines one by one, then the Enter that ends the paste."""
+        lines = [*self.block.code.splitlines(), ""]
+        for number, text in enumerate(lines, start=1):
+            self.line = number
+            self.push(text)
+
+    def runcode(self, code: types.CodeType) -> None:
+        exec(code, self.locals)  # the console would print the traceback and go on
+
+    def showsyntaxerror(self, filename: str | None = None, **kwargs: Any) -> None:
+        error = sys.exc_info()[1]
+        where = f"{self.block.doc.relative_to(ROOT)}:{self.block.line + self.line - 1}"
+        raise AssertionError(
+            f"{where}: pasted into the shell, the block fails here: {error!r} (a compound "
+            "statement needs a blank line after it and none inside it)"
+        ) from error
+
+
+def paste(block: Block, namespace: dict[str, Any]) -> None:
+    Shell(block, namespace).paste()
+
+
 def run_console(block: Block) -> None:
     lines = block.code.splitlines()
     commands = [i for i, line in enumerate(lines) if line.startswith("$")]
@@ -196,8 +238,10 @@ def test_the_doc_runs_as_written(doc: Path, monkeypatch: pytest.MonkeyPatch) -> 
             continue
         if block.lang == "console":
             run_console(block)
-        else:
+        elif block.is_file:
             exec(compile(block.code, block.where, "exec"), module.__dict__)
+        else:
+            paste(block, module.__dict__)
 
 
 # -- settings ------------------------------------------------------------------------

@@ -1,8 +1,13 @@
 """The demo's HTTP API: customers, products and orders over commands and queries.
 
+    GET  /api/                                                            -> the routes
     POST /api/customers/                 {name, credit_limit}             -> 201 {customer_id}
+    GET  /api/customers/?name=&page=&page_size=                           -> page of CustomerView
+    GET  /api/customers/{id}/                                             -> CustomerView + ETag
     GET  /api/customers/{id}/summary/                                     -> CustomerSummary
     POST /api/products/                  {name, price}                    -> 201 {product_id}
+    GET  /api/products/?name=&max_price=&page=&page_size=                 -> page of ProductView
+    GET  /api/products/{id}/                                              -> ProductView + ETag
     POST /api/orders/                    {customer_id, items: [{product_id, quantity}]}
                                                                           -> 201 {order_id}
     GET  /api/orders/?status=&customer_id=&page=                          -> page of OrderView
@@ -13,7 +18,8 @@
 
 Field rules that belong to the request (quantity at least 1, money with two decimals)
 are serializer options, so a client gets a 400 naming the field; the aggregates still
-guard the same invariants (422) for every other caller.
+guard the same invariants (422) for every other caller. A filter value that cannot
+match (``?status=bogus``) is a 400 too, and a page past the last one a 404.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from typing import Any
 
 from rest_framework import serializers
 from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
 
+from django_cqrs.rest_framework.exceptions import NotFound
 from django_cqrs.rest_framework.routers import CQRSRouter
 from django_cqrs.rest_framework.viewsets import (
     CQRSViewSet,
@@ -34,18 +42,67 @@ from django_cqrs.rest_framework.viewsets import (
 )
 
 from .commands import AddItem, AddProduct, CancelOrder, PlaceOrder, RegisterCustomer, ShipOrder
-from .models import Customer, CustomerSummary, Order, OrderCount, OrderView, Product
-from .queries import GetCustomerSummary, GetOrder, ListOrders
+from .models import (
+    Customer,
+    CustomerSummary,
+    CustomerView,
+    Order,
+    OrderCount,
+    OrderView,
+    Product,
+    ProductView,
+)
+from .queries import (
+    GetCustomer,
+    GetCustomerSummary,
+    GetOrder,
+    GetProduct,
+    ListCustomers,
+    ListOrders,
+    ListProducts,
+    Page,
+)
 
 NAME: dict[str, Any] = {"max_length": 200}
 MONEY: dict[str, Any] = {"max_digits": 12, "decimal_places": 2, "min_value": Decimal("0")}
 QUANTITY: dict[str, Any] = {"min_value": 1, "max_value": 10_000}
+PAGING: dict[str, Any] = {
+    "page": {"min_value": 1, "max_value": 1_000_000},
+    "page_size": {"min_value": 1, "max_value": 100},
+}
+
+
+def page_in_range(view: Any, request: Request, page: Page[Any]) -> dict[str, Any]:
+    """DRF's page, ``{count, next, previous, results}``; a page past the last one is a 404.
+
+    Page 1 of nothing is an empty page; page 2 of ten rows by ten is not there, as with
+    DRF's own ``PageNumberPagination``.
+    """
+    if page.page > 1 and (page.page - 1) * page.page_size >= page.count:
+        pages = max(1, -(-page.count // page.page_size))
+        raise NotFound(
+            f"Page {page.page} is past the end: {page.count} results make {pages} "
+            f"page(s) of {page.page_size}."
+        )
+    return view.page_data(request, view.route(), page)
 
 
 class OrderViewSerializer(serializers.ModelSerializer[OrderView]):
     class Meta:
         model = OrderView
         fields = ["id", "customer_name", "item_count", "total", "status", "version"]
+
+
+class CustomerViewSerializer(serializers.ModelSerializer[CustomerView]):
+    class Meta:
+        model = CustomerView
+        fields = ["id", "name", "credit_limit", "registered_at", "version"]
+
+
+class ProductViewSerializer(serializers.ModelSerializer[ProductView]):
+    class Meta:
+        model = ProductView
+        fields = ["id", "name", "price", "added_at", "version"]
 
 
 class CustomerSummarySerializer(serializers.ModelSerializer[CustomerSummary]):
@@ -55,25 +112,46 @@ class CustomerSummarySerializer(serializers.ModelSerializer[CustomerSummary]):
 
 
 class CustomerViewSet(CQRSViewSet):
-    """Register customers; read their order summary."""
+    """Register customers; list them, read one, read their order summary."""
 
     aggregate = Customer
     id_field = "customer_id"
-    read_models = [CustomerSummary]
+    read_models = [CustomerView]
 
     create = command_route(
         RegisterCustomer, result_field="customer_id", fields={"name": NAME, "credit_limit": MONEY}
     )
-    summary = query_action(GetCustomerSummary, serializer_class=CustomerSummarySerializer)
+    list = query_route(
+        ListCustomers,
+        serializer_class=CustomerViewSerializer,
+        response=page_in_range,
+        fields={**PAGING, "name": NAME},
+    )
+    retrieve = query_route(GetCustomer, serializer_class=CustomerViewSerializer)
+    summary = query_action(
+        GetCustomerSummary,
+        serializer_class=CustomerSummarySerializer,
+        read_models=[CustomerSummary],
+    )
 
 
 class ProductViewSet(CQRSViewSet):
-    """Add products to the catalogue."""
+    """Add products to the catalogue; list them, read one."""
 
     aggregate = Product
+    id_field = "product_id"
+    read_models = [ProductView]
+
     create = command_route(
         AddProduct, result_field="product_id", fields={"name": NAME, "price": MONEY}
     )
+    list = query_route(
+        ListProducts,
+        serializer_class=ProductViewSerializer,
+        response=page_in_range,
+        fields={**PAGING, "name": NAME, "max_price": MONEY},
+    )
+    retrieve = query_route(GetProduct, serializer_class=ProductViewSerializer)
 
 
 class OrderViewSet(CQRSViewSet):
@@ -88,10 +166,8 @@ class OrderViewSet(CQRSViewSet):
         ListOrders,
         serializer_class=OrderViewSerializer,
         read_models=[OrderView, OrderCount],  # the page's count comes from OrderCount
-        fields={
-            "page": {"min_value": 1, "max_value": 1_000_000},
-            "page_size": {"min_value": 1, "max_value": 100},
-        },
+        response=page_in_range,
+        fields=PAGING,
     )
     retrieve = query_route(GetOrder, serializer_class=OrderViewSerializer)
     items = command_action(AddItem, fields={"quantity": QUANTITY})
@@ -99,7 +175,8 @@ class OrderViewSet(CQRSViewSet):
     ship = command_action(ShipOrder, permission_classes=[IsAdminUser])
 
 
-router = CQRSRouter()
+# GET /api/ lists the resources, the exposed commands and queries, and these links.
+router = CQRSRouter(root_links={"docs": "swagger-ui", "schema": "schema"})
 router.register("customers", CustomerViewSet, basename="customer")
 router.register("products", ProductViewSet, basename="product")
 router.register("orders", OrderViewSet, basename="order")

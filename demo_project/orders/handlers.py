@@ -12,8 +12,26 @@ from django_cqrs.aggregates import Aggregate
 from django_cqrs.exceptions import AggregateNotFoundError, InvariantViolationError
 
 from .commands import AddItem, AddProduct, CancelOrder, PlaceOrder, RegisterCustomer, ShipOrder
-from .models import Customer, CustomerSummary, Order, OrderCount, OrderView, Product
-from .queries import GetCustomerSummary, GetOrder, ListOrders, OrderPage
+from .models import (
+    Customer,
+    CustomerSummary,
+    CustomerView,
+    Order,
+    OrderCount,
+    OrderView,
+    Product,
+    ProductView,
+)
+from .queries import (
+    GetCustomer,
+    GetCustomerSummary,
+    GetOrder,
+    GetProduct,
+    ListCustomers,
+    ListOrders,
+    ListProducts,
+    Page,
+)
 
 M = TypeVar("M", bound=Model)
 
@@ -93,10 +111,27 @@ def get_order(query: GetOrder) -> OrderView:
     return _one(OrderView.objects.all(), query.order_id, Order)
 
 
-@query_handler(ListOrders)
-def list_orders(query: ListOrders) -> OrderPage:
-    if query.page < 1 or query.page_size < 1:
+def _check_page(page: int, page_size: int) -> int:
+    """The offset of the page's first row."""
+    if page < 1 or page_size < 1:
         raise InvariantViolationError("page and page_size start at 1", field="page")
+    return (page - 1) * page_size
+
+
+def _page(queryset: QuerySet[M], page: int, page_size: int) -> Page[M]:
+    """Page ``page`` of ``queryset``, with the count of every matching row."""
+    start = _check_page(page, page_size)
+    return Page(
+        count=queryset.count(),
+        page=page,
+        page_size=page_size,
+        results=list(queryset[start : start + page_size]),
+    )
+
+
+@query_handler(ListOrders)
+def list_orders(query: ListOrders) -> Page[OrderView]:
+    start = _check_page(query.page, query.page_size)
     orders = OrderView.objects.all()
     counts = OrderCount.objects.all()  # the count without a COUNT(*) over OrderView
     if query.status:
@@ -105,8 +140,7 @@ def list_orders(query: ListOrders) -> OrderPage:
     if query.customer_id:
         orders = orders.filter(customer_id=query.customer_id)
         counts = counts.filter(customer_id=query.customer_id)
-    start = (query.page - 1) * query.page_size
-    return OrderPage(
+    return Page(
         count=counts.aggregate(orders=Sum("orders"))["orders"] or 0,
         page=query.page,
         page_size=query.page_size,
@@ -117,3 +151,31 @@ def list_orders(query: ListOrders) -> OrderPage:
 @query_handler(GetCustomerSummary)
 def get_customer_summary(query: GetCustomerSummary) -> CustomerSummary:
     return _one(CustomerSummary.objects.all(), query.customer_id, Customer)
+
+
+@query_handler(GetCustomer)
+def get_customer(query: GetCustomer) -> CustomerView:
+    return _one(CustomerView.objects.all(), query.customer_id, Customer)
+
+
+@query_handler(ListCustomers)
+def list_customers(query: ListCustomers) -> Page[CustomerView]:
+    customers = CustomerView.objects.all()
+    if query.name:
+        customers = customers.filter(name__icontains=query.name)
+    return _page(customers, query.page, query.page_size)
+
+
+@query_handler(GetProduct)
+def get_product(query: GetProduct) -> ProductView:
+    return _one(ProductView.objects.all(), query.product_id, Product)
+
+
+@query_handler(ListProducts)
+def list_products(query: ListProducts) -> Page[ProductView]:
+    products = ProductView.objects.all()
+    if query.name:
+        products = products.filter(name__icontains=query.name)
+    if query.max_price is not None:
+        products = products.filter(price__lte=query.max_price)
+    return _page(products, query.page, query.page_size)

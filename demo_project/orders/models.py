@@ -30,6 +30,9 @@ class Customer(Aggregate):
     name = models.CharField(max_length=200)
     credit_limit = models.DecimalField(max_digits=12, decimal_places=2)
 
+    def __str__(self) -> str:
+        return self.name
+
     @classmethod
     def register(cls, name: str, credit_limit: Decimal) -> Customer:
         customer = cls(id=uuid.uuid4(), name=name, credit_limit=credit_limit)
@@ -53,6 +56,9 @@ class Product(Aggregate):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200)
     price = models.DecimalField(max_digits=12, decimal_places=2)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.price})"
 
     @classmethod
     def add(cls, name: str, price: Decimal) -> Product:
@@ -79,6 +85,10 @@ class Order(Aggregate):
     status = models.CharField(max_length=20, choices=OrderStatus.choices, default="placed")
     total = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0"))
     placed_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        # The short id, as people quote it; no query for the customer's name.
+        return f"Order {str(self.id)[:8]} ({self.status}, {self.total})"
 
     @classmethod
     def place(cls, customer: Customer, items: Sequence[tuple[Product, int]]) -> Order:
@@ -236,6 +246,38 @@ class OrderCount(ReadModel):
     @staticmethod
     def key_of(customer_id: object, status: str) -> str:
         return f"{customer_id}:{status}"
+
+
+class CustomerView(ReadModel):
+    """One row per customer, as ``GET /api/customers/`` lists them (updated in the command)."""
+
+    id = models.UUIDField(primary_key=True)
+    name = models.CharField(max_length=200, db_index=True)
+    credit_limit = models.DecimalField(max_digits=12, decimal_places=2)
+    version = models.PositiveIntegerField()
+    registered_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ProductView(ReadModel):
+    """One row per product of the catalogue, as ``GET /api/products/`` lists them."""
+
+    id = models.UUIDField(primary_key=True)
+    name = models.CharField(max_length=200, db_index=True)
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+    version = models.PositiveIntegerField()
+    added_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.price})"
 
 
 class CustomerSummary(ReadModel):

@@ -5,8 +5,53 @@ from __future__ import annotations
 from django_cqrs.events import EventEnvelope
 from django_cqrs.projections import Projection, handles
 
-from .events import CustomerRegistered, ItemAdded, OrderCancelled, OrderPlaced, OrderShipped
-from .models import CustomerSummary, OrderCount, OrderView, format_money
+from .events import (
+    CustomerRegistered,
+    ItemAdded,
+    OrderCancelled,
+    OrderPlaced,
+    OrderShipped,
+    ProductAdded,
+)
+from .models import CustomerSummary, CustomerView, OrderCount, OrderView, ProductView, format_money
+
+
+class CustomerViewProjection(Projection):
+    """``CustomerView``: one row per customer, updated in the command's transaction."""
+
+    read_models = [CustomerView]
+    mode = "sync"
+
+    @handles(CustomerRegistered)
+    def registered(self, event: CustomerRegistered, envelope: EventEnvelope) -> None:
+        self.put(
+            CustomerView(
+                id=event.customer_id,
+                name=event.name,
+                credit_limit=event.credit_limit,
+                version=envelope.aggregate_version,
+                registered_at=envelope.recorded_at,
+            )
+        )
+
+
+class ProductViewProjection(Projection):
+    """``ProductView``: one row per product, updated in the command's transaction."""
+
+    read_models = [ProductView]
+    mode = "sync"
+
+    @handles(ProductAdded)
+    def added(self, event: ProductAdded, envelope: EventEnvelope) -> None:
+        self.put(
+            ProductView(
+                id=event.product_id,
+                name=event.name,
+                price=event.price,
+                version=envelope.aggregate_version,
+                added_at=envelope.recorded_at,
+            )
+        )
 
 
 class OrderViewProjection(Projection):

@@ -11,6 +11,8 @@ The log is append-only in the model too: ``StoredEvent.save()`` on a stored row,
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime
 from typing import Any
 
 from django.apps import apps
@@ -23,9 +25,11 @@ from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
-from django.utils.html import format_html
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from ..db.jsontext import KeyText
 from ..models import StoredEvent
@@ -42,6 +46,9 @@ from .pagination import EstimatedCountPaginator
 #: The largest position a search term is compared with (a bigint).
 MAX_POSITION = 2**63 - 1
 
+#: Where a long name may wrap: after a dot, and between the words of ``CustomerRegistered``.
+_WRAP_POINTS = re.compile(r"(?<=\.)|(?<=[a-z])(?=[A-Z])")
+
 #: Most events one stream page shows (the changelist pages through any number).
 STREAM_LIMIT = 1000
 
@@ -50,6 +57,23 @@ def pretty_json(value: Any) -> SafeString:
     """``value`` as indented JSON in a ``<pre>`` block."""
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
     return format_html('<pre class="cqrs-json">{}</pre>', text)
+
+
+def shorten(value: Any) -> str:
+    """An id cut to its first 8 characters (ids are long; a title shows them whole)."""
+    text = str(value)
+    return f"{text[:8]}…" if len(text) > 12 else text
+
+
+def breakable(name: str) -> SafeString:
+    """A dotted name (``orders.OrderPlaced``) that may wrap after a dot or inside a word."""
+    parts = _WRAP_POINTS.split(name)
+    return format_html_join(mark_safe("<wbr>"), "{}", ((part,) for part in parts))
+
+
+def compact_time(value: datetime) -> str:
+    """``2026-12-01 15:50:33`` in the current time zone: narrower than Django's format."""
+    return date_format(timezone.localtime(value), "Y-m-d H:i:s")
 
 
 def event_rows(events: list[StoredEvent], site: admin.AdminSite) -> list[dict[str, Any]]:
@@ -102,16 +126,10 @@ def aggregate_admin_url(site: admin.AdminSite, aggregate_type: str, aggregate_id
 class StoredEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only browser of the event log, with filters and per-aggregate streams."""
 
-    list_display = (
-        "position",
-        "event_type",
-        "aggregate",
-        "aggregate_version",
-        "recorded_at",
-        "correlation",
-        "user",
-    )
-    list_display_links = ("position", "event_type")
+    # Short headers, short ids and names that may wrap after a dot: the list fits a
+    # 1280-px screen beside the navigation sidebar and the filters.
+    list_display = ("number", "event", "aggregate", "version", "recorded", "correlation", "user")
+    list_display_links = ("number", "event")
     list_filter = (
         AggregateIdFilter,
         CorrelationIdFilter,
@@ -168,17 +186,36 @@ class StoredEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     # -- columns --------------------------------------------------------------------
 
+    @admin.display(description="#", ordering="position")
+    def number(self, event: StoredEvent) -> int:
+        """The position, under the header ``#`` (``#42`` is how events are named)."""
+        return event.position
+
+    @admin.display(description="event type", ordering="event_type")
+    def event(self, event: StoredEvent) -> str:
+        return breakable(event.event_type)
+
     @admin.display(description="aggregate", ordering="aggregate_id")
     def aggregate(self, event: StoredEvent) -> str:
         url = event_stream_url(self.admin_site, event.aggregate_id, event.aggregate_type)
         return format_html(
-            '<a href="{}" title="this aggregate\'s events, in order">{} {}</a>',
+            '<a href="{}" title="{} {}: this aggregate\'s events, in order">{} {}</a>',
             url,
             event.aggregate_type,
             event.aggregate_id,
+            breakable(event.aggregate_type),
+            shorten(event.aggregate_id),
         )
 
-    @admin.display(description="correlation id")
+    @admin.display(description="version", ordering="aggregate_version")
+    def version(self, event: StoredEvent) -> int:
+        return event.aggregate_version
+
+    @admin.display(description="recorded", ordering="recorded_at")
+    def recorded(self, event: StoredEvent) -> str:
+        return compact_time(event.recorded_at)
+
+    @admin.display(description="correlation")
     def correlation(self, event: StoredEvent) -> str:
         return self._filter_link("correlation_id", event.metadata.get("correlation_id"))
 
@@ -191,9 +228,12 @@ class StoredEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             return "-"
         url = reverse(f"{self.admin_site.name}:django_cqrs_storedevent_changelist")
         text = str(value)
-        short = f"{text[:8]}…" if len(text) > 12 else text  # ids are long; the title has it all
         return format_html(
-            '<a href="{}?{}" title="{}">{}</a>', url, urlencode({parameter: text}), text, short
+            '<a href="{}?{}" title="{}">{}</a>',
+            url,
+            urlencode({parameter: text}),
+            text,
+            shorten(text),
         )
 
     @admin.display(description="payload")

@@ -2,25 +2,29 @@
 
     from django_cqrs.rest_framework.routers import CQRSRouter
 
-    router = CQRSRouter()
+    router = CQRSRouter(root_links={"docs": "swagger-ui"})   # links by URL name
     router.register("orders", OrderViewSet, basename="order")
     router.expose_command(PlaceOrder)                 # POST commands/place-order/
     router.expose_query(GetOrder, name="order")       # GET  queries/order/?order_id=...
-    urlpatterns = [path("api/", include(router.urls))]
+    urlpatterns = [path("api/", include(router.urls))]  # GET api/ lists the routes
 
 Nothing is exposed under ``commands/`` and ``queries/`` unless named here: each
 exposed message is a deliberate part of the public API, with its own permissions.
+The root (``GET api/``, URL name ``api-root``) lists the resources, the exposed
+messages and ``root_links``; ``CQRSRouter(include_root_view=False)`` leaves it out.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from django.urls import URLPattern, URLResolver, path
 from rest_framework.routers import SimpleRouter
 
 from .routes import MessageRoute
+from .views import APIRootView
 from .viewsets import CommandView, QueryView
 
 
@@ -30,11 +34,22 @@ def kebab_case(name: str) -> str:
 
 
 class CQRSRouter(SimpleRouter):
-    """``SimpleRouter`` that also mounts explicitly exposed commands and queries."""
+    """``SimpleRouter`` that also mounts explicitly exposed commands and queries, and a root."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    root_view_name = "api-root"
+
+    def __init__(
+        self,
+        *args: Any,
+        include_root_view: bool = True,
+        root_links: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.exposed: list[tuple[str, str, MessageRoute]] = []
+        self.include_root_view = include_root_view
+        #: ``{name: URL name}`` listed under ``links`` by the root (the docs, the schema).
+        self.root_links = dict(root_links or {})
 
     def get_default_basename(self, viewset: Any) -> str:
         name = viewset.__name__.removesuffix("ViewSet")
@@ -57,8 +72,23 @@ class CQRSRouter(SimpleRouter):
         if hasattr(self, "_urls"):
             del self._urls
 
+    def root_routes(self) -> dict[str, dict[str, str]]:
+        """``{section: {name: URL name}}``: what the root lists."""
+        resources = {
+            prefix: f"{basename}-list"
+            for prefix, viewset, basename in self.registry
+            if hasattr(viewset, "list") or hasattr(viewset, "create")
+        }
+        exposed: dict[str, dict[str, str]] = {"commands": {}, "queries": {}}
+        for prefix, name, _ in self.exposed:
+            exposed[prefix][name] = f"cqrs-{prefix}-{name}"
+        return {"resources": resources, **exposed, "links": self.root_links}
+
     def get_urls(self) -> list[URLPattern | URLResolver]:
         urls = list(super().get_urls())
+        if self.include_root_view:
+            root = APIRootView.as_view(routes=self.root_routes())
+            urls.insert(0, path("", root, name=self.root_view_name))
         for prefix, name, route in self.exposed:
             view_class = CommandView if route.kind == "command" else QueryView
             view = view_class.as_view(

@@ -1,48 +1,83 @@
-"""Run the demo: the django-q2 cluster in the background and the web server in front."""
+"""Run the demo: the web server and the django-q2 cluster, started and stopped together.
+
+    python manage.py demo_serve --port 8000      # what `make demo` runs last
+
+Both run as children of this command (:mod:`demo_project.supervisor`): Ctrl+C, or
+SIGTERM to it or to its process group, stops the server and every worker of the
+cluster within seconds, and leaves no process behind.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
+import socket
 import sys
+from pathlib import Path
 from typing import Any
 
-from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from demo_project.supervisor import Child, Supervisor
+
+MANAGE_PY = Path(__file__).resolve().parents[4] / "manage.py"
+HOST = "127.0.0.1"
 
 
 class Command(BaseCommand):
-    help = "Start `qcluster` beside the development server; stop both on Ctrl+C."
+    help = "Serve the demo beside the django-q2 cluster (qcluster); Ctrl+C stops both."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", default=os.environ.get("PORT", "8000"))
         parser.add_argument("--no-cluster", action="store_true", help="Do not start qcluster.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        port = str(options["port"])
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            from django.core.management.base import CommandError
-
-            raise CommandError(f"PORT must be a number from 1 to 65535, not {port!r}.")
-        cluster = None
-        if not options["no_cluster"]:
-            cluster = subprocess.Popen(
-                [sys.executable, "manage.py", "qcluster"], start_new_session=True
+        port = parse_port(str(options["port"]))
+        manage = [sys.executable, str(MANAGE_PY)]
+        with Supervisor() as supervisor:
+            supervisor.start("web server", [*manage, "runserver", "--noreload", f"{HOST}:{port}"])
+            if not options["no_cluster"]:
+                supervisor.start("django-q2 cluster", [*manage, "qcluster"])
+            stopped_by = supervisor.run(
+                ready=lambda: accepts_connections(port), on_ready=lambda: self.banner(port)
             )
-            self.stdout.write(f"django-q2 cluster started (process group {cluster.pid}).")
+            self.stdout.write("Stopping the demo: the web server and the django-q2 cluster ...")
+        if isinstance(stopped_by, Child):
+            raise CommandError(
+                f"The {stopped_by.name} exited with status {stopped_by.exit_status()}; "
+                "the demo is stopped (its output above says why)."
+            )
+        self.stdout.write(f"The demo is stopped ({signal.Signals(stopped_by).name}).")
+
+    def banner(self, port: int) -> None:
         self.stdout.write(
-            f"Demo on http://127.0.0.1:{port}/ — API /api/, docs /api/docs/, admin /admin/ "
-            "(local-only superuser admin / admin)."
+            self.style.SUCCESS(f"The demo is ready: open http://{HOST}:{port}/") + "\n"
+            "  It links to the API (/api/), its docs (/api/docs/), the admin (/admin/, "
+            "local-only superuser admin / admin) and the health report (/cqrs/health/).\n"
+            "  Ctrl+C stops the server and the django-q2 cluster."
         )
-        # SIGTERM (kill, CI, a process manager) must stop the cluster too, as Ctrl+C does.
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+
+
+def parse_port(port: str) -> int:
+    """The port as a number, if it is one and nothing listens on it yet."""
+    if not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CommandError(f"PORT must be a number from 1 to 65535, not {port!r}.")
+    with socket.socket() as sock:
+        # The development server sets SO_REUSEADDR too: only a listening socket is in use.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            call_command("runserver", f"127.0.0.1:{port}", use_reloader=False)
-        finally:
-            if cluster is not None and cluster.poll() is None:
-                os.killpg(cluster.pid, signal.SIGTERM)
-                try:
-                    cluster.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(cluster.pid, signal.SIGKILL)
+            sock.bind((HOST, int(port)))
+        except OSError as exc:
+            raise CommandError(
+                f"Port {port} on {HOST} is in use ({exc.strerror}): stop what listens there, "
+                "or choose another port (PORT=8001 make demo)."
+            ) from None
+    return int(port)
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
