@@ -24,16 +24,29 @@ re-sent, so other receivers do not run again) and must write through ``self.get(
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from django.db import models, transaction
+from django.db import DatabaseError, models, transaction
 from django.utils import timezone
 
 from .. import store
 from ..conf import cqrs_settings
 from ..db.log import START, LogPoint
-from ..db.shadow import create_table, drop_table, replace_rows, shadow_model, table_exists
+from ..db.errors import is_lock_timeout
+from ..db.shadow import (
+    check_swappable,
+    complete_shadows,
+    create_shadows,
+    drop_old_tables,
+    lock_holders,
+    shadow_model,
+    shadows_match,
+    swap_tables,
+)
+from ..exceptions import RebuildSwitchError
 from ..models import ProjectionState
 from .base import Projection, get_projection
 from .batches import apply_rows
@@ -41,6 +54,16 @@ from .checkpoints import ensure_state, lock_state, skipped_positions
 from .registry import SYNC
 
 Progress = Callable[[int, int], None]
+
+#: Seconds the switch waits for the live tables' lock (readers in a transaction) before
+#: it rolls back, lets the held-back events through, and tries again.
+SWITCH_LOCK_TIMEOUT = 0.1
+#: Attempts at the switch (and at dropping the replaced tables) before giving up.
+SWITCH_ATTEMPTS = 5
+#: Seconds between attempts, times the attempt's number.
+SWITCH_PAUSE = 0.5
+
+logger = logging.getLogger("django_cqrs")
 
 
 @contextmanager
@@ -105,23 +128,24 @@ def rebuild(
     """Rebuild the projection's read models from the log; return the events applied.
 
     Resumes an interrupted rebuild unless ``restart`` is True. ``progress(done, total)``
-    gets the highest position replayed so far and the head of the log.
+    gets the highest position replayed so far and the head of the log. Raises
+    :class:`RebuildSwitchError`, before anything is written, if a table outside the
+    projection depends on one of its read models (a foreign key into it), and after the
+    fill if the live tables stayed in use through every attempt to switch.
     """
     cls = get_projection(projection) if isinstance(projection, str) else projection
     using = cqrs_settings.DATABASE
     size = int(batch_size or cqrs_settings.REBUILD_BATCH_SIZE)
-    state = ensure_state(cls.name, using)
     targets = {model: shadow_model(model, using) for model in cls.read_models}
+    check_swappable(targets, using)
+    state = ensure_state(cls.name, using)
     resumable = (
-        not restart
-        and state.rebuild_position is not None
-        and all(table_exists(shadow, using) for shadow in targets.values())
+        not restart and state.rebuild_position is not None and shadows_match(targets, using)
     )
     if resumable:
         point = LogPoint(int(state.rebuild_transaction_id or 0), int(state.rebuild_position or 0))
     else:
-        for shadow in targets.values():
-            create_table(shadow, using)
+        create_shadows(targets, using)
         point = START
         ProjectionState.objects.using(using).filter(name=cls.name).update(
             rebuild_position=0, rebuild_transaction_id=0, rebuild_started_at=timezone.now()
@@ -137,29 +161,70 @@ def rebuild(
     replay = functools.partial(
         _replay, cls, targets, size=size, skip=skip, using=using, progress=report
     )
-    # Fill: passes up to the last readable event as the log grows, until a pass replays
-    # no more than one batch (the tail left for the switch is small).
-    applied = 0
-    while True:
-        horizon = store.horizon(using)
-        last = store.last_point(horizon=horizon, using=using)
-        if last <= point:
+
+    def fill(point: LogPoint) -> tuple[LogPoint, int]:
+        """Passes up to the last readable event as the log grows, until a pass replays no
+        more than one batch (the tail left for the switch is small)."""
+        applied = 0
+        while True:
+            horizon = store.horizon(using)
+            last = store.last_point(horizon=horizon, using=using)
+            if last <= point:
+                return point, applied
+            replayed = replay(after=point, until=last, horizon=horizon, commit_each=True)
+            applied += replayed
+            point = last
+            if replayed <= size:
+                return point, applied
+
+    point, applied = fill(point)
+    # Indexes and constraints are built on the full shadows, with nothing held back;
+    # the events that came meanwhile are replayed before the switch.
+    complete_shadows(targets, using)
+    point, more = fill(point)
+    applied += more
+    for attempt in range(1, SWITCH_ATTEMPTS + 1):
+        try:
+            applied += _switch(cls, targets, point, replay, using)
             break
-        replayed = replay(after=point, until=last, horizon=horizon, commit_each=True)
-        applied += replayed
-        point = last
-        if replayed <= size:
-            break
-    # Switch: the tail and the swap in one transaction, with new events held back. A sync
-    # projection's switch holds appends back (and waits for those in flight), so every
-    # committed event is final and it reads them all; an async one reads below the
-    # horizon and catch-up goes on from there.
+        except DatabaseError as exc:
+            if not is_lock_timeout(exc):
+                raise
+            holders = lock_holders(targets, using)
+            if attempt == SWITCH_ATTEMPTS:
+                raise RebuildSwitchError(
+                    f"Could not switch {cls.name} to its rebuilt tables: other transactions "
+                    f"kept its read models locked through {attempt} attempts of "
+                    f"{SWITCH_LOCK_TIMEOUT:g} s"
+                    + (f" ({', '.join(holders)})" if holders else "")
+                    + ". The rebuilt tables are kept: run the rebuild again to resume."
+                ) from exc
+        time.sleep(SWITCH_PAUSE * attempt)
+        point, more = fill(point)
+        applied += more
+    _drop_old_tables(targets, using)
+    if progress:
+        head = store.head(using)
+        progress(head, head)
+    return applied
+
+
+def _switch(
+    cls: type[Projection],
+    targets: dict[type[models.Model], type[models.Model]],
+    point: LogPoint,
+    replay: Callable[..., int],
+    using: str,
+) -> int:
+    """The tail and the swap in one transaction, with new events held back; the events
+    replayed. A sync projection's switch holds appends back (and waits for those in
+    flight), so every committed event is final and it reads them all; an async one reads
+    below the horizon and catch-up goes on from there."""
     with transaction.atomic(using=using), _stop_new_events(cls, using):
         horizon = None if cls.mode == SYNC else store.horizon(using)
         last = max(store.last_point(horizon=horizon, using=using), point)
-        applied += replay(after=point, until=last, horizon=horizon, commit_each=False)
-        for live, shadow in targets.items():
-            replace_rows(live, shadow, using)
+        applied = replay(after=point, until=last, horizon=horizon, commit_each=False)
+        swap_tables(targets, using, lock_timeout=SWITCH_LOCK_TIMEOUT)
         ProjectionState.objects.using(using).filter(name=cls.name).update(
             position=last.position,
             transaction_id=last.transaction_id,
@@ -176,9 +241,23 @@ def rebuild(
                 default=models.Value(ProjectionState.State.LIVE),
             ),
         )
-    for shadow in targets.values():
-        drop_table(shadow, using)
-    if progress:
-        head = store.head(using)
-        progress(head, head)
     return applied
+
+
+def _drop_old_tables(targets: dict[type[models.Model], type[models.Model]], using: str) -> None:
+    """Drop the replaced tables, or leave them to the next rebuild if they stay locked."""
+    for attempt in range(1, SWITCH_ATTEMPTS + 1):
+        try:
+            drop_old_tables(targets, using, lock_timeout=SWITCH_LOCK_TIMEOUT)
+            return
+        except DatabaseError as exc:
+            if not is_lock_timeout(exc):
+                raise
+            if attempt == SWITCH_ATTEMPTS:
+                logger.warning(
+                    "Could not drop the tables a rebuild replaced (%s): they stayed locked; "
+                    "the next rebuild drops them",
+                    ", ".join(live._meta.db_table for live in targets),
+                )
+                return
+        time.sleep(SWITCH_PAUSE * attempt)
