@@ -249,7 +249,7 @@ def check_read_model_references(app_configs: Any = None, **kwargs: Any) -> list[
     for config in configs:
         for model in config.get_models(include_auto_created=True):
             for field in model._meta.local_fields:
-                target = field.related_model if field.is_relation else None
+                target: Any = field.related_model if field.is_relation else None
                 if target not in owners or not getattr(field, "db_constraint", False):
                     continue
                 strangers = [cls.name for cls in owners[target] if model not in cls.read_models]

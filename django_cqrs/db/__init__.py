@@ -14,7 +14,8 @@
   database, and the conditional upsert behind the async trigger flag.
 - ``log``: the log's order (transaction ids, the horizon of open transactions) and
   the locks on its table.
-- ``shadow``: the shadow tables a rebuild fills, and the switch that copies them.
+- ``shadow``: the shadow tables a rebuild fills (the live tables' definitions, copied
+  from the database), and the swap that renames them into place.
 - ``estimates``: a table's row count from PostgreSQL's statistics, for pages that must
   not run ``COUNT(*)`` over the event log.
 - ``jsontext``: ``KeyText``, a JSON key as text in SQL an expression index matches.

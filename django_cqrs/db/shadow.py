@@ -312,8 +312,7 @@ def _tables(targets: Targets) -> list[str]:
 
 def _column_key(description: Sequence[Any]) -> list[tuple[Any, ...]]:
     return [
-        (c.name, c.type_code, c.internal_size, c.precision, c.scale, c.null_ok)
-        for c in description
+        (c.name, c.type_code, c.internal_size, c.precision, c.scale, c.null_ok) for c in description
     ]
 
 
@@ -387,7 +386,8 @@ SELECT 'row-level security policy ' || quote_ident(polname), polrelid::regclass:
 FROM pg_policy WHERE polrelid = ANY(%s::oid[])
 UNION ALL
 SELECT 'publication ' || quote_ident(p.pubname), r.prrelid::regclass::text, false
-FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid WHERE r.prrelid = ANY(%s::oid[])
+FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
+WHERE r.prrelid = ANY(%s::oid[])
 UNION ALL
 SELECT 'its kind (' || relkind::text || ', not a plain table)', oid::regclass::text, false
 FROM pg_class WHERE oid = ANY(%s::oid[]) AND relkind <> 'r'
@@ -576,7 +576,9 @@ def _pg_swap_one(cursor: Any, qn: Any, live: str, shadow: str, using: str) -> No
         if kind == "a":  # a serial: the shadow's default already takes from it; keep it
             cursor.execute(f"ALTER SEQUENCE {qualified} OWNED BY {qn(shadow)}.{qn(column)}")
         else:
-            cursor.execute(f"ALTER SEQUENCE {qualified} RENAME TO {qn(_name(name, 'retired', using))}")
+            cursor.execute(
+                f"ALTER SEQUENCE {qualified} RENAME TO {qn(_name(name, 'retired', using))}"
+            )
     cursor.execute(f"ALTER TABLE {qn(live)} RENAME TO {qn(_name(live, 'retired', using))}")
     for index in indexes:
         cursor.execute(
@@ -588,7 +590,7 @@ def _pg_swap_one(cursor: Any, qn: Any, live: str, shadow: str, using: str) -> No
         cursor.execute(
             f"ALTER INDEX {qn(_name(index.name, 'rebuild', using))} RENAME TO {qn(index.name)}"
         )
-    for column, (name, qualified, kind) in shadow_sequences.items():
+    for column, (_, qualified, kind) in shadow_sequences.items():
         floors[column] = max(floors.get(column, 0), _pg_handed_out(cursor, qualified))
         if kind == "i" and live_sequences.get(column, ("", "", ""))[2] == "i":
             cursor.execute(f"ALTER SEQUENCE {qualified} RENAME TO {qn(live_sequences[column][0])}")
@@ -721,6 +723,10 @@ def _sqlite_swap(targets: Targets, using: str) -> None:
             cursor.execute(sql)
         # AUTOINCREMENT: ids handed out before never come back.
         for table, seq in counters:
-            cursor.execute("UPDATE sqlite_sequence SET seq = MAX(seq, %s) WHERE name = %s", [seq, table])
+            cursor.execute(
+                "UPDATE sqlite_sequence SET seq = MAX(seq, %s) WHERE name = %s", [seq, table]
+            )
             if not cursor.rowcount:
-                cursor.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %s)", [table, seq])
+                cursor.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %s)", [table, seq]
+                )

@@ -3,18 +3,30 @@
     from django_cqrs.projections.rebuild import rebuild
     rebuild("orders.OrderViewProjection", progress=lambda done, total: ...)
 
-How it works:
+How it works (the SQL is in :mod:`django_cqrs.db.shadow`):
 
-1. **Fill** a shadow table per read model (same columns, no secondary indexes) by
-   replaying the log in batches; each batch commits with the position it reached, so an
-   interrupted rebuild resumes where it stopped. The live tables keep serving queries
-   and keep being updated (sync receivers or async catch-up) meanwhile.
-2. **Switch** in one short transaction: stop new events from reaching the projection
+0. **Check** that nothing outside the projection depends on its read models' tables (a
+   foreign key into one, a view, a trigger): a swap would break it, so the rebuild
+   refuses with :class:`RebuildSwitchError` before anything is written.
+1. **Fill** a shadow table per read model (the live table's columns, defaults, CHECKs
+   and primary key, no secondary indexes) by replaying the log in batches; each batch
+   commits with the position it reached, so an interrupted rebuild resumes where it
+   stopped. The live tables keep serving queries and keep being updated (sync receivers
+   or async catch-up) meanwhile.
+2. **Complete** the shadows, still with nothing held back: every other index and
+   constraint of the live table (PostgreSQL; SQLite builds them in the swap), then
+   replay what arrived meanwhile.
+3. **Switch** in one short transaction: stop new events from reaching the projection
    (sync: ``LOCK TABLE <log> IN SHARE MODE`` makes appends wait; async: the state row
-   lock makes catch-up wait), replay the tail into the shadow, replace the live rows
-   with the shadow's, and set the checkpoint to the last event replayed. Readers see the
-   old rows until the commit and the new ones after it: never an empty table.
-3. Drop the shadow tables.
+   lock makes catch-up wait), replay the tail into the shadow, swap the tables (renames:
+   the shadow takes the live table's name and each index its live name), and set the
+   checkpoint to the last event replayed. Appends wait for the tail and the renames,
+   whatever the size of the read model. Readers see the old table until the commit and
+   the new one after it: never an empty table. The swap waits at most
+   ``SWITCH_LOCK_TIMEOUT`` for readers still inside a transaction on the live table;
+   then the switch rolls back, lets the events through, catches up and tries again, up to
+   ``SWITCH_ATTEMPTS`` times, before :class:`RebuildSwitchError` names who holds the lock.
+4. Drop the replaced tables (PostgreSQL; the next rebuild drops them if they stay locked).
 
 Handlers are called directly with ``envelope.replaying = True`` (``event_recorded`` is not
 re-sent, so other receivers do not run again) and must write through ``self.get()``,
@@ -34,8 +46,8 @@ from django.utils import timezone
 
 from .. import store
 from ..conf import cqrs_settings
-from ..db.log import START, LogPoint
 from ..db.errors import is_lock_timeout
+from ..db.log import START, LogPoint
 from ..db.shadow import (
     check_swappable,
     complete_shadows,
@@ -139,9 +151,7 @@ def rebuild(
     targets = {model: shadow_model(model, using) for model in cls.read_models}
     check_swappable(targets, using)
     state = ensure_state(cls.name, using)
-    resumable = (
-        not restart and state.rebuild_position is not None and shadows_match(targets, using)
-    )
+    resumable = not restart and state.rebuild_position is not None and shadows_match(targets, using)
     if resumable:
         point = LogPoint(int(state.rebuild_transaction_id or 0), int(state.rebuild_position or 0))
     else:
