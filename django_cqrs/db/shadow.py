@@ -28,7 +28,8 @@ table, its indexes and identity sequences out of the way, rename the shadow to t
 name and its indexes and sequences to the live names (so migrations that later alter an
 index or constraint by name find it), move sequence values forward. The old tables are
 dropped by :func:`drop_old_tables` after the commit, since dropping a table with a
-foreign key locks the table it references.
+foreign key locks the table it references (and by the next rebuild, if they stayed
+locked then).
 
 **SQLite.** ``sqlite_master`` holds each table's CREATE statement. The live tables are
 renamed to their shadow names inside a savepoint that is rolled back at once: SQLite
@@ -41,7 +42,7 @@ runs the live tables' saved ``CREATE INDEX`` statements: SQLite cannot rename an
 so the secondary indexes are built there, under SQLite's one write lock.
 
 Other backends: the shadow comes from the model (no secondary indexes) and the swap
-copies its rows into the live table (:func:`replace_rows`).
+copies its rows into the live table (:func:`replace_rows`), then drops it.
 """
 
 from __future__ import annotations
@@ -152,12 +153,11 @@ def check_swappable(targets: Targets, using: str) -> None:
 def create_shadows(targets: Targets, using: str) -> None:
     """(Re)create every shadow table, empty, with its live table's columns and primary key.
 
-    Leftovers of an earlier rebuild (shadows, old tables never dropped) are dropped first.
+    The shadows of an earlier rebuild are dropped first.
     """
     conn = connections[using]
     with transaction.atomic(using=using):
         if conn.vendor == "postgresql":
-            _pg_drop([_name(t, "retired", using) for t in _tables(targets)], using)
             _pg_drop([s._meta.db_table for s in targets.values()], using, cascade=True)
             for live, shadow in targets.items():
                 _pg_create_shadow(live._meta.db_table, shadow._meta.db_table, using)
@@ -229,25 +229,19 @@ def swap_tables(targets: Targets, using: str, *, lock_timeout: float) -> None:
     else:
         for live, shadow in targets.items():
             replace_rows(live, shadow, using)
+            drop_table(shadow, using)
 
 
 def drop_old_tables(targets: Targets, using: str, *, lock_timeout: float) -> None:
-    """After the switch committed: drop what the swap replaced.
+    """After the switch committed: drop the tables it replaced (PostgreSQL), if any.
 
-    PostgreSQL: the old live tables (dropping one with a foreign key locks the table it
-    references, so this waits at most ``lock_timeout`` seconds and fails like
-    :func:`swap_tables`; the next rebuild drops what is left). SQLite dropped them in the
-    swap. Other backends: the shadow tables, whose rows were copied.
+    Dropping a table with a foreign key locks the table it references (an aggregate's,
+    say), so this waits at most ``lock_timeout`` seconds for the locks and fails like
+    :func:`swap_tables`. SQLite's swap dropped them itself; other backends' swap copies.
     """
-    vendor = connections[using].vendor
-    if not targets:
-        return
-    if vendor == "postgresql":
+    if connections[using].vendor == "postgresql" and targets:
         with transaction.atomic(using=using), _pg_lock_timeout(using, lock_timeout):
             _pg_drop([_name(t, "retired", using) for t in _tables(targets)], using)
-    elif vendor != "sqlite":
-        for shadow in targets.values():
-            drop_table(shadow, using)
 
 
 def drop_shadows(targets: Targets, using: str) -> None:

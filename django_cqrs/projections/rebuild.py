@@ -150,6 +150,7 @@ def rebuild(
     size = int(batch_size or cqrs_settings.REBUILD_BATCH_SIZE)
     targets = {model: shadow_model(model, using) for model in cls.read_models}
     check_swappable(targets, using)
+    _drop_old_tables(targets, using, leftovers=True)
     state = ensure_state(cls.name, using)
     resumable = not restart and state.rebuild_position is not None and shadows_match(targets, using)
     if resumable:
@@ -254,8 +255,11 @@ def _switch(
     return applied
 
 
-def _drop_old_tables(targets: dict[type[models.Model], type[models.Model]], using: str) -> None:
-    """Drop the replaced tables, or leave them to the next rebuild if they stay locked."""
+def _drop_old_tables(
+    targets: dict[type[models.Model], type[models.Model]], using: str, *, leftovers: bool = False
+) -> None:
+    """Drop the tables a switch replaced; if they stay locked, leave them to the next
+    rebuild, which must drop them (``leftovers``) before its switch can take their names."""
     for attempt in range(1, SWITCH_ATTEMPTS + 1):
         try:
             drop_old_tables(targets, using, lock_timeout=SWITCH_LOCK_TIMEOUT)
@@ -264,10 +268,17 @@ def _drop_old_tables(targets: dict[type[models.Model], type[models.Model]], usin
             if not is_lock_timeout(exc):
                 raise
             if attempt == SWITCH_ATTEMPTS:
+                names = ", ".join(live._meta.db_table for live in targets)
+                if leftovers:
+                    raise RebuildSwitchError(
+                        f"Could not drop the tables an earlier rebuild replaced ({names}): "
+                        "they, or the tables their foreign keys reference, stayed locked. "
+                        "Run the rebuild again later."
+                    ) from exc
                 logger.warning(
                     "Could not drop the tables a rebuild replaced (%s): they stayed locked; "
                     "the next rebuild drops them",
-                    ", ".join(live._meta.db_table for live in targets),
+                    names,
                 )
                 return
         time.sleep(SWITCH_PAUSE * attempt)
