@@ -154,6 +154,8 @@ class Writers:
     def __init__(self, count: int, customers: list[Any], products: list[Any]):
         self.customers, self.products = customers, products
         self.spans: list[tuple[float, float]] = []
+        #: Commands that failed with LockTimeoutError (the lock wait ran out).
+        self.failed: list[tuple[float, float]] = []
         self.errors: list[BaseException] = []
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(count)]
@@ -163,6 +165,7 @@ class Writers:
 
         from demo_project.orders.commands import OrderItem, PlaceOrder
         from django_cqrs import command_bus
+        from django_cqrs.exceptions import LockTimeoutError
 
         n = index
         try:
@@ -173,8 +176,12 @@ class Writers:
                     items=[OrderItem(product_id=self.products[n % len(self.products)], quantity=1)],
                 )
                 started = time.perf_counter()
-                command_bus.dispatch(command)
-                self.spans.append((started, time.perf_counter()))
+                try:
+                    command_bus.dispatch(command)
+                except LockTimeoutError:  # waited past DJANGO_CQRS["LOCK_TIMEOUT"]
+                    self.failed.append((started, time.perf_counter()))
+                else:
+                    self.spans.append((started, time.perf_counter()))
         except BaseException as exc:
             self.errors.append(exc)
         finally:
@@ -233,7 +240,9 @@ def one_round(mode: str, writers_count: int, customers: list[Any], products: lis
         time.sleep(0.5)
     usual = [end - start for start, end in writers.spans[:before]]
     during = [
-        end - start for start, end in writers.spans if start < hold["end"] and end > hold["start"]
+        end - start
+        for start, end in writers.spans + writers.failed
+        if start < hold["end"] and end > hold["start"]
     ]
     return {
         "mode": mode,
@@ -243,6 +252,7 @@ def one_round(mode: str, writers_count: int, customers: list[Any], products: lis
         "hold_ms": (hold["end"] - hold["start"]) * 1000,
         "worst_wait_ms": max(during, default=0.0) * 1000,
         "commands_during": len(during),
+        "commands_failed": len(writers.failed),
         "usual_ms": statistics.median(usual) * 1000 if usual else None,
     }
 
@@ -267,7 +277,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(
                 f"  round {n + 1} {mode} ({result['rows']:,} rows): "
                 f"hold {result['hold_ms']:.0f} ms, worst command "
-                f"{result['worst_wait_ms']:.0f} ms ({result['commands_during']} in flight, usual "
+                f"{result['worst_wait_ms']:.0f} ms ({result['commands_during']} in flight, "
+                f"{result['commands_failed']} failed on LOCK_TIMEOUT, usual "
                 f"{result['usual_ms']:.1f} ms), rebuild {result['rebuild_seconds']:.1f} s"
                 + (f" (completing the shadow {complete:.1f} s)" if complete else ""),
                 flush=True,
@@ -315,6 +326,7 @@ def report(results: list[dict[str, Any]]) -> str:
             "rounds",
             "hold ms min / median / max",
             "worst command ms min / median / max",
+            "commands failed",
             "usual command ms",
             "completing s (outside)",
         ],
