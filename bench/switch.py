@@ -314,6 +314,7 @@ def report(results: list[dict[str, Any]]) -> str:
                     " / ".join(
                         f"{v:,.0f}" for v in (min(waits), statistics.median(waits), max(waits))
                     ),
+                    sum(x["commands_failed"] for x in got),
                     f"{statistics.median(usual):.1f}" if usual else "-",
                     f"{statistics.median(completes):.1f}" if completes else "-",
                 ]
