@@ -78,9 +78,9 @@ _LIKE_INCLUDING = " ".join(
 )
 
 _FOREIGN_KEY_FIX = (
-    "Declare that ForeignKey with db_constraint=False (the column and its index stay; "
-    "the database no longer checks the reference), or make its model a read model of "
-    "the same projection."
+    "declare that ForeignKey with db_constraint=False (the column and its index stay; "
+    "the database no longer checks the reference) or drop the constraint, or make its "
+    "model a read model of the same projection"
 )
 
 
