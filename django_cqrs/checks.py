@@ -239,7 +239,7 @@ def check_projections(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
 
 @register(Tags.models)
 def check_read_model_references(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """E011 a database foreign key into a read model from a table the rebuild does not swap."""
+    """E013 a database foreign key into a read model from a table the rebuild does not swap."""
     owners: dict[type, list[Any]] = {}
     for cls in all_projections():
         for model in cls.read_models:
@@ -264,7 +264,7 @@ def check_read_model_references(app_configs: Any = None, **kwargs: Any) -> list[
                             "its index stay), or list "
                             f"{model.__name__} among that projection's read_models.",
                             obj=field,
-                            id="django_cqrs.E011",
+                            id="django_cqrs.E013",
                         )
                     )
     return messages

@@ -282,7 +282,7 @@ def test_a_system_check_names_a_foreign_key_into_a_read_model(cards: type[Projec
         found = check_read_model_references([CardNote._meta.apps.get_app_config("testapp")])
 
     assert [(m.id, m.obj) for m in found] == [
-        ("django_cqrs.E011", CardNote._meta.get_field("card"))
+        ("django_cqrs.E013", CardNote._meta.get_field("card"))
     ]
     assert "CardNote.card" in found[0].msg
     assert CARDS in found[0].msg
