@@ -281,6 +281,39 @@ def check_projections(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
     return messages
 
 
+@register(Tags.models)
+def check_read_model_references(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E013 a database foreign key into a read model from a table the rebuild does not swap."""
+    owners: dict[type, list[Any]] = {}
+    for cls in all_projections():
+        for model in cls.read_models:
+            owners.setdefault(model, []).append(cls)
+    configs = apps.get_app_configs() if app_configs is None else app_configs
+    messages: list[CheckMessage] = []
+    for config in configs:
+        for model in config.get_models(include_auto_created=True):
+            for field in model._meta.local_fields:
+                target: Any = field.related_model if field.is_relation else None
+                if target not in owners or not getattr(field, "db_constraint", False):
+                    continue
+                strangers = [cls.name for cls in owners[target] if model not in cls.read_models]
+                if strangers:
+                    messages.append(
+                        Error(
+                            f"{model.__name__}.{field.name} is a database foreign key to "
+                            f"{target.__name__}, a read model of {', '.join(strangers)}: a "
+                            "rebuild puts a new table in its place, which the constraint "
+                            "would not survive (the rebuild refuses to run).",
+                            hint="Declare the field with db_constraint=False (the column and "
+                            "its index stay), or list "
+                            f"{model.__name__} among that projection's read_models.",
+                            obj=field,
+                            id="django_cqrs.E013",
+                        )
+                    )
+    return messages
+
+
 @register(Tags.compatibility)
 def check_events(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E008 event fields whose types cannot be stored as JSON."""

@@ -131,6 +131,14 @@ class ProjectionApplyError(ProjectionError):
         self.transaction_id = transaction_id
 
 
+class RebuildSwitchError(ProjectionError):
+    """A rebuild cannot put its new tables in place of the live ones; nothing was switched.
+
+    Something outside the projection depends on a read model's table (a foreign key, a
+    view, a trigger), or the live tables stayed in use by other transactions.
+    """
+
+
 class AppendOnlyError(CQRSError):
     """Stored events are immutable: they cannot be changed or deleted."""
 

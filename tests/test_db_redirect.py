@@ -15,7 +15,7 @@ import pytest
 from django.db import connection, connections, models, transaction
 
 from django_cqrs.db.redirect import ShadowRedirect, redirect_writes, rewrite_tables, written_tables
-from django_cqrs.db.shadow import create_table, drop_table, shadow_model
+from django_cqrs.db.shadow import create_shadows, drop_shadows, shadow_model
 from django_cqrs.exceptions import RebuildWriteError
 from tests.testapp.models import AccountLedger, AccountView
 
@@ -106,9 +106,9 @@ def test_written_tables_are_read_from_the_statement(sql: str, tables: list[str] 
 @pytest.fixture
 def shadow() -> Iterator[type[models.Model]]:
     model = shadow_model(AccountView, "default")
-    create_table(model, "default")
+    create_shadows({AccountView: model}, "default")
     yield model
-    drop_table(model, "default")
+    drop_shadows({AccountView: model}, "default")
 
 
 def view_rows(model: type[models.Model]) -> list[tuple[object, ...]]:

@@ -15,7 +15,7 @@ from django.db import connection, models
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_cqrs.db.shadow import create_table, drop_table, shadow_model
+from django_cqrs.db.shadow import create_shadows, drop_shadows, shadow_model
 from django_cqrs.events import EventEnvelope
 from django_cqrs.exceptions import RebuildWriteError
 from django_cqrs.projections import Projection, handles
@@ -254,9 +254,9 @@ def test_after_a_flush_get_reads_the_table_again() -> None:
 @pytest.fixture
 def shadow() -> Iterator[type[models.Model]]:
     model = shadow_model(AccountView, "default")
-    create_table(model, "default")
+    create_shadows({AccountView: model}, "default")
     yield model
-    drop_table(model, "default")
+    drop_shadows({AccountView: model}, "default")
 
 
 def test_with_a_target_rows_come_from_and_go_to_the_target_table(

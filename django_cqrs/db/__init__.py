@@ -14,7 +14,8 @@
   database, and the conditional upsert behind the async trigger flag.
 - ``log``: the log's order (transaction ids, the horizon of open transactions) and
   the locks on its table.
-- ``shadow``: the shadow tables a rebuild fills, and the switch that copies them.
+- ``shadow``: the shadow tables a rebuild fills (the live tables' definitions, copied
+  from the database), and the swap that renames them into place.
 - ``redirect``: a rebuild's statements rewritten to its shadow tables (so plain ORM
   calls land there too), and every other write refused before it is sent.
 - ``estimates``: a table's row count from PostgreSQL's statistics, for pages that must

@@ -3,18 +3,30 @@
     from django_cqrs.projections.rebuild import rebuild
     rebuild("orders.OrderViewProjection", progress=lambda done, total: ...)
 
-How it works:
+How it works (the SQL is in :mod:`django_cqrs.db.shadow`):
 
-1. **Fill** a shadow table per read model (same columns, no secondary indexes) by
-   replaying the log in batches; each batch commits with the position it reached, so an
-   interrupted rebuild resumes where it stopped. The live tables keep serving queries
-   and keep being updated (sync receivers or async catch-up) meanwhile.
-2. **Switch** in one short transaction: stop new events from reaching the projection
+0. **Check** that nothing outside the projection depends on its read models' tables (a
+   foreign key into one, a view, a trigger): a swap would break it, so the rebuild
+   refuses with :class:`RebuildSwitchError` before anything is written.
+1. **Fill** a shadow table per read model (the live table's columns, defaults, CHECKs
+   and primary key, no secondary indexes) by replaying the log in batches; each batch
+   commits with the position it reached, so an interrupted rebuild resumes where it
+   stopped. The live tables keep serving queries and keep being updated (sync receivers
+   or async catch-up) meanwhile.
+2. **Complete** the shadows, still with nothing held back: every other index and
+   constraint of the live table (PostgreSQL; SQLite builds them in the swap), then
+   replay what arrived meanwhile.
+3. **Switch** in one short transaction: stop new events from reaching the projection
    (sync: ``LOCK TABLE <log> IN SHARE MODE`` makes appends wait; async: the state row
-   lock makes catch-up wait), replay the tail into the shadow, replace the live rows
-   with the shadow's, and set the checkpoint to the last event replayed. Readers see the
-   old rows until the commit and the new ones after it: never an empty table.
-3. Drop the shadow tables.
+   lock makes catch-up wait), replay the tail into the shadow, swap the tables (renames:
+   the shadow takes the live table's name and each index its live name), and set the
+   checkpoint to the last event replayed. Appends wait for the tail and the renames,
+   whatever the size of the read model. Readers see the old table until the commit and
+   the new one after it: never an empty table. The swap waits at most
+   ``SWITCH_LOCK_TIMEOUT`` for readers still inside a transaction on the live table;
+   then the switch rolls back, lets the events through, catches up and tries again, up to
+   ``SWITCH_ATTEMPTS`` times, before :class:`RebuildSwitchError` names who holds the lock.
+4. Drop the replaced tables (PostgreSQL; the next rebuild drops them if they stay locked).
 
 Handlers are called directly with ``envelope.replaying = True`` (``event_recorded`` is not
 re-sent, so other receivers do not run again). Their rows land in the shadow tables:
@@ -29,18 +41,31 @@ tables keep their rows.
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from django.db import models, transaction
+from django.db import DatabaseError, models, transaction
 from django.utils import timezone
 
 from .. import store
 from ..conf import cqrs_settings
+from ..db.errors import is_lock_timeout
 from ..db.log import START, LogPoint
 from ..db.redirect import redirect_writes
-from ..db.shadow import create_table, drop_table, replace_rows, shadow_model, table_exists
-from ..exceptions import ProjectionApplyError, RebuildWriteError
+from ..db.shadow import (
+    check_swappable,
+    complete_shadows,
+    create_shadows,
+    drop_old_tables,
+    drop_shadows,
+    lock_holders,
+    shadow_model,
+    shadows_match,
+    swap_tables,
+)
+from ..exceptions import ProjectionApplyError, RebuildSwitchError, RebuildWriteError
 from ..models import ProjectionState
 from .base import Projection, get_projection
 from .batches import apply_rows
@@ -48,6 +73,16 @@ from .checkpoints import ensure_state, lock_state, skipped_positions
 from .registry import SYNC
 
 Progress = Callable[[int, int], None]
+
+#: Seconds the switch waits for the live tables' lock (readers in a transaction) before
+#: it rolls back, lets the held-back events through, and tries again.
+SWITCH_LOCK_TIMEOUT = 0.1
+#: Attempts at the switch (and at dropping the replaced tables) before giving up.
+SWITCH_ATTEMPTS = 5
+#: Seconds between attempts, times the attempt's number.
+SWITCH_PAUSE = 0.5
+
+logger = logging.getLogger("django_cqrs")
 
 
 @contextmanager
@@ -141,10 +176,14 @@ def rebuild(
     """Rebuild the projection's read models from the log; return the events applied.
 
     Resumes an interrupted rebuild unless ``restart`` is True. ``progress(done, total)``
-    gets the highest position replayed so far and the head of the log. A write that the
-    shadow tables cannot receive raises :class:`~django_cqrs.exceptions.RebuildWriteError`
-    before it is sent; the rebuild is then discarded (shadow tables dropped, progress
-    forgotten) and the live tables keep their rows.
+    gets the highest position replayed so far and the head of the log. Raises
+    :class:`RebuildSwitchError`, before anything is written, if a table outside the
+    projection depends on one of its read models (a foreign key into it), and after the
+    fill if the live tables stayed in use through every attempt to switch. A write that
+    the shadow tables cannot receive raises
+    :class:`~django_cqrs.exceptions.RebuildWriteError` before it is sent; the rebuild is
+    then discarded (shadow tables dropped, progress forgotten) and the live tables keep
+    their rows.
     """
     cls = get_projection(projection) if isinstance(projection, str) else projection
     try:
@@ -156,8 +195,7 @@ def rebuild(
 
 def _discard(cls: type[Projection], using: str) -> None:
     """Drop the shadow tables and forget the rebuild's progress."""
-    for model in cls.read_models:
-        drop_table(shadow_model(model, using), using)
+    drop_shadows({model: shadow_model(model, using) for model in cls.read_models}, using)
     ProjectionState.objects.using(using).filter(name=cls.name).update(
         rebuild_position=None, rebuild_transaction_id=None, rebuild_started_at=None
     )
@@ -168,18 +206,15 @@ def _rebuild(
 ) -> int:
     using = cqrs_settings.DATABASE
     size = int(batch_size or cqrs_settings.REBUILD_BATCH_SIZE)
-    state = ensure_state(cls.name, using)
     targets = {model: shadow_model(model, using) for model in cls.read_models}
-    resumable = (
-        not restart
-        and state.rebuild_position is not None
-        and all(table_exists(shadow, using) for shadow in targets.values())
-    )
+    check_swappable(targets, using)
+    _drop_old_tables(targets, using, leftovers=True)
+    state = ensure_state(cls.name, using)
+    resumable = not restart and state.rebuild_position is not None and shadows_match(targets, using)
     if resumable:
         point = LogPoint(int(state.rebuild_transaction_id or 0), int(state.rebuild_position or 0))
     else:
-        for shadow in targets.values():
-            create_table(shadow, using)
+        create_shadows(targets, using)
         point = START
         ProjectionState.objects.using(using).filter(name=cls.name).update(
             rebuild_position=0, rebuild_transaction_id=0, rebuild_started_at=timezone.now()
@@ -195,29 +230,70 @@ def _rebuild(
     replay = functools.partial(
         _replay, cls, targets, size=size, skip=skip, using=using, progress=report
     )
-    # Fill: passes up to the last readable event as the log grows, until a pass replays
-    # no more than one batch (the tail left for the switch is small).
-    applied = 0
-    while True:
-        horizon = store.horizon(using)
-        last = store.last_point(horizon=horizon, using=using)
-        if last <= point:
+
+    def fill(point: LogPoint) -> tuple[LogPoint, int]:
+        """Passes up to the last readable event as the log grows, until a pass replays no
+        more than one batch (the tail left for the switch is small)."""
+        applied = 0
+        while True:
+            horizon = store.horizon(using)
+            last = store.last_point(horizon=horizon, using=using)
+            if last <= point:
+                return point, applied
+            replayed = replay(after=point, until=last, horizon=horizon, commit_each=True)
+            applied += replayed
+            point = last
+            if replayed <= size:
+                return point, applied
+
+    point, applied = fill(point)
+    # Indexes and constraints are built on the full shadows, with nothing held back;
+    # the events that came meanwhile are replayed before the switch.
+    complete_shadows(targets, using)
+    point, more = fill(point)
+    applied += more
+    for attempt in range(1, SWITCH_ATTEMPTS + 1):
+        try:
+            applied += _switch(cls, targets, point, replay, using)
             break
-        replayed = replay(after=point, until=last, horizon=horizon, commit_each=True)
-        applied += replayed
-        point = last
-        if replayed <= size:
-            break
-    # Switch: the tail and the swap in one transaction, with new events held back. A sync
-    # projection's switch holds appends back (and waits for those in flight), so every
-    # committed event is final and it reads them all; an async one reads below the
-    # horizon and catch-up goes on from there.
+        except DatabaseError as exc:
+            if not is_lock_timeout(exc):
+                raise
+            holders = lock_holders(targets, using)
+            if attempt == SWITCH_ATTEMPTS:
+                raise RebuildSwitchError(
+                    f"Could not switch {cls.name} to its rebuilt tables: other transactions "
+                    f"kept its read models locked through {attempt} attempts of "
+                    f"{SWITCH_LOCK_TIMEOUT:g} s"
+                    + (f" ({', '.join(holders)})" if holders else "")
+                    + ". The rebuilt tables are kept: run the rebuild again to resume."
+                ) from exc
+        time.sleep(SWITCH_PAUSE * attempt)
+        point, more = fill(point)
+        applied += more
+    _drop_old_tables(targets, using)
+    if progress:
+        head = store.head(using)
+        progress(head, head)
+    return applied
+
+
+def _switch(
+    cls: type[Projection],
+    targets: dict[type[models.Model], type[models.Model]],
+    point: LogPoint,
+    replay: Callable[..., int],
+    using: str,
+) -> int:
+    """The tail and the swap in one transaction, with new events held back; the events
+    replayed. A sync projection's switch holds appends back (and waits for those in
+    flight), so every committed event is final and it reads them all; an async one reads
+    below the horizon and catch-up goes on from there."""
     with transaction.atomic(using=using), _stop_new_events(cls, using):
         horizon = None if cls.mode == SYNC else store.horizon(using)
         last = max(store.last_point(horizon=horizon, using=using), point)
-        applied += replay(after=point, until=last, horizon=horizon, commit_each=False)
-        for live, shadow in targets.items():
-            replace_rows(live, shadow, using)
+        applied = replay(after=point, until=last, horizon=horizon, commit_each=False)
+        swap_tables(targets, using, lock_timeout=SWITCH_LOCK_TIMEOUT)
         ProjectionState.objects.using(using).filter(name=cls.name).update(
             position=last.position,
             transaction_id=last.transaction_id,
@@ -234,9 +310,33 @@ def _rebuild(
                 default=models.Value(ProjectionState.State.LIVE),
             ),
         )
-    for shadow in targets.values():
-        drop_table(shadow, using)
-    if progress:
-        head = store.head(using)
-        progress(head, head)
     return applied
+
+
+def _drop_old_tables(
+    targets: dict[type[models.Model], type[models.Model]], using: str, *, leftovers: bool = False
+) -> None:
+    """Drop the tables a switch replaced; if they stay locked, leave them to the next
+    rebuild, which must drop them (``leftovers``) before its switch can take their names."""
+    for attempt in range(1, SWITCH_ATTEMPTS + 1):
+        try:
+            drop_old_tables(targets, using, lock_timeout=SWITCH_LOCK_TIMEOUT)
+            return
+        except DatabaseError as exc:
+            if not is_lock_timeout(exc):
+                raise
+            if attempt == SWITCH_ATTEMPTS:
+                names = ", ".join(live._meta.db_table for live in targets)
+                if leftovers:
+                    raise RebuildSwitchError(
+                        f"Could not drop the tables an earlier rebuild replaced ({names}): "
+                        "they, or the tables their foreign keys reference, stayed locked. "
+                        "Run the rebuild again later."
+                    ) from exc
+                logger.warning(
+                    "Could not drop the tables a rebuild replaced (%s): they stayed locked; "
+                    "the next rebuild drops them",
+                    names,
+                )
+                return
+        time.sleep(SWITCH_PAUSE * attempt)
