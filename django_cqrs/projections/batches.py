@@ -12,10 +12,11 @@ Catch-up batches and rebuilds share this loop; an error in any event becomes a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
-from ..exceptions import ProjectionApplyError
+from ..events import Event, EventEnvelope, event_class
+from ..exceptions import ProjectionApplyError, ProjectionError
 from ..store import EventRow, decode_row
 from .base import Projection
 
@@ -32,33 +33,79 @@ def apply_rows(
     With a buffered projection, the read-model rows the batch will touch are loaded
     first, in bulk: those whose primary key is an event's aggregate id, or the value of
     the event field named in ``key_fields`` for that read model. Rows then cost no query
-    per event (a rebuild or catch-up would otherwise be bound by them).
+    per event (a rebuild or catch-up would otherwise be bound by them). The prefetch
+    reads stored payloads as they are: a payload of the wrong shape loads nothing and
+    fails where it is decoded, like any other.
+
+    A stored event that cannot be decoded (a payload that is not an object, unknown or
+    missing fields, a value its field cannot read, a schema version the code does not
+    know) raises a :class:`ProjectionApplyError` with ``retryable=False``, unless newer
+    code would read it (a schema version above the code's: a deploy may be under way).
     """
     if projection.buffer is not None:
         rows = list(rows)
         aggregate_ids = {row.aggregate_id for row in rows}
         for model in projection.read_models:
             field = projection.key_fields.get(model)
-            if field is None:
-                keys: set[Any] = aggregate_ids
-            else:
-                keys = {row.payload.get(field) for row in rows} - {None}
+            keys: Iterable[Any] = aggregate_ids if field is None else _field_values(rows, field)
             projection.buffer.prefetch(model, keys)
+    handled = {event_type.event_type for event_type in projection.handlers}
     last = None
     for row in rows:
         last = row.position
         if last in skip:
             continue
         try:
-            event, envelope = decode_row(row, replaying=replaying)
+            event, envelope = _decode(projection, row, replaying, handled)
+        except Exception as exc:
+            raise _failure(projection, row, exc, retryable=_newer_than_code(row)) from exc
+        try:
             projection.apply(event, envelope)
         except Exception as exc:
-            raise ProjectionApplyError(
-                f"{projection.name} failed on {row.event_type} at position {last}: "
-                f"{type(exc).__name__}: {exc}",
-                projection=projection.name,
-                position=last,
-                event_type=row.event_type,
-                transaction_id=row.transaction_id,
-            ) from exc
+            raise _failure(projection, row, exc, retryable=True) from exc
     return last
+
+
+def _field_values(rows: list[EventRow], field: str) -> list[Hashable]:
+    """The values of ``field`` in the rows' payloads (objects only; None and lists left out)."""
+    return [
+        value
+        for row in rows
+        if isinstance(row.payload, dict)
+        and isinstance(value := row.payload.get(field), Hashable)
+        and value is not None
+    ]
+
+
+def _decode(
+    projection: Projection, row: EventRow, replaying: bool, handled: set[str]
+) -> tuple[Event, EventEnvelope]:
+    event, envelope = decode_row(row, replaying=replaying)
+    if row.event_type in handled and type(event) not in projection.handlers:
+        raise ProjectionError(
+            f"{row.event_type} decodes to {type(event).__module__}.{type(event).__qualname__}, "
+            f"which {projection.name} does not handle (was its module imported again?)"
+        )
+    return event, envelope
+
+
+def _newer_than_code(row: EventRow) -> bool:
+    """Whether the row's schema version is above its class's: newer code may read it."""
+    try:
+        return row.schema_version > event_class(row.event_type).schema_version
+    except Exception:
+        return False
+
+
+def _failure(
+    projection: Projection, row: EventRow, exc: Exception, *, retryable: bool
+) -> ProjectionApplyError:
+    return ProjectionApplyError(
+        f"{projection.name} failed on {row.event_type} at position {row.position}: "
+        f"{type(exc).__name__}: {exc}",
+        projection=projection.name,
+        position=row.position,
+        event_type=row.event_type,
+        transaction_id=row.transaction_id,
+        retryable=retryable,
+    )

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import traceback
 
 from django.db import DatabaseError, transaction
 from django.utils import timezone
@@ -41,7 +40,14 @@ from ..exceptions import ProjectionApplyError, ProjectionError
 from ..models import ParkedEvent, ProjectionState, StoredEvent
 from .base import Projection, get_projection
 from .batches import apply_rows
-from .checkpoints import ensure_state, lock_state, skipped_positions
+from .checkpoints import (
+    ensure_state,
+    failure_text,
+    lock_state,
+    park,
+    rebuild_point,
+    skipped_positions,
+)
 from .registry import ASYNC
 
 logger = logging.getLogger("django_cqrs")
@@ -210,8 +216,7 @@ def record_failure(
             pass
     except (ProjectionApplyError, _CheckpointMoved):
         return None  # an earlier event failed now (or a worker moved on): the next turn
-    cause = exc.__cause__ or exc
-    trace = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+    error, trace = failure_text(exc)
     with transaction.atomic(using=using):
         state = lock_state(cls.name, using)
         if state.point >= failing or state.state != State.LIVE:
@@ -220,7 +225,7 @@ def record_failure(
         state.failing_position = exc.position
         state.attempts = attempts
         state.last_error = trace
-        if attempts <= cls.max_retries:
+        if exc.retryable and attempts <= cls.max_retries:
             state.next_retry_at = timezone.now() + dt.timedelta(seconds=backoff_delay(attempts))
             state.save()
             logger.warning(
@@ -230,26 +235,11 @@ def record_failure(
                 attempts,
                 cls.max_retries + 1,
                 backoff_delay(attempts),
-                cause,
+                error,
             )
             retry_at: dt.datetime = state.next_retry_at
             return retry_at
-        ParkedEvent.objects.using(using).update_or_create(
-            projection=cls.name,
-            position=exc.position,
-            defaults={
-                "event_type": exc.event_type,
-                "error": f"{type(cause).__name__}: {cause}",
-                "traceback": trace,
-                "attempts": attempts,
-                "parked_at": timezone.now(),
-                "resolution": (
-                    ParkedEvent.Resolution.SKIPPED
-                    if cls.on_failure == "skip"
-                    else ParkedEvent.Resolution.PARKED
-                ),
-            },
-        )
+        park(cls.name, exc, attempts=attempts, skipped=cls.on_failure == "skip", using=using)
         state.attempts = 0
         state.failing_position = None
         state.next_retry_at = None
@@ -257,12 +247,12 @@ def record_failure(
             state.state = State.STOPPED
         state.save()
         logger.error(
-            "%s parked the event at position %s after %s attempts (%s): %s",
+            "%s parked the event at position %s %s (%s): %s",
             cls.name,
             exc.position,
-            attempts,
+            f"after {attempts} attempts" if exc.retryable else "at once (it cannot be decoded)",
             "stopped" if cls.on_failure == "stop" else "skipped",
-            cause,
+            error,
         )
     return None
 
@@ -286,7 +276,13 @@ def retry(projection: str | type[Projection]) -> CatchUp:
 
 
 def skip(projection: str | type[Projection], position: int) -> CatchUp:
-    """Pass over the event at ``position`` for good, resume and catch up."""
+    """Pass over the event at ``position`` for good, resume and catch up.
+
+    An async projection skips an event its checkpoint has not passed; any projection, an
+    event it has parked or that its rebuild in progress has not replayed yet (the
+    rebuild passes over it when it resumes: ``cqrs_rebuild`` runs it again). A sync
+    projection applied its events as they were recorded, so only its rebuild skips.
+    """
     cls = resolve(projection)
     using = cqrs_settings.DATABASE
     point = store.point_of(position, using)
@@ -299,12 +295,16 @@ def skip(projection: str | type[Projection], position: int) -> CatchUp:
         .get()
     )
     with transaction.atomic(using=using):
-        state = lock_state(cls.name, using)
-        if state.point >= point:
-            raise ProjectionError(
-                f"{cls.name} has already passed position {position} (checkpoint "
-                f"{state.position}); nothing to skip"
-            )
+        stored = ProjectionState.objects.using(using).filter(name=cls.name).exists()
+        state = lock_state(cls.name, using) if stored else ProjectionState(name=cls.name)
+        live_before = cls.mode == ASYNC and state.point < point
+        rebuilt_to = rebuild_point(state)
+        if not (
+            live_before
+            or (rebuilt_to is not None and rebuilt_to < point)
+            or _is_parked(cls.name, position, using)
+        ):
+            raise ProjectionError(_nothing_to_skip(cls, state, position))
         ParkedEvent.objects.using(using).update_or_create(
             projection=cls.name,
             position=position,
@@ -322,13 +322,35 @@ def skip(projection: str | type[Projection], position: int) -> CatchUp:
                 "resolved_at": timezone.now(),
             },
         )
-        if state.state == State.STOPPED:
-            state.state = State.LIVE
-        state.attempts = 0
-        state.failing_position = None
-        state.next_retry_at = None
-        state.save()
-    return run_catch_up(cls)
+        if live_before:
+            if state.state == State.STOPPED:
+                state.state = State.LIVE
+            state.attempts = 0
+            state.failing_position = None
+            state.next_retry_at = None
+            state.save()
+    return run_catch_up(cls) if cls.mode == ASYNC else CatchUp(0)
+
+
+def _is_parked(name: str, position: int, using: str) -> bool:
+    return (
+        ParkedEvent.objects.using(using)
+        .filter(projection=name, position=position, resolution=ParkedEvent.Resolution.PARKED)
+        .exists()
+    )
+
+
+def _nothing_to_skip(cls: type[Projection], state: ProjectionState, position: int) -> str:
+    if cls.mode == ASYNC:
+        return (
+            f"{cls.name} has already passed position {position} (checkpoint "
+            f"{state.position}); nothing to skip"
+        )
+    return (
+        f"{cls.name} is a sync projection: it applied position {position} when the event was "
+        "recorded. Only an event it has parked, or that its rebuild in progress has not "
+        "replayed yet, can be skipped"
+    )
 
 
 def set_paused(projection: str | type[Projection], paused: bool) -> None:

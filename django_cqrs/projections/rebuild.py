@@ -34,10 +34,11 @@ from .. import store
 from ..conf import cqrs_settings
 from ..db.log import START, LogPoint
 from ..db.shadow import create_table, drop_table, replace_rows, shadow_model, table_exists
+from ..exceptions import ProjectionApplyError, ProjectionError
 from ..models import ProjectionState
 from .base import Projection, get_projection
 from .batches import apply_rows
-from .checkpoints import ensure_state, lock_state, skipped_positions
+from .checkpoints import ensure_state, lock_state, park, resolve_parked, skipped_positions
 from .registry import SYNC
 
 Progress = Callable[[int, int], None]
@@ -106,8 +107,31 @@ def rebuild(
 
     Resumes an interrupted rebuild unless ``restart`` is True. ``progress(done, total)``
     gets the highest position replayed so far and the head of the log.
+
+    An event that fails (it cannot be decoded, or a handler raises) is parked and the
+    rebuild stops there with a :class:`ProjectionError` that says how to go on: skip the
+    event (``catchup.skip``, ``cqrs_skip``) or fix the cause, then rebuild again (it
+    resumes). Events an operator skipped are passed over.
     """
     cls = get_projection(projection) if isinstance(projection, str) else projection
+    try:
+        return _rebuild(cls, batch_size=batch_size, progress=progress, restart=restart)
+    except ProjectionApplyError as exc:
+        park(cls.name, exc, attempts=1, skipped=False, using=cqrs_settings.DATABASE)
+        raise ProjectionError(
+            f"The rebuild of {cls.name} stopped at position {exc.position} and parked the "
+            f"event there: {exc}. Skip it (manage.py cqrs_skip {cls.name} {exc.position}) or "
+            f"fix the cause, then rebuild again: it resumes where it stopped."
+        ) from exc
+
+
+def _rebuild(
+    cls: type[Projection],
+    *,
+    batch_size: int | None,
+    progress: Progress | None,
+    restart: bool,
+) -> int:
     using = cqrs_settings.DATABASE
     size = int(batch_size or cqrs_settings.REBUILD_BATCH_SIZE)
     state = ensure_state(cls.name, using)
@@ -160,6 +184,7 @@ def rebuild(
         applied += replay(after=point, until=last, horizon=horizon, commit_each=False)
         for live, shadow in targets.items():
             replace_rows(live, shadow, using)
+        resolve_parked(cls.name, using)  # the replay has applied (or skipped) them all
         ProjectionState.objects.using(using).filter(name=cls.name).update(
             position=last.position,
             transaction_id=last.transaction_id,

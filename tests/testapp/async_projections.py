@@ -57,9 +57,10 @@ class AccountTotalsProjection(Projection):
 
 
 class AccountMovementCountProjection(Projection):
-    """Movements per account (handles deposits and withdrawals only)."""
+    """Movements per account (handles deposits and withdrawals only), keyed by a field."""
 
     read_models = [AccountMovementCount]
+    key_fields = {AccountMovementCount: "account_id"}  # batches load rows by the event's field
     mode = "async"
 
     @handles(Deposited, Withdrawn)
