@@ -28,7 +28,7 @@ value its type cannot read all raise :class:`SerializationError`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from .exceptions import ConfigurationError, SerializationError, UnknownEventTypeError
 from .messages import Message
@@ -112,10 +112,10 @@ def decode_event(name: str, schema_version: int, payload: Any) -> Event:
                 f"{cls.schema_version}"
             )
         payload = cls.upcast(dict(payload), schema_version)
-    elif not payload.keys() <= field_types(cls).keys():
+    elif not payload.keys() <= (declared := field_types(cast(Any, cls))).keys():
         # Stored at the current version by something else than this class (an import
         # script, a field removed without a new version): its data would be dropped.
-        unknown = ", ".join(repr(key) for key in payload if key not in field_types(cls))
+        unknown = ", ".join(repr(key) for key in payload if key not in declared)
         raise SerializationError(
             f"{name}: the stored payload has field(s) {unknown} that {cls.__qualname__} "
             f"(version {cls.schema_version}) does not declare"

@@ -233,6 +233,44 @@ def test_a_schema_version_newer_than_the_code_is_retried_then_parked(settings: A
     assert state(MOVEMENTS).state == ProjectionState.State.STOPPED
 
 
+@pytest.mark.parametrize("name", [TOTALS, MOVEMENTS], ids=["by-aggregate", "by-key-field"])
+def test_a_value_the_read_model_cannot_hold_is_found_in_its_batch_parked_and_skipped(
+    name: str, settings: Any
+) -> None:
+    """The payload decodes, but no row can hold it: the batch's write fails, not an event."""
+    settings.DJANGO_CQRS = {"TRIGGER_ON_COMMIT": False, "RETRY_BACKOFF": 0}
+    account_id = command_bus.dispatch(OpenAccount(owner="alice")).value
+    deposit(account_id, "10")
+    huge = 2**70  # beyond any integer column
+    bad = inject(account_id, {"account_id": huge, "amount": "5", "balance": "5"})
+    deposit(account_id, "20")
+
+    catch_up(name)  # was: the prefetch (then the write) raised, every time
+
+    assert (state(name).state, state(name).position) == ("stopped", bad - 1)
+    parked = ParkedEvent.objects.get(projection=name, position=bad)
+    assert parked.attempts == AccountTotalsProjection.max_retries + 1  # may be transient
+    assert "Traceback" in parked.traceback
+    assert "1 parked event" in unhealthy_because(name)
+
+    call_command("cqrs_skip", name, str(bad), stdout=StringIO())
+
+    assert (state(name).state, state(name).position) == ("live", head())
+    projection = AccountTotalsProjection if name == TOTALS else AccountMovementCountProjection
+    assert list(projection.read_models[0].objects.values_list("pk", flat=True)) == [account_id]
+    assert_matches_rebuild(projection)
+
+
+def test_a_rebuild_finds_the_event_whose_rows_cannot_be_written() -> None:
+    account_id = command_bus.dispatch(OpenAccount(owner="alice")).value
+    deposit(account_id, "10")
+    bad = inject(account_id, {"account_id": 2**70, "amount": "5", "balance": "5"})
+
+    rebuild_fails_at(MOVEMENTS, bad)
+
+    assert ParkedEvent.objects.get(projection=MOVEMENTS, position=bad).resolution == "parked"
+
+
 @pytest.fixture
 def reloaded_deposited() -> Iterator[type[Event]]:
     """``Deposited`` defined again (its module imported again): the log decodes to the copy."""

@@ -1,20 +1,28 @@
-"""Apply a batch of stored rows to a projection: prefetch, decode, apply.
+"""Apply a batch of stored rows to a projection: prefetch, decode, apply, write.
 
-    from django_cqrs.projections.batches import apply_rows
+    from django_cqrs.projections.batches import apply_batch, apply_rows
 
     projection = OrderViewProjection(buffered=True)
     last = apply_rows(projection, store.read_rows(after=0, limit=1000), replaying=False)
     projection.flush()
 
+    with transaction.atomic():      # what catch-up batches and rebuilds do
+        apply_batch(lambda: OrderViewProjection(buffered=True), rows, replaying=False,
+                    using="default")
+
 Catch-up batches and rebuilds share this loop; an error in any event becomes a
-:class:`~django_cqrs.exceptions.ProjectionApplyError` naming its position.
+:class:`~django_cqrs.exceptions.ProjectionApplyError` naming its position, whether the
+event cannot be decoded, its handler raised, or its rows cannot be written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
+from django.db import DatabaseError, transaction
+
+from ..db.errors import is_lock_timeout, is_transaction_conflict
 from ..events import Event, EventEnvelope, event_class
 from ..exceptions import ProjectionApplyError, ProjectionError
 from ..store import EventRow, decode_row
@@ -64,6 +72,66 @@ def apply_rows(
         except Exception as exc:
             raise _failure(projection, row, exc, retryable=True) from exc
     return last
+
+
+def apply_batch(
+    make: Callable[[], Projection],
+    rows: Sequence[EventRow],
+    *,
+    replaying: bool,
+    skip: frozenset[int] = frozenset(),
+    using: str,
+) -> int | None:
+    """Apply ``rows`` to ``make()`` and write its buffered rows; return the last position.
+
+    Call it inside the batch's transaction. When the write fails (a value the column
+    cannot hold, a constraint), the rows are applied and written again one by one, in
+    savepoints, to find the event whose rows cannot be written: that event's
+    :class:`ProjectionApplyError` is raised (the transaction is the caller's to roll
+    back). Lock timeouts and transaction conflicts are raised as they are.
+    """
+    projection = make()
+    last = apply_rows(projection, rows, replaying=replaying, skip=skip)
+    try:
+        with transaction.atomic(using=using):  # a savepoint: the search below can go on
+            projection.flush()
+    except Exception as exc:
+        if _transient(exc):
+            raise
+        if len(rows) == 1:
+            raise _failure(projection, rows[0], exc, retryable=True) from exc
+        _locate_write_failure(make, rows, replaying=replaying, skip=skip, using=using)
+        raise  # no event fails alone: the batch's error as it is
+    return last
+
+
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, DatabaseError) and (is_lock_timeout(exc) or is_transaction_conflict(exc))
+
+
+def _locate_write_failure(
+    make: Callable[[], Projection],
+    rows: Sequence[EventRow],
+    *,
+    replaying: bool,
+    skip: frozenset[int],
+    using: str,
+) -> None:
+    """Write the rows' changes event by event; raise the error of the first that fails."""
+    for row in rows:
+        if row.position in skip:
+            continue
+        projection = make()
+        try:
+            with transaction.atomic(using=using):
+                apply_rows(projection, [row], replaying=replaying)
+                projection.flush()
+        except ProjectionApplyError:
+            raise
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            raise _failure(projection, row, exc, retryable=True) from exc
 
 
 def _field_values(rows: list[EventRow], field: str) -> list[Hashable]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 
 from django.db import DatabaseError, transaction
@@ -39,7 +40,7 @@ from ..db.log import LogPoint
 from ..exceptions import ProjectionApplyError, ProjectionError
 from ..models import ParkedEvent, ProjectionState, StoredEvent
 from .base import Projection, get_projection
-from .batches import apply_rows
+from .batches import apply_batch
 from .checkpoints import (
     ensure_state,
     failure_text,
@@ -120,9 +121,10 @@ def run_batch(
         # A full batch may stop short of the last readable event; otherwise every handled
         # event up to it was read and the checkpoint passes the unhandled ones too.
         new = rows[-1].point if len(rows) == size else last
-        projection = cls(buffered=True)
-        apply_rows(projection, rows, replaying=False, skip=skipped_positions(cls.name, 0, using))
-        projection.flush()
+        skip = skipped_positions(cls.name, 0, using)
+        apply_batch(
+            functools.partial(cls, buffered=True), rows, replaying=False, skip=skip, using=using
+        )
         recorded_at = rows[-1].recorded_at if rows and new == rows[-1].point else None
         moved = (
             ProjectionState.objects.using(using)

@@ -37,7 +37,7 @@ from ..db.shadow import create_table, drop_table, replace_rows, shadow_model, ta
 from ..exceptions import ProjectionApplyError, ProjectionError
 from ..models import ProjectionState
 from .base import Projection, get_projection
-from .batches import apply_rows
+from .batches import apply_batch
 from .checkpoints import ensure_state, lock_state, park, resolve_parked, skipped_positions
 from .registry import SYNC
 
@@ -77,9 +77,8 @@ def _replay(
         after=after, until=until, batch_size=size, event_types=types, horizon=horizon, using=using
     ):
         with transaction.atomic(using=using):
-            projection = cls(targets=targets)
-            apply_rows(projection, rows, replaying=True, skip=skip)
-            projection.flush()
+            make = functools.partial(cls, targets=targets)
+            apply_batch(make, rows, replaying=True, skip=skip, using=using)
             if commit_each:
                 _save_progress(cls, rows[-1].point, using)
         applied += len(rows)
