@@ -415,7 +415,7 @@ def test_a_sync_rebuild_parks_an_undecodable_event_and_resumes_past_it_once_skip
 
 
 def test_a_sync_projection_skips_only_what_its_rebuild_has_not_passed() -> None:
-    account_id, bad = account_with_poison("not an object")
+    _, bad = account_with_poison("not an object")
     before = list(ParkedEvent.objects.values())
 
     with pytest.raises(CommandError, match="sync projection: it applied position"):
@@ -443,7 +443,7 @@ def test_a_rebuild_that_applies_a_parked_event_resolves_it(settings: Any) -> Non
 
 
 def test_skip_refuses_what_makes_no_sense_and_changes_nothing() -> None:
-    account_id, bad = account_with_poison("not an object")
+    _, bad = account_with_poison("not an object")
     catch_up(TOTALS)
 
     def snapshot() -> Any:

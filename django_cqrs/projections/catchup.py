@@ -2,8 +2,9 @@
 
     from django_cqrs.projections.catchup import catch_up, run_catch_up
     catch_up("orders.CustomerSummaryProjection")   # returns the number of events read
-    outcome = run_catch_up("orders.CustomerSummaryProjection")
+    outcome = run_catch_up("orders.CustomerSummaryProjection", deadline=time.monotonic() + 30)
     outcome.read, outcome.retry_at                 # retry_at: when a failed event is due again
+    outcome.more                                   # True: stopped at the deadline, more to do
 
 Each batch is one transaction that locks the projection's state row (PostgreSQL:
 ``SELECT ... FOR UPDATE``; SQLite: the database write lock), reads events after the
@@ -19,8 +20,11 @@ late commit can appear before a checkpoint. The checkpoint is that pair.
 A failing event is retried with exponential backoff (``RETRY_BACKOFF``) up to the
 projection's ``max_retries``; then it is parked with its traceback and the projection
 stops (``on_failure = "stop"``) or passes over it (``"skip"``). The events before it are
-applied first. This module knows no task queue: when a retry is due, the outcome says
-when (``CatchUp.retry_at``) and the caller schedules it (``django_cqrs.tasks`` does).
+applied first. An event that cannot be decoded (a payload of the wrong shape, unknown or
+missing fields, a value its field cannot read) is parked at once: retrying cannot change
+it. This module knows no task queue: when a retry is due, the outcome says when
+(``CatchUp.retry_at``); when a catch-up stopped at its deadline, that more is left
+(``CatchUp.more``); the caller schedules what follows (``django_cqrs.tasks`` does).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import time
 
 from django.db import DatabaseError, transaction
 from django.utils import timezone
@@ -77,11 +82,13 @@ class BatchOutcome:
 
 @dataclasses.dataclass(frozen=True)
 class CatchUp:
-    """What a catch-up did: events read, and when a failed event is due for a retry."""
+    """What a catch-up did: events read, when a failed event is due, whether more is left."""
 
     read: int
     #: When the next attempt at a failing event is due (None: nothing waits for a retry).
     retry_at: dt.datetime | None = None
+    #: True when it stopped at its deadline with events left: the caller goes on later.
+    more: bool = False
 
 
 def resolve(projection: str | type[Projection]) -> type[Projection]:
@@ -146,12 +153,19 @@ def run_batch(
 
 
 def run_catch_up(
-    projection: str | type[Projection], *, batch_size: int | None = None, max_batches: int = 0
+    projection: str | type[Projection],
+    *,
+    batch_size: int | None = None,
+    max_batches: int = 0,
+    deadline: float | None = None,
 ) -> CatchUp:
     """Apply every event after the checkpoint, batch by batch; say what was read and retried.
 
     Loops until nothing is left, so a task that found the projection busy can rely on
-    the running one to pick up what it was queued for.
+    the running one to pick up what it was queued for; or until ``deadline`` (a
+    ``time.monotonic()`` value, checked after each batch: one batch always runs) has
+    passed: then the outcome says ``more`` and the caller goes on later
+    (``django_cqrs.tasks`` queues a task).
     """
     cls = resolve(projection)
     if cls.mode != ASYNC:
@@ -159,7 +173,12 @@ def run_catch_up(
     ensure_state(cls.name)
     total = batches = 0
     retry_at = None
+    ran = False
     while True:
+        if ran and deadline is not None and time.monotonic() >= deadline:
+            logger.info("%s: time budget spent after %s events; more to do", cls.name, total)
+            return CatchUp(total, retry_at, more=True)
+        ran = True
         try:
             outcome = run_batch(cls, batch_size=batch_size)
         except _CheckpointMoved:
@@ -180,8 +199,10 @@ def run_catch_up(
         if outcome.reason == HELD_BACK:
             soon = timezone.now() + dt.timedelta(seconds=HELD_BACK_RETRY_SECONDS)
             retry_at = min(retry_at, soon) if retry_at else soon
-        if outcome.done or (max_batches and batches >= max_batches):
+        if outcome.done:
             return CatchUp(total, retry_at)
+        if max_batches and batches >= max_batches:
+            return CatchUp(total, retry_at, more=True)
 
 
 def catch_up(
