@@ -224,7 +224,7 @@ def test_a_backlog_longer_than_a_task_may_run_is_caught_up_by_tasks_that_are_nev
     assert len(runs) >= 3  # the backlog took a chain of tasks, each queued by the one before
     chain = (runs[-1].stopped - runs[0].started).total_seconds()
     assert chain > 2, chain  # longer than any one task may run
-    assert sum(task.result for task in runs) == target  # every event read once
+    assert sum(task.result for task in runs) == StoredEvent.objects.count()  # each read once
     assert position() == target
     assert_every_event_counted_once()
     assert_matches_rebuild(AccountTotalsProjection)
