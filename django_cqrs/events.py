@@ -112,7 +112,7 @@ def decode_event(name: str, schema_version: int, payload: Any) -> Event:
                 f"{cls.schema_version}"
             )
         payload = cls.upcast(dict(payload), schema_version)
-    elif not payload.keys() <= (declared := field_types(cast(Any, cls))).keys():
+    elif not payload.keys() <= (declared := _declared_fields(cls)):
         # Stored at the current version by something else than this class (an import
         # script, a field removed without a new version): its data would be dropped.
         unknown = ", ".join(repr(key) for key in payload if key not in declared)
@@ -122,6 +122,17 @@ def decode_event(name: str, schema_version: int, payload: Any) -> Event:
         )
     event: Event = from_json_dict(cls, payload)
     return event
+
+
+_fields: dict[type[Event], frozenset[str]] = {}
+
+
+def _declared_fields(cls: type[Event]) -> frozenset[str]:
+    """The names a stored payload of ``cls`` may hold (its init fields), cached."""
+    found = _fields.get(cls)
+    if found is None:
+        found = _fields[cls] = frozenset(field_types(cast(Any, cls)))
+    return found
 
 
 @dataclasses.dataclass(frozen=True)
