@@ -20,6 +20,7 @@ from .conf import (
     DEFAULTS,
     IMPORT_STRINGS,
     SETTING_NAME,
+    cqrs_settings,
     is_seconds_or_none,
     is_valid_lock_timeout,
     perform_import,
@@ -32,6 +33,7 @@ from .queries import Query
 from .read_models import ReadModel
 from .registry import Registry, describe
 from .serialization import check_supported
+from .tasks import BATCH_ROOM_SECONDS, catch_up_budget
 
 
 @register(Tags.compatibility)
@@ -104,6 +106,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             Error(
                 f"{SETTING_NAME}['REBUILD_BATCH_SIZE'] must be at least 1.",
                 hint="Default: 2000.",
+                id="django_cqrs.E003",
+            )
+        )
+    if "CATCHUP_TIME_BUDGET" in user and not is_seconds_or_none(user["CATCHUP_TIME_BUDGET"]):
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['CATCHUP_TIME_BUDGET'] must be a positive number of seconds or "
+                f"None, got {user['CATCHUP_TIME_BUDGET']!r}.",
+                hint="None (the default) takes half of Q_CLUSTER['timeout'].",
                 id="django_cqrs.E003",
             )
         )
@@ -336,8 +347,9 @@ def check_events(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
 
 @register(Tags.compatibility)
 def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """W004 retry not above timeout, W005 unbounded max_attempts, E009 django_q missing,
-    W006 STALL_SECONDS within the periodic schedule."""
+    """W004 retry not above timeout, W005 unbounded max_attempts, W006 STALL_SECONDS within
+    the periodic schedule, W007 a catch-up budget that does not fit the timeout, E009
+    django_q missing."""
     async_names = [cls.name for cls in all_projections() if cls.mode == ASYNC]
     if not async_names:
         return []
@@ -362,6 +374,7 @@ def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
                 id="django_cqrs.W004",
             )
         )
+    messages.extend(_budget_messages(conf))
     if not conf.get("max_attempts"):
         messages.append(
             Warning(
@@ -396,5 +409,36 @@ def _stall_messages() -> list[CheckMessage]:
             hint=f"Set STALL_SECONDS above {minutes * 60} s (and above the time of one "
             "catch-up batch), e.g. twice the interval.",
             id="django_cqrs.W006",
+        )
+    ]
+
+
+def _budget_messages(conf: dict[str, Any]) -> list[CheckMessage]:
+    """W007: a catch-up task stopping at its budget must still end before the worker's
+    timeout (and before the broker's retry hands it to another worker)."""
+    budget = catch_up_budget()
+    limits = {
+        key: value
+        for key in ("timeout", "retry")
+        if isinstance(value := conf.get(key, 60 if key == "retry" else None), int | float)
+        and not isinstance(value, bool)
+    }
+    if budget is None or not limits:
+        return []
+    key, limit = min(limits.items(), key=lambda item: item[1])
+    lock = float(cqrs_settings.LOCK_TIMEOUT or 0)
+    needed = lock + BATCH_ROOM_SECONDS
+    room = limit - budget
+    if room >= needed:
+        return []
+    return [
+        Warning(
+            f"A catch-up task stops after its time budget of {budget:g} s, which leaves "
+            f"{room:g} s of Q_CLUSTER[{key!r}] ({limit:g} s) for its last batch and for "
+            f"waiting on the projection's lock (LOCK_TIMEOUT, {lock:g} s); it needs "
+            f"{needed:g} s, or a long catch-up is killed (or handed to a second worker).",
+            hint="Set a timeout of 60 s or more (and a retry above it), or lower "
+            f"{SETTING_NAME}['CATCHUP_TIME_BUDGET'] (default: half the timeout).",
+            id="django_cqrs.W007",
         )
     ]

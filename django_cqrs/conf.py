@@ -78,6 +78,9 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_BACKOFF_MAX": 300.0,
     # Async projections: minutes between the periodic django-q2 catch-up of every projection.
     "CATCHUP_SCHEDULE_MINUTES": 1,
+    # Async projections: seconds a catch-up task runs before it queues its own follow-up
+    # (None: half of Q_CLUSTER["timeout"] or "retry", whichever is shorter).
+    "CATCHUP_TIME_BUDGET": None,
     # Async projections: queue catch-up tasks when events are recorded (False: schedule only).
     "TRIGGER_ON_COMMIT": True,
     # Admin: register every ReadModel without an admin of its own with ReadModelAdmin.

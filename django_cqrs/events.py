@@ -18,16 +18,21 @@
 
 Without ``name=`` the stored name is ``"<module>.<ClassName>"``; give an explicit name
 before the first event is stored if you may move or rename the class.
+
+Decoding is strict about what it cannot keep: a payload that is not an object, a field
+the class does not declare in a payload stored at its current version (removing a field
+takes a new version; what ``upcast`` returns may keep old keys), a missing field or a
+value its type cannot read all raise :class:`SerializationError`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from .exceptions import ConfigurationError, SerializationError, UnknownEventTypeError
 from .messages import Message
-from .serialization import from_json_dict
+from .serialization import field_types, from_json_dict
 
 _event_types: dict[str, type[Event]] = {}
 
@@ -93,9 +98,13 @@ def registered_event_types() -> dict[str, type[Event]]:
     return dict(_event_types)
 
 
-def decode_event(name: str, schema_version: int, payload: dict[str, Any]) -> Event:
+def decode_event(name: str, schema_version: int, payload: Any) -> Event:
     """Rebuild a typed event from its stored name, schema version and JSON payload."""
     cls = event_class(name)
+    if not isinstance(payload, dict):
+        raise SerializationError(
+            f"{name}: the stored payload is {type(payload).__name__} {payload!r:.60}, not an object"
+        )
     if schema_version != cls.schema_version:
         if schema_version > cls.schema_version:
             raise SerializationError(
@@ -103,8 +112,27 @@ def decode_event(name: str, schema_version: int, payload: dict[str, Any]) -> Eve
                 f"{cls.schema_version}"
             )
         payload = cls.upcast(dict(payload), schema_version)
+    elif not payload.keys() <= (declared := _declared_fields(cls)):
+        # Stored at the current version by something else than this class (an import
+        # script, a field removed without a new version): its data would be dropped.
+        unknown = ", ".join(repr(key) for key in payload if key not in declared)
+        raise SerializationError(
+            f"{name}: the stored payload has field(s) {unknown} that {cls.__qualname__} "
+            f"(version {cls.schema_version}) does not declare"
+        )
     event: Event = from_json_dict(cls, payload)
     return event
+
+
+_fields: dict[type[Event], frozenset[str]] = {}
+
+
+def _declared_fields(cls: type[Event]) -> frozenset[str]:
+    """The names a stored payload of ``cls`` may hold (its init fields), cached."""
+    found = _fields.get(cls)
+    if found is None:
+        found = _fields[cls] = frozenset(field_types(cast(Any, cls)))
+    return found
 
 
 @dataclasses.dataclass(frozen=True)

@@ -112,7 +112,12 @@ class ProjectionError(CQRSError):
 
 
 class ProjectionApplyError(ProjectionError):
-    """A projection's handler raised on one event; ``position`` says which."""
+    """A projection could not apply one event; ``position`` says which.
+
+    Its handler raised, its rows could not be written, or the stored event cannot be
+    decoded (``retryable`` is False then: the same bytes and the same code fail the
+    same way, so the event is parked at once instead of retried).
+    """
 
     def __init__(
         self,
@@ -122,6 +127,7 @@ class ProjectionApplyError(ProjectionError):
         position: int,
         event_type: str,
         transaction_id: int = 0,
+        retryable: bool = True,
     ):
         super().__init__(message)
         self.projection = projection
@@ -129,6 +135,8 @@ class ProjectionApplyError(ProjectionError):
         self.event_type = event_type
         #: With ``position``, where the event stands in the log's order.
         self.transaction_id = transaction_id
+        #: False when trying again cannot succeed until the code changes.
+        self.retryable = retryable
 
 
 class RebuildSwitchError(ProjectionError):

@@ -5,6 +5,7 @@ Tasks take plain arguments (a projection name), never pickled payloads:
     django_cqrs.tasks.catch_up_task("orders.CustomerSummaryProjection")
     django_cqrs.tasks.catch_up_all()           # the periodic schedule runs this
     django_cqrs.tasks.catch_up_now("orders.CustomerSummaryProjection")  # after a resume
+    django_cqrs.tasks.catch_up_budget()        # seconds a task runs before it queues the next
 
 When an event handled by an async projection is recorded, a catch-up task for that
 projection is queued, at most one at a time: the ``ProjectionTrigger`` row is flagged
@@ -13,7 +14,9 @@ task clears the flag before it reads, so events committed later queue a new one.
 django-q2's ORM broker on the same database the task is queued inside the command's
 transaction and commits with the events (a transactional outbox); with another broker,
 or with ``Q_CLUSTER["sync"]``, it is queued after commit. A periodic schedule
-(``CATCHUP_SCHEDULE_MINUTES``) catches up whatever a lost task missed.
+(``CATCHUP_SCHEDULE_MINUTES``) catches up whatever a lost task missed. A task stops after
+its time budget (``catch_up_budget()``, below the cluster's ``timeout``) and queues the
+next one, so a long backlog is caught up by a chain of tasks that are never killed.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import time
 from typing import Any
 
 from django.conf import settings
@@ -41,27 +45,82 @@ CATCH_UP_ALL_TASK = "django_cqrs.tasks.catch_up_all"
 SCHEDULE_NAME = "django_cqrs: catch up async projections"
 
 
+#: A catch-up task spends this share of the cluster's timeout (or retry) before it stops.
+BUDGET_SHARE = 0.5
+#: Seconds of the timeout a budget must leave for the last batch (besides LOCK_TIMEOUT).
+BATCH_ROOM_SECONDS = 5.0
+
+
 def catch_up_task(name: str) -> int:
-    """django-q2 task: clear the trigger flag, then catch ``name`` up; return events read."""
+    """django-q2 task: clear the trigger flag, then catch ``name`` up; return events read.
+
+    It stops after :func:`catch_up_budget` seconds and queues the next task, so no task
+    runs into the cluster's ``timeout`` however long the backlog.
+    """
     ProjectionTrigger.objects.using(cqrs_settings.DATABASE).filter(name=name).update(queued_at=None)
-    return follow_up(name, run_catch_up(name))
+    return follow_up(name, run_catch_up(name, deadline=_deadline()))
 
 
 def catch_up_all() -> dict[str, int]:
-    """django-q2 task: catch every async projection up (the periodic safety net)."""
+    """django-q2 task: catch every async projection up (the periodic safety net).
+
+    The projections share one time budget (the first always gets a batch); those it
+    leaves behind get a task of their own.
+    """
     names = [cls.name for cls in all_projections() if cls.mode == ASYNC]
     # Lower the flags first: if a queued task was lost, commands can queue again.
     ProjectionTrigger.objects.using(cqrs_settings.DATABASE).filter(name__in=names).update(
         queued_at=None
     )
-    return {name: follow_up(name, run_catch_up(name)) for name in names}
+    deadline = _deadline()
+    read: dict[str, int] = {}
+    for name in names:
+        if read and deadline is not None and time.monotonic() >= deadline:
+            read[name] = follow_up(name, CatchUp(0, more=True))  # a task of its own
+        else:
+            read[name] = follow_up(name, run_catch_up(name, deadline=deadline))
+    return read
 
 
 def follow_up(name: str, outcome: CatchUp) -> int:
-    """Schedule the retry a catch-up of ``name`` asks for; return the events it read."""
+    """Schedule what a catch-up of ``name`` asks for (a retry, or the rest of its backlog);
+    return the events it read."""
     if outcome.retry_at is not None:
         schedule_retry(name, outcome.retry_at)
+    if outcome.more:
+        _request_robust(name)
     return outcome.read
+
+
+def catch_up_budget() -> float | None:
+    """Seconds a catch-up task runs before it queues the next one (None: no limit).
+
+    ``CATCHUP_TIME_BUDGET`` when set; else half of ``Q_CLUSTER["timeout"]`` or of
+    ``"retry"`` (django-q2's default: 60 s), whichever is shorter: the worker kills a task
+    at its timeout, and a broker that redelivers unacknowledged tasks hands one running
+    past ``retry`` to a second worker. With ``Q_CLUSTER["sync"]`` tasks run in the
+    caller, where nothing stops them: no limit.
+    """
+    conf = _q_cluster()
+    if conf.get("sync"):
+        return None
+    configured = cqrs_settings.CATCHUP_TIME_BUDGET
+    if configured is not None:
+        return float(configured)
+    limits = [_number(conf.get("timeout")), _number(conf.get("retry", 60))]
+    known = [limit for limit in limits if limit is not None]
+    return min(known) * BUDGET_SHARE if known else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return float(value)
+
+
+def _deadline() -> float | None:
+    budget = catch_up_budget()
+    return None if budget is None else time.monotonic() + budget
 
 
 def _q_cluster() -> dict[str, Any]:

@@ -3,6 +3,8 @@
 The test passes the name of its (PostgreSQL) test database in ``CQRS_QCLUSTER_DB_NAME``
 so that the cluster sees the data of the transactional test, and a cluster name of its
 own in ``CQRS_QCLUSTER_NAME``. With ``CQRS_TEST_REDIS_URL`` set, tasks go through Redis.
+``CQRS_QCLUSTER_TIMEOUT``, ``CQRS_QCLUSTER_RETRY`` and ``CQRS_QCLUSTER_BATCH_SIZE`` change
+the task timeout, the broker's retry and the catch-up batch size.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ Q_CLUSTER = {
     "name": os.environ.get("CQRS_QCLUSTER_NAME", "django_cqrs_workers"),
     "sync": False,
     "workers": 2,
-    "timeout": 10,
-    "retry": 12,
+    "timeout": int(os.environ.get("CQRS_QCLUSTER_TIMEOUT", "10")),
+    "retry": int(os.environ.get("CQRS_QCLUSTER_RETRY", "12")),
     "max_attempts": 5,
     "poll": 0.1,
     "catch_up": False,

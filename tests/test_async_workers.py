@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 from django.db import connection
-from django_q.models import Schedule
+from django_q.models import Schedule, Task
 
 from django_cqrs.models import ProjectionState, StoredEvent
 from django_cqrs.projections.catchup import set_paused
+from django_cqrs.tasks import CATCH_UP_TASK
 from tests.test_projections_catchup import (
     TOTALS,
     assert_every_event_counted_once,
@@ -215,6 +216,36 @@ def test_killing_the_cluster_mid_catch_up_loses_and_doubles_nothing(
     cluster.shell(enqueue)
     wait_caught_up(cluster, timeout=60)
     cluster.stop()
+    assert position() == target
+    assert_every_event_counted_once()
+    assert_matches_rebuild(AccountTotalsProjection)
+
+
+def test_a_backlog_longer_than_a_task_may_run_is_caught_up_by_tasks_that_are_never_killed(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """A 2 s task timeout, 4 s of work: each task stops after its budget (1 s), queues the next."""
+    bulk_events(2000, accounts=50)
+    target = head()
+    cluster = make_cluster(
+        CQRS_QCLUSTER_BATCH_SIZE="50",
+        CQRS_QCLUSTER_TIMEOUT="2",
+        CQRS_QCLUSTER_RETRY="4",
+        CQRS_TEST_APPLY_DELAY="0.002",  # 2 ms per event in the cluster, however fast it is
+    )
+    cluster.start()
+    cluster.shell(f"from django_cqrs.tasks import enqueue; enqueue({TOTALS!r})")
+    wait_caught_up(cluster, timeout=120)
+    time.sleep(0.5)  # the last task's result is saved
+    cluster.stop()
+
+    log = cluster.log.read_text(errors="replace")
+    assert "reincarnated" not in log, log[-3000:]
+    failures = list(Task.objects.filter(success=False).values_list("func", "result"))
+    assert failures == [], failures  # no "Task exceeded maximum timeout value"
+    runs = [task for task in Task.objects.filter(func=CATCH_UP_TASK) if task.args == (TOTALS,)]
+    assert len(runs) >= 3  # a chain of tasks, each queued by the one before
+    assert sum(task.result for task in runs) == StoredEvent.objects.count()  # each read once
     assert position() == target
     assert_every_event_counted_once()
     assert_matches_rebuild(AccountTotalsProjection)

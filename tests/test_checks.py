@@ -30,6 +30,7 @@ from django_cqrs.middleware import LoggingMiddleware, TransactionMiddleware
 from django_cqrs.projections import Projection, handles
 from django_cqrs.read_models import ReadModel
 from django_cqrs.registry import Registry
+from tests.testapp.async_projections import AccountTotalsProjection
 from tests.testapp.events import Deposited
 from tests.testapp.models import Account, AccountView
 
@@ -582,3 +583,63 @@ def test_bad_dotted_path_raises_naming_the_setting():
 def test_reading_an_attribute_that_is_not_a_setting_is_an_attribute_error():
     with pytest.raises(AttributeError, match="Invalid DJANGO_CQRS setting: 'NOT_A_SETTING'"):
         cqrs_settings.NOT_A_SETTING  # noqa: B018
+
+
+# -- django-q2: W007 -----------------------------------------------------------------------
+
+
+def _cluster_messages(check_id: str) -> list[Any]:
+    assert AccountTotalsProjection.mode == "async"  # checked only where one exists
+    return only(check_q_cluster(), check_id)
+
+
+@pytest.mark.parametrize(
+    ("cluster", "budget", "fragment"),
+    [
+        ({"timeout": 20, "retry": 30}, None, "budget of 10 s, which leaves 10 s of Q_CLUSTER"),
+        ({"timeout": 60, "retry": 90}, 55, "leaves 5 s of Q_CLUSTER['timeout'] (60 s)"),
+        ({"timeout": 60, "retry": 90}, 75, "leaves -15 s of Q_CLUSTER['timeout']"),
+        ({"retry": 20}, None, "leaves 10 s of Q_CLUSTER['retry'] (20 s)"),
+    ],
+    ids=["small timeout", "budget near it", "budget beyond it", "no timeout, small retry"],
+)
+def test_w006_a_catch_up_budget_that_leaves_no_room_before_the_timeout(
+    cluster: dict[str, Any], budget: float | None, fragment: str
+) -> None:
+    with override_settings(
+        Q_CLUSTER={"orm": "default", "max_attempts": 3, **cluster},
+        DJANGO_CQRS={"CATCHUP_TIME_BUDGET": budget},
+    ):
+        [message] = _cluster_messages("django_cqrs.W007")
+
+    assert isinstance(message, Warning)
+    assert fragment in message.msg
+    assert "CATCHUP_TIME_BUDGET" in message.hint
+
+
+@pytest.mark.parametrize(
+    ("cluster", "settings_"),
+    [
+        ({"timeout": 60, "retry": 90}, {}),
+        ({"timeout": 30, "retry": 45}, {}),
+        ({"timeout": 12, "retry": 20}, {"LOCK_TIMEOUT": None}),
+        ({"timeout": 20, "retry": 30}, {"CATCHUP_TIME_BUDGET": 2}),
+        ({"timeout": 5, "sync": True}, {}),
+    ],
+    ids=["default", "30 s", "no lock timeout", "small budget", "sync"],
+)
+def test_w006_is_quiet_when_a_task_ends_in_time(
+    cluster: dict[str, Any], settings_: dict[str, Any]
+) -> None:
+    with override_settings(
+        Q_CLUSTER={"orm": "default", "max_attempts": 3, **cluster}, DJANGO_CQRS=settings_
+    ):
+        assert _cluster_messages("django_cqrs.W007") == []
+
+
+@pytest.mark.parametrize("value", [0, -1, "30", True, float("inf")], ids=repr)
+def test_e003_catch_up_budget_that_is_not_seconds(value: Any) -> None:
+    with override_settings(DJANGO_CQRS={"CATCHUP_TIME_BUDGET": value}):
+        [message] = only(check_settings(), "django_cqrs.E003")
+
+    assert "CATCHUP_TIME_BUDGET" in message.msg

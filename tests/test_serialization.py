@@ -822,6 +822,23 @@ def test_a_stored_version_newer_than_the_code_is_an_error():
         store.read(after=position - 1)
 
 
+def test_a_field_the_class_does_not_declare_is_an_error_at_the_current_version():
+    position = _store_raw(
+        "tests.serialization.Renamed", 3, {"total": "1", "currency": "EUR", "vat": "0"}
+    )
+
+    with pytest.raises(
+        SerializationError, match="field\\(s\\) 'vat' that SerRenamed \\(version 3\\)"
+    ):
+        store.read(after=position - 1)
+
+
+@pytest.mark.parametrize("payload", [[1, 2, 3], "total", None], ids=repr)
+def test_a_stored_payload_that_is_not_an_object_is_an_error(payload: Any) -> None:
+    with pytest.raises(SerializationError, match="not an object"):
+        decode_event("tests.serialization.Renamed", 3, payload)
+
+
 def test_stored_payload_missing_a_required_field_is_an_error():
     with pytest.raises(SerializationError, match="SerRenamed"):
         decode_event("tests.serialization.Renamed", 3, {"total": "1"})

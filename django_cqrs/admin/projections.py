@@ -15,6 +15,7 @@ Every action that ran is recorded in the admin log (``LogEntry``) of the project
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -37,6 +38,8 @@ from ..projections.rebuild import rebuild
 from ..projections.status import ProjectionStatus, projection_status
 from ..tasks import catch_up_now, follow_up
 from .mixins import ReadOnlyAdminMixin
+
+logger = logging.getLogger("django_cqrs")
 
 OPERATE = "django_cqrs.operate_projection"
 REBUILD = "django_cqrs.rebuild_projection"
@@ -87,6 +90,8 @@ def _retry(cls: type[Projection], request: HttpRequest) -> str:
 def _skip(cls: type[Projection], request: HttpRequest) -> str:
     position = _position(request)
     follow_up(cls.name, skip(cls, position))
+    if cls.mode != ASYNC:
+        return f"Skipped the event at position {position}: rebuild to go on past it."
     catch_up_now(cls.name)
     return f"Skipped the event at position {position}."
 
@@ -143,7 +148,7 @@ ACTIONS: dict[str, ProjectionAction] = {
             "Skip this event",
             OPERATE,
             _skip,
-            lambda row: _is_async(row) and row.parked > 0,
+            lambda row: row.parked > 0,
             per_event=True,
         ),
         ProjectionAction("rebuild", "Rebuild", REBUILD, _rebuild, lambda row: True, confirm=True),
@@ -337,6 +342,14 @@ class ProjectionStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             outcome = spec.run(cls, request)
         except CQRSError as exc:
             messages.error(request, f"{spec.label} failed for {cls.name}: {exc}")
+            return redirect
+        except Exception as exc:
+            # An operator's console answers with what went wrong, never a server error;
+            # the traceback goes to the log.
+            logger.exception("%s failed for %s", spec.label, cls.name)
+            messages.error(
+                request, f"{spec.label} failed for {cls.name}: {type(exc).__name__}: {exc}"
+            )
             return redirect
         after = self._status(cls.name)
         moved = f"Checkpoint {before.position} → {after.position} of {after.head}."

@@ -64,17 +64,21 @@ class RowBuffer:
     def prefetch(self, model: type[models.Model], pks: Iterable[Any]) -> None:
         """Load the existing rows of ``model`` among ``pks`` in one query per 1,000 keys.
 
-        Keys already buffered, keys that are not valid for the primary key, and rows
-        that do not exist are left alone (:meth:`get` loads those one by one, as before).
+        Keys already buffered, keys that are not valid for the primary key (a stored
+        payload may hold anything: text for a number, a number out of the column's
+        range), and rows that do not exist are left alone (:meth:`get` loads those one
+        by one, as before, where an error is the event's).
         """
         wanted: dict[Any, None] = {}
+        field = model._meta.pk
         for pk in pks:
             try:
                 key = _pk_key(model, pk)
+                field.run_validators(key)
+                if key is not None and (model, key) not in self.rows:
+                    wanted[key] = None
             except (ValidationError, ValueError, TypeError):
                 continue
-            if key is not None and (model, key) not in self.rows:
-                wanted[key] = None
         if not wanted:
             return
         target = self.targets.get(model)

@@ -2,8 +2,9 @@
 
     from django_cqrs.projections.catchup import catch_up, run_catch_up
     catch_up("orders.CustomerSummaryProjection")   # returns the number of events read
-    outcome = run_catch_up("orders.CustomerSummaryProjection")
+    outcome = run_catch_up("orders.CustomerSummaryProjection", deadline=time.monotonic() + 30)
     outcome.read, outcome.retry_at                 # retry_at: when a failed event is due again
+    outcome.more                                   # True: stopped at the deadline, more to do
 
 Each batch is one transaction that locks the projection's state row (PostgreSQL:
 ``SELECT ... FOR UPDATE``; SQLite: the database write lock), reads events after the
@@ -19,16 +20,20 @@ late commit can appear before a checkpoint. The checkpoint is that pair.
 A failing event is retried with exponential backoff (``RETRY_BACKOFF``) up to the
 projection's ``max_retries``; then it is parked with its traceback and the projection
 stops (``on_failure = "stop"``) or passes over it (``"skip"``). The events before it are
-applied first. This module knows no task queue: when a retry is due, the outcome says
-when (``CatchUp.retry_at``) and the caller schedules it (``django_cqrs.tasks`` does).
+applied first. An event that cannot be decoded (a payload of the wrong shape, unknown or
+missing fields, a value its field cannot read) is parked at once: retrying cannot change
+it. This module knows no task queue: when a retry is due, the outcome says when
+(``CatchUp.retry_at``); when a catch-up stopped at its deadline, that more is left
+(``CatchUp.more``); the caller schedules what follows (``django_cqrs.tasks`` does).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
-import traceback
+import time
 
 from django.db import DatabaseError, transaction
 from django.utils import timezone
@@ -40,8 +45,15 @@ from ..db.log import LogPoint
 from ..exceptions import ProjectionApplyError, ProjectionError
 from ..models import ParkedEvent, ProjectionState, StoredEvent
 from .base import Projection, get_projection
-from .batches import apply_rows
-from .checkpoints import ensure_state, lock_state, skipped_positions
+from .batches import apply_batch
+from .checkpoints import (
+    ensure_state,
+    failure_text,
+    lock_state,
+    park,
+    rebuild_point,
+    skipped_positions,
+)
 from .registry import ASYNC
 
 logger = logging.getLogger("django_cqrs")
@@ -70,11 +82,13 @@ class BatchOutcome:
 
 @dataclasses.dataclass(frozen=True)
 class CatchUp:
-    """What a catch-up did: events read, and when a failed event is due for a retry."""
+    """What a catch-up did: events read, when a failed event is due, whether more is left."""
 
     read: int
     #: When the next attempt at a failing event is due (None: nothing waits for a retry).
     retry_at: dt.datetime | None = None
+    #: True when it stopped at its deadline with events left: the caller goes on later.
+    more: bool = False
 
 
 def resolve(projection: str | type[Projection]) -> type[Projection]:
@@ -114,9 +128,10 @@ def run_batch(
         # A full batch may stop short of the last readable event; otherwise every handled
         # event up to it was read and the checkpoint passes the unhandled ones too.
         new = rows[-1].point if len(rows) == size else last
-        projection = cls(buffered=True)
-        apply_rows(projection, rows, replaying=False, skip=skipped_positions(cls.name, 0, using))
-        projection.flush()
+        skip = skipped_positions(cls.name, 0, using)
+        apply_batch(
+            functools.partial(cls, buffered=True), rows, replaying=False, skip=skip, using=using
+        )
         recorded_at = rows[-1].recorded_at if rows and new == rows[-1].point else None
         moved = (
             ProjectionState.objects.using(using)
@@ -138,12 +153,19 @@ def run_batch(
 
 
 def run_catch_up(
-    projection: str | type[Projection], *, batch_size: int | None = None, max_batches: int = 0
+    projection: str | type[Projection],
+    *,
+    batch_size: int | None = None,
+    max_batches: int = 0,
+    deadline: float | None = None,
 ) -> CatchUp:
     """Apply every event after the checkpoint, batch by batch; say what was read and retried.
 
     Loops until nothing is left, so a task that found the projection busy can rely on
-    the running one to pick up what it was queued for.
+    the running one to pick up what it was queued for; or until ``deadline`` (a
+    ``time.monotonic()`` value, checked after each batch: one batch always runs) has
+    passed: then the outcome says ``more`` and the caller goes on later
+    (``django_cqrs.tasks`` queues a task).
     """
     cls = resolve(projection)
     if cls.mode != ASYNC:
@@ -151,7 +173,12 @@ def run_catch_up(
     ensure_state(cls.name)
     total = batches = 0
     retry_at = None
+    ran = False
     while True:
+        if ran and deadline is not None and time.monotonic() >= deadline:
+            logger.info("%s: time budget spent after %s events; more to do", cls.name, total)
+            return CatchUp(total, retry_at, more=True)
+        ran = True
         try:
             outcome = run_batch(cls, batch_size=batch_size)
         except _CheckpointMoved:
@@ -172,8 +199,10 @@ def run_catch_up(
         if outcome.reason == HELD_BACK:
             soon = timezone.now() + dt.timedelta(seconds=HELD_BACK_RETRY_SECONDS)
             retry_at = min(retry_at, soon) if retry_at else soon
-        if outcome.done or (max_batches and batches >= max_batches):
+        if outcome.done:
             return CatchUp(total, retry_at)
+        if max_batches and batches >= max_batches:
+            return CatchUp(total, retry_at, more=True)
 
 
 def catch_up(
@@ -210,8 +239,7 @@ def record_failure(
             pass
     except (ProjectionApplyError, _CheckpointMoved):
         return None  # an earlier event failed now (or a worker moved on): the next turn
-    cause = exc.__cause__ or exc
-    trace = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+    error, trace = failure_text(exc)
     with transaction.atomic(using=using):
         state = lock_state(cls.name, using)
         if state.point >= failing or state.state != State.LIVE:
@@ -220,7 +248,7 @@ def record_failure(
         state.failing_position = exc.position
         state.attempts = attempts
         state.last_error = trace
-        if attempts <= cls.max_retries:
+        if exc.retryable and attempts <= cls.max_retries:
             state.next_retry_at = timezone.now() + dt.timedelta(seconds=backoff_delay(attempts))
             state.save()
             logger.warning(
@@ -230,26 +258,11 @@ def record_failure(
                 attempts,
                 cls.max_retries + 1,
                 backoff_delay(attempts),
-                cause,
+                error,
             )
             retry_at: dt.datetime = state.next_retry_at
             return retry_at
-        ParkedEvent.objects.using(using).update_or_create(
-            projection=cls.name,
-            position=exc.position,
-            defaults={
-                "event_type": exc.event_type,
-                "error": f"{type(cause).__name__}: {cause}",
-                "traceback": trace,
-                "attempts": attempts,
-                "parked_at": timezone.now(),
-                "resolution": (
-                    ParkedEvent.Resolution.SKIPPED
-                    if cls.on_failure == "skip"
-                    else ParkedEvent.Resolution.PARKED
-                ),
-            },
-        )
+        park(cls.name, exc, attempts=attempts, skipped=cls.on_failure == "skip", using=using)
         state.attempts = 0
         state.failing_position = None
         state.next_retry_at = None
@@ -257,12 +270,12 @@ def record_failure(
             state.state = State.STOPPED
         state.save()
         logger.error(
-            "%s parked the event at position %s after %s attempts (%s): %s",
+            "%s parked the event at position %s %s (%s): %s",
             cls.name,
             exc.position,
-            attempts,
+            f"after {attempts} attempts" if exc.retryable else "at once (it cannot be decoded)",
             "stopped" if cls.on_failure == "stop" else "skipped",
-            cause,
+            error,
         )
     return None
 
@@ -286,7 +299,13 @@ def retry(projection: str | type[Projection]) -> CatchUp:
 
 
 def skip(projection: str | type[Projection], position: int) -> CatchUp:
-    """Pass over the event at ``position`` for good, resume and catch up."""
+    """Pass over the event at ``position`` for good, resume and catch up.
+
+    An async projection skips an event its checkpoint has not passed; any projection, an
+    event it has parked or that its rebuild in progress has not replayed yet (the
+    rebuild passes over it when it resumes: ``cqrs_rebuild`` runs it again). A sync
+    projection applied its events as they were recorded, so only its rebuild skips.
+    """
     cls = resolve(projection)
     using = cqrs_settings.DATABASE
     point = store.point_of(position, using)
@@ -299,12 +318,16 @@ def skip(projection: str | type[Projection], position: int) -> CatchUp:
         .get()
     )
     with transaction.atomic(using=using):
-        state = lock_state(cls.name, using)
-        if state.point >= point:
-            raise ProjectionError(
-                f"{cls.name} has already passed position {position} (checkpoint "
-                f"{state.position}); nothing to skip"
-            )
+        stored = ProjectionState.objects.using(using).filter(name=cls.name).exists()
+        state = lock_state(cls.name, using) if stored else ProjectionState(name=cls.name)
+        live_before = cls.mode == ASYNC and state.point < point
+        rebuilt_to = rebuild_point(state)
+        if not (
+            live_before
+            or (rebuilt_to is not None and rebuilt_to < point)
+            or _is_parked(cls.name, position, using)
+        ):
+            raise ProjectionError(_nothing_to_skip(cls, state, position))
         ParkedEvent.objects.using(using).update_or_create(
             projection=cls.name,
             position=position,
@@ -322,13 +345,35 @@ def skip(projection: str | type[Projection], position: int) -> CatchUp:
                 "resolved_at": timezone.now(),
             },
         )
-        if state.state == State.STOPPED:
-            state.state = State.LIVE
-        state.attempts = 0
-        state.failing_position = None
-        state.next_retry_at = None
-        state.save()
-    return run_catch_up(cls)
+        if live_before:
+            if state.state == State.STOPPED:
+                state.state = State.LIVE
+            state.attempts = 0
+            state.failing_position = None
+            state.next_retry_at = None
+            state.save()
+    return run_catch_up(cls) if cls.mode == ASYNC else CatchUp(0)
+
+
+def _is_parked(name: str, position: int, using: str) -> bool:
+    return (
+        ParkedEvent.objects.using(using)
+        .filter(projection=name, position=position, resolution=ParkedEvent.Resolution.PARKED)
+        .exists()
+    )
+
+
+def _nothing_to_skip(cls: type[Projection], state: ProjectionState, position: int) -> str:
+    if cls.mode == ASYNC:
+        return (
+            f"{cls.name} has already passed position {position} (checkpoint "
+            f"{state.position}); nothing to skip"
+        )
+    return (
+        f"{cls.name} is a sync projection: it applied position {position} when the event was "
+        "recorded. Only an event it has parked, or that its rebuild in progress has not "
+        "replayed yet, can be skipped"
+    )
 
 
 def set_paused(projection: str | type[Projection], paused: bool) -> None:

@@ -65,11 +65,16 @@ from ..db.shadow import (
     shadows_match,
     swap_tables,
 )
-from ..exceptions import ProjectionApplyError, RebuildSwitchError, RebuildWriteError
+from ..exceptions import (
+    ProjectionApplyError,
+    ProjectionError,
+    RebuildSwitchError,
+    RebuildWriteError,
+)
 from ..models import ProjectionState
 from .base import Projection, get_projection
-from .batches import apply_rows
-from .checkpoints import ensure_state, lock_state, skipped_positions
+from .batches import apply_batch
+from .checkpoints import ensure_state, lock_state, park, resolve_parked, skipped_positions
 from .registry import SYNC
 
 Progress = Callable[[int, int], None]
@@ -119,13 +124,12 @@ def _replay(
         after=after, until=until, batch_size=size, event_types=types, horizon=horizon, using=using
     ):
         with transaction.atomic(using=using):
-            projection = cls(targets=targets)
+            make = functools.partial(cls, targets=targets)
             # Plain ORM calls of the handlers land in the shadow tables too; a write to
             # any other table is refused before it is sent.
             with redirect_writes(cls.name, tables, alias=using) as guard:
                 try:
-                    apply_rows(projection, rows, replaying=True, skip=skip)
-                    projection.flush()
+                    apply_batch(make, rows, replaying=True, skip=skip, using=using)
                 except ProjectionApplyError as exc:
                     refusal = _refusal(cls, exc, guard.refused)
                     if refusal is None:
@@ -184,6 +188,11 @@ def rebuild(
     :class:`~django_cqrs.exceptions.RebuildWriteError` before it is sent; the rebuild is
     then discarded (shadow tables dropped, progress forgotten) and the live tables keep
     their rows.
+
+    An event that fails (it cannot be decoded, or a handler raises) is parked and the
+    rebuild stops there with a :class:`ProjectionError` that says how to go on: skip the
+    event (``catchup.skip``, ``cqrs_skip``) or fix the cause, then rebuild again (it
+    resumes). Events an operator skipped are passed over.
     """
     cls = get_projection(projection) if isinstance(projection, str) else projection
     try:
@@ -191,6 +200,13 @@ def rebuild(
     except RebuildWriteError:
         _discard(cls, cqrs_settings.DATABASE)
         raise
+    except ProjectionApplyError as exc:
+        park(cls.name, exc, attempts=1, skipped=False, using=cqrs_settings.DATABASE)
+        raise ProjectionError(
+            f"The rebuild of {cls.name} stopped at position {exc.position} and parked the "
+            f"event there: {exc}. Skip it (manage.py cqrs_skip {cls.name} {exc.position}) or "
+            f"fix the cause, then rebuild again: it resumes where it stopped."
+        ) from exc
 
 
 def _discard(cls: type[Projection], using: str) -> None:
@@ -294,6 +310,7 @@ def _switch(
         last = max(store.last_point(horizon=horizon, using=using), point)
         applied = replay(after=point, until=last, horizon=horizon, commit_each=False)
         swap_tables(targets, using, lock_timeout=SWITCH_LOCK_TIMEOUT)
+        resolve_parked(cls.name, using)  # the replay has applied (or skipped) them all
         ProjectionState.objects.using(using).filter(name=cls.name).update(
             position=last.position,
             transaction_id=last.transaction_id,

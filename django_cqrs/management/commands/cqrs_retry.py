@@ -23,7 +23,10 @@ class Command(BaseCommand):
         try:
             cls = get_projection(options["name"])
             if cls.mode != ASYNC:
-                raise CommandError(f"{cls.name} is a sync projection; nothing is parked.")
+                raise CommandError(
+                    f"{cls.name} is a sync projection: its rebuild retries the events it "
+                    f"parked (manage.py cqrs_rebuild {cls.name} resumes it)."
+                )
             read = follow_up(cls.name, retry(cls))
             catch_up_now(cls.name)  # whatever the retry left goes to the workers at once
         except CQRSError as exc:
