@@ -290,8 +290,8 @@ def test_without_the_read_only_middleware_nothing_is_guarded(account_id):
 @pytest.mark.django_db
 def test_the_database_refuses_a_write_the_statement_check_misses(account_id, monkeypatch):
     # Pretend the statement check misses an INSERT: the database must refuse it anyway
-    # (SQLite: PRAGMA query_only; PostgreSQL: the READ ONLY transaction).
-    monkeypatch.setattr("django_cqrs.db.readonly.write_reason", lambda sql: None)
+    # (SQLite: the read-only authorizer; PostgreSQL: the READ ONLY transaction).
+    monkeypatch.setattr("django_cqrs.db.readonly.judge", lambda sql, dialect, bound: None)
 
     error = assert_refused(WRITES["raw insert"])
 
