@@ -44,6 +44,7 @@ from types import CodeType
 from typing import Any
 
 from django.db import DatabaseError, connections, transaction
+from django.db.backends.signals import connection_created
 
 from ..exceptions import QueryWriteError
 from .statements import (
@@ -88,6 +89,8 @@ _SQLITE_ACTIONS = {
     )
 }
 _IDLE = 0  # psycopg's TransactionStatus.IDLE: no transaction under way
+#: The driver connection's default for new transactions: psycopg 3, psycopg2.
+_READ_ONLY_ATTRIBUTES = ("read_only", "readonly")
 #: How many frames above the guard Django's ``_start_transaction_under_autocommit`` may be.
 _BEGIN_FRAMES = 12
 
@@ -123,8 +126,13 @@ def read_only(query_name: str, *, transaction_read_only: bool = True) -> Iterato
         conn.execute_wrappers.append(guard)
         guards.append(guard)
     try:
+        for guard in guards:
+            if guard.conn.connection is not None:  # else when it connects
+                guard.protect()
         yield
-    except DatabaseError as exc:
+    except Exception as exc:
+        # Django's DatabaseError, or the driver's own from a call that bypasses Django's
+        # wrapping (SQLite's executescript(), psycopg's copy()).
         error = _database_refusal(exc, query_name, guards)
         if error is None:
             raise
@@ -147,18 +155,24 @@ def _remove(guards: list[_Guard]) -> None:
 
 
 def _database_refusal(
-    exc: DatabaseError, query_name: str, guards: list[_Guard]
+    exc: Exception, query_name: str, guards: list[_Guard]
 ) -> QueryWriteError | None:
     """The QueryWriteError standing for the database's own refusal of a write, or None."""
-    cause = exc.__cause__
-    if getattr(cause, "sqlstate", None) == "25006" or getattr(cause, "pgcode", None) == "25006":
+    if isinstance(exc, QueryWriteError):
+        return None
+    driver_error = exc.__cause__ if isinstance(exc, DatabaseError) else exc
+    code = getattr(driver_error, "sqlstate", None) or getattr(driver_error, "pgcode", None)
+    if code == "25006":  # read_only_sql_transaction
         return QueryWriteError(f"Query handler for {query_name} attempted a write: {exc}")
     denied = next((guard.denied for guard in guards if guard.denied), None)
-    if denied is not None and "not authorized" in str(exc):
+    if (
+        denied is not None
+        and isinstance(driver_error, sqlite3.DatabaseError)
+        and "not authorized" in str(exc)
+    ):
         return QueryWriteError(
-            f"Query handler for {query_name} attempted a write ({denied}), which SQLite's "
-            "read-only authorizer refused. Query handlers read read models only; "
-            "dispatch a command."
+            f"Query handler for {query_name} attempted {denied.kind} ({denied.statement}), "
+            f"which SQLite's read-only authorizer refused. {_ADVICE[denied.kind]}"
         )
     return None
 
@@ -193,11 +207,11 @@ class _Guard:
         self.failed = False  # a statement failed in the database
         self.savepoint = False  # the guard's own savepoint is open
         self.owned: Any = None  # the guard's own atomic block (PostgreSQL, no caller's)
-        self.read_only_set: Any = None  # the psycopg connection made read_only
+        self.read_only_set: tuple[Any, str] | None = None  # the driver connection made read-only
         self.authorized: list[Any] = []  # SQLite connections under the authorizer
         self.savepoints: list[str] = []  # savepoints the query created and has not ended
         self.vetted = False  # a checked statement is being sent
-        self.denied: str | None = None  # what SQLite's authorizer refused last
+        self.denied: Refusal | None = None  # what SQLite's authorizer refused last
 
     # -- the statement check -----------------------------------------------------------
 
@@ -205,7 +219,7 @@ class _Guard:
         verdict = judge(sql, self.dialect, bound=params is not None)
         control = None if verdict is None else self._allowed(verdict, sql)
         if self.protected is not self.conn.connection:
-            self._protect()
+            self.protect()
         vetted, self.vetted = self.vetted, True
         try:
             result = execute(sql, params, many, context)
@@ -248,7 +262,8 @@ class _Guard:
 
     # -- the database's own refusal ----------------------------------------------------
 
-    def _protect(self) -> None:
+    def protect(self) -> None:
+        """Make the database refuse writes on the alias's connection (open by now)."""
         raw = self.conn.connection
         if self.sqlite:
             self._protect_sqlite(raw)
@@ -280,14 +295,16 @@ class _Guard:
         ):
             return sqlite3.SQLITE_OK  # Django ending an atomic block the handler opened
         name = _SQLITE_ACTIONS.get(action, f"action {action}")
-        self.denied = f"{name} {arg1}" if arg1 else name
+        kind = TRANSACTION_CONTROL if action in _SQLITE_CONTROL else WRITE
+        self.denied = Refusal(kind, f"{name} {arg1}" if arg1 else name)
         return sqlite3.SQLITE_DENY
 
     def _protect_postgresql(self, raw: Any) -> None:
         conn = self.conn
-        if self.owned is not None or self.savepoint:
-            # The protection holds; Django refuses statements on a connection replaced
-            # inside an atomic block until the block ends.
+        if self.owned is not None or self.savepoint or conn.needs_rollback:
+            # Protected already (Django refuses statements on a connection replaced inside
+            # an atomic block until the block ends), or the caller's transaction will be
+            # rolled back whatever the query does.
             self.protected = raw
             return
         if self.in_caller_transaction:
@@ -296,23 +313,20 @@ class _Guard:
                     f"SAVEPOINT {_GUARD_SAVEPOINT}; SET LOCAL transaction_read_only = on"
                 )
             self.savepoint = True
-            self.protected = raw
-            return
-        if conn.autocommit:
-            # No transaction: the guard opens one, always rolled back. Opened at the first
-            # statement, before any atomic block of the handler, which then nest inside it.
+        else:
+            # No transaction: the guard opens one, always rolled back, before the handler
+            # runs (or as the handler connects): its atomic blocks nest inside.
             self.owned = transaction.atomic(using=self.alias)
             self.owned.__enter__()
-        if self.read_only_set is not raw:
-            if hasattr(raw, "read_only") and raw.info.transaction_status == _IDLE:
-                raw.read_only = True  # psycopg 3 opens each transaction with BEGIN READ ONLY
-                self.read_only_set = raw
-            else:  # psycopg2, or a transaction already under way
+            attribute = next((a for a in _READ_ONLY_ATTRIBUTES if hasattr(raw, a)), None)
+            if attribute is not None and raw.info.transaction_status == _IDLE:
+                # The driver opens the transaction with BEGIN READ ONLY: no round trip now.
+                setattr(raw, attribute, True)
+                self.read_only_set = (raw, attribute)
+            else:
                 with conn.wrap_database_errors, raw.cursor() as cursor:
                     cursor.execute("SET TRANSACTION READ ONLY")
-        # Inside an atomic block the handler opened, check again at the next statement:
-        # the block may have ended, and the next statement run outside any transaction.
-        self.protected = raw if self.owned is not None else None
+        self.protected = raw
 
     def close(self) -> None:
         """Roll back what the guard opened and leave the connection as it found it."""
@@ -322,8 +336,7 @@ class _Guard:
                 with suppress(sqlite3.ProgrammingError):  # closed in the meantime
                     raw.set_authorizer(None)
             if self.owned is not None:
-                transaction.set_rollback(True, using=self.alias)
-                self.owned.__exit__(None, None, None)
+                self._roll_back_owned()
             elif self.savepoint:
                 if not conn.closed_in_transaction and conn.connection is self.protected:
                     self._roll_back_savepoint()
@@ -333,9 +346,25 @@ class _Guard:
                 # marked the transaction for rollback) changed nothing.
                 conn.needs_rollback = self.needs_rollback
         finally:
-            raw = self.read_only_set
-            if raw is not None and not raw.closed and raw.info.transaction_status == _IDLE:
-                raw.read_only = None
+            if self.read_only_set is not None:
+                raw, attribute = self.read_only_set
+                if not raw.closed and raw.info.transaction_status == _IDLE:
+                    setattr(raw, attribute, None)
+
+    def _roll_back_owned(self) -> None:
+        conn = self.conn
+        if conn.in_atomic_block:
+            transaction.set_rollback(True, using=self.alias)
+            self.owned.__exit__(None, None, None)
+            return
+        # The connection opened as the handler entered atomic(): that block took the
+        # guard's transaction for one begun by hand (autocommit off), and its exit left
+        # Django believing no block is open. The transaction is still the guard's.
+        if self.owned in conn.atomic_blocks:
+            conn.atomic_blocks.remove(self.owned)
+        if conn.connection is not None and not conn.get_autocommit():
+            conn.rollback()
+            conn.set_autocommit(True)
 
     def _roll_back_savepoint(self) -> None:
         raw = self.conn.connection
@@ -350,6 +379,21 @@ class _Guard:
                         f"RELEASE SAVEPOINT {_GUARD_SAVEPOINT}"
                     )
 
+
+def _protect_new_connection(*, connection: Any, **kwargs: Any) -> None:
+    """``connection_created``: a connection a guarded query opens is protected at once.
+
+    So even a first statement that bypasses the execute wrappers (SQLite's
+    ``executescript()``, psycopg's ``copy()``) finds the database refusing writes.
+    """
+    for wrapper in connection.execute_wrappers:
+        if isinstance(wrapper, _Guard):
+            wrapper.protect()
+            return
+
+
+# Connected here rather than in apps.py: no guard can run before this module is imported.
+connection_created.connect(_protect_new_connection, dispatch_uid="django_cqrs.db.readonly")
 
 _begin_codes: dict[type, frozenset[CodeType]] = {}
 
