@@ -16,7 +16,15 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .bus import command_bus, query_bus
 from .commands import Command
-from .conf import DEFAULTS, IMPORT_STRINGS, SETTING_NAME, is_valid_lock_timeout, perform_import
+from .conf import (
+    DEFAULTS,
+    IMPORT_STRINGS,
+    SETTING_NAME,
+    cqrs_settings,
+    is_valid_lock_timeout,
+    perform_import,
+)
+from .db.readonly import statements_only
 from .events import registered_event_types
 from .exceptions import CQRSError
 from .projections import ASYNC, all_projections
@@ -294,4 +302,29 @@ def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
                 id="django_cqrs.W005",
             )
         )
+    return messages
+
+
+@register(Tags.compatibility)
+def check_query_guard(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W008: a database alias on which a query's writes meet the statement check only."""
+    try:
+        transaction_read_only = bool(cqrs_settings.QUERY_READ_ONLY_TRANSACTION)
+    except CQRSError:
+        return []  # a broken DJANGO_CQRS: check_settings reports it
+    messages: list[CheckMessage] = []
+    for alias in settings.DATABASES:
+        reason = statements_only(alias, transaction_read_only=transaction_read_only)
+        if reason is not None:
+            messages.append(
+                Warning(
+                    f"Query handlers reading database {alias!r} get the statement check "
+                    f"only: {reason}. A write the check cannot see (one inside a database "
+                    "function) is not refused by the database.",
+                    hint="Keep read models on PostgreSQL (with QUERY_READ_ONLY_TRANSACTION "
+                    "= True) or SQLite, or connect to this database as a role that cannot "
+                    "write, then silence django_cqrs.W008.",
+                    id="django_cqrs.W008",
+                )
+            )
     return messages

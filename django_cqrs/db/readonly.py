@@ -27,9 +27,9 @@ Two layers, on every database alias, for the length of the block:
   length of the query). Inside a caller's transaction SQLite gets the rolled-back
   savepoint as well.
 
-:func:`protection` says which layers an alias gets; the system check W008 warns about
-an alias with the statement check only (another backend, or PostgreSQL with
-``QUERY_READ_ONLY_TRANSACTION = False``). Out of reach of both: SQL sent on the driver's
+:func:`statements_only` says why an alias gets the statement check only (another
+backend, or PostgreSQL with ``QUERY_READ_ONLY_TRANSACTION = False``); system check W008
+warns about such an alias. Out of reach of both: SQL sent on the driver's
 connection (``connection.connection``) around Django, and database functions with effects
 outside the transaction (``dblink``, advisory locks).
 """
@@ -59,10 +59,6 @@ from .statements import (
     dialect_for,
     judge,
 )
-
-#: What each alias gets, as :func:`protection` reports it.
-DATABASE_REFUSES = "statements checked; the database refuses writes"
-STATEMENTS_ONLY = "statements checked only"
 
 _GUARD_SAVEPOINT = "cqrs_query_guard"
 _ADVICE = {
@@ -95,15 +91,18 @@ _READ_ONLY_ATTRIBUTES = ("read_only", "readonly")
 _BEGIN_FRAMES = 12
 
 
-def protection(alias: str, *, transaction_read_only: bool = True) -> str:
-    """What the query guard does on ``alias``: :data:`DATABASE_REFUSES` or :data:`STATEMENTS_ONLY`.
+def statements_only(alias: str, *, transaction_read_only: bool = True) -> str | None:
+    """Why the database behind ``alias`` would not refuse a query's write itself, or None.
 
-    ``transaction_read_only`` is the ``QUERY_READ_ONLY_TRANSACTION`` setting.
+    ``transaction_read_only`` is the ``QUERY_READ_ONLY_TRANSACTION`` setting. Where this
+    gives a reason, queries get the statement check only (system check W008).
     """
     vendor = connections[alias].vendor
     if vendor == "sqlite" or (vendor == "postgresql" and transaction_read_only):
-        return DATABASE_REFUSES
-    return STATEMENTS_ONLY
+        return None
+    if vendor == "postgresql":
+        return "its READ ONLY transaction is off (QUERY_READ_ONLY_TRANSACTION = False)"
+    return f"the guard knows no read-only mode of the {vendor!r} backend"
 
 
 @contextmanager
