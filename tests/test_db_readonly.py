@@ -594,6 +594,41 @@ def test_savepoints_of_atomic_blocks_in_a_handler_work(account_id, in_a_caller_t
         assert_commands_still_work(account_id)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_sqlite_a_handlers_transaction_takes_no_write_lock(account_id):
+    if connection.vendor != "sqlite":
+        pytest.skip("transaction_mode is SQLite's")
+    # As the demo's settings have it: Django's atomic() then sends BEGIN IMMEDIATE, which
+    # takes SQLite's one write lock. A query's transaction only reads.
+    default = connections["default"]
+    default.ensure_connection()
+    sent: list[str] = []
+    default.connection.set_trace_callback(sent.append)
+    mode, default.transaction_mode = default.transaction_mode, "IMMEDIATE"
+
+    def body() -> Any:
+        with transaction.atomic():
+            return AccountView.objects.get(pk=account_id).balance
+
+    try:
+        assert run_query(body) == "10.00"
+    finally:
+        default.transaction_mode = mode
+        default.connection.set_trace_callback(None)
+    assert [sql for sql in sent if sql.startswith("BEGIN")] == ["BEGIN"]
+    assert_commands_still_work(account_id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sqlite_begin_immediate_of_its_own_is_refused(account_id):
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's BEGIN goes through the cursor; PostgreSQL's never does")
+
+    error = assert_refused(raw("BEGIN IMMEDIATE"))
+
+    assert "BEGIN IMMEDIATE statement outside Django's atomic()" in str(error)
+
+
 @pytest.mark.django_db
 def test_a_refused_first_statement_does_not_spoil_the_callers_transaction(account_id):
     # Nothing was sent on the connection before the refusal: no savepoint of the guard

@@ -235,7 +235,6 @@ def test_a_literal_percent_sign_is_not_a_placeholder() -> None:
         ("ROLLBACK AND CHAIN", POSTGRESQL, "ROLLBACK statement"),
         ("ABORT", POSTGRESQL, "ABORT statement"),
         ("BEGIN", POSTGRESQL, "BEGIN statement"),
-        ("BEGIN IMMEDIATE", SQLITE, "BEGIN IMMEDIATE statement"),
         ("START TRANSACTION READ WRITE", POSTGRESQL, "START TRANSACTION statement"),
         ("PREPARE TRANSACTION 'x'", POSTGRESQL, "PREPARE TRANSACTION statement"),
         ("COMMIT PREPARED 'x'", POSTGRESQL, "COMMIT PREPARED statement"),
@@ -304,7 +303,12 @@ def test_sqlite_statements_that_write_outside_the_tables_are_refused(
             Control("rollback to", "mixed", "ROLLBACK TO SAVEPOINT mixed"),
         ),
         ("BEGIN", SQLITE, Control("begin", "", "BEGIN statement")),
-        ("BEGIN DEFERRED TRANSACTION", SQLITE, Control("begin", "", "BEGIN statement")),
+        (
+            "BEGIN DEFERRED TRANSACTION",
+            SQLITE,
+            Control("begin", "deferred", "BEGIN DEFERRED statement"),
+        ),
+        ("BEGIN IMMEDIATE", SQLITE, Control("begin", "immediate", "BEGIN IMMEDIATE statement")),
     ],
 )
 def test_savepoints_and_sqlites_begin_are_left_to_the_guard(sql: str, dialect, control) -> None:

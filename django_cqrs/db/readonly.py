@@ -216,7 +216,13 @@ class _Guard:
 
     def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         verdict = judge(sql, self.dialect, bound=params is not None)
-        control = None if verdict is None else self._allowed(verdict, sql)
+        control = None
+        if verdict is not None:
+            control = self._allowed(verdict, sql)
+            if control.action == "begin":
+                # Django's atomic() in the handler, on SQLite. A query's transaction only
+                # reads: DEFERRED, so it takes no write lock whatever transaction_mode says.
+                sql = "BEGIN"
         if self.protected is not self.conn.connection:
             self.protect()
         vetted, self.vetted = self.vetted, True
@@ -239,7 +245,7 @@ class _Guard:
         if verdict.action == "begin":
             if not raw.in_transaction and _from_django_atomic(self.conn):
                 return verdict
-            refusal = Refusal(TRANSACTION_CONTROL, "BEGIN statement outside Django's atomic()")
+            refusal = Refusal(TRANSACTION_CONTROL, f"{verdict.statement} outside Django's atomic()")
         elif verdict.action == "savepoint":
             if not self.sqlite or raw.in_transaction:
                 return verdict

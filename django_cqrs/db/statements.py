@@ -131,8 +131,9 @@ class Refusal(NamedTuple):
 class Control(NamedTuple):
     """A transaction-control statement the query guard decides on with what it knows.
 
-    ``action`` is ``"begin"``, ``"savepoint"``, ``"release"`` or ``"rollback to"``;
-    ``name`` is the savepoint's name as the database compares it ("" for ``begin``).
+    ``action`` is ``"begin"`` (SQLite's, the only one Django sends through a cursor),
+    ``"savepoint"``, ``"release"`` or ``"rollback to"``; ``name`` is the savepoint's name
+    as the database compares it (for ``begin``: the mode, ``"immediate"`` or "").
     """
 
     action: str
@@ -415,7 +416,9 @@ _ROLLBACK_TO = re.compile(
     rf"\s*ROLLBACK\s+(?:(?:WORK|TRANSACTION)\s+)?TO\s+(?:SAVEPOINT\s+)?{_NAME}\s*$",
     re.IGNORECASE,
 )
-_PLAIN_BEGIN = re.compile(r"\s*BEGIN(?:\s+DEFERRED)?(?:\s+TRANSACTION)?\s*$", re.IGNORECASE)
+_SQLITE_BEGIN = re.compile(
+    r"\s*BEGIN(?:\s+(DEFERRED|IMMEDIATE|EXCLUSIVE))?(?:\s+TRANSACTION)?\s*$", re.IGNORECASE
+)
 _SAVEPOINT_STATEMENTS = {
     "savepoint": "SAVEPOINT",
     "release": "RELEASE SAVEPOINT",
@@ -436,8 +439,9 @@ def _transaction_control(command: Command, dialect: Dialect) -> Verdict:
         if match:
             name = _savepoint_name(match.group(1), dialect)
             return Control(action, name, f"{_SAVEPOINT_STATEMENTS[action]} {name}")
-    if dialect.name == "sqlite" and _PLAIN_BEGIN.match(skeleton):
-        return Control("begin", "", "BEGIN statement")
+    begin = _SQLITE_BEGIN.match(skeleton) if dialect.name == "sqlite" else None
+    if begin is not None:
+        return Control("begin", (begin.group(1) or "").lower(), _statement_name(command))
     return Refusal(TRANSACTION_CONTROL, _statement_name(command))
 
 
