@@ -780,3 +780,53 @@ def test_an_alias_the_query_does_not_use_is_not_connected(account_id):
     assert run_query(lambda: AccountView.objects.get(pk=account_id).owner) == "ann"
 
     assert second.connection is None
+
+
+# -- legitimate reads, in every setting --------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_django_reads_work_explain_and_iterator_included(account_id):
+    def body() -> Any:
+        plan = AccountView.objects.filter(pk=account_id).explain()
+        rows = [view.owner for view in AccountView.objects.iterator(chunk_size=1)]
+        return bool(plan), rows, AccountView.objects.filter(pk=account_id).exists()
+
+    assert run_query(body) == (True, ["ann"], True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_query_inside_a_commands_transaction_leaves_it_to_the_command(account_id):
+    from django_cqrs.db.transactions import command_transaction
+
+    # On SQLite the command's transaction sends BEGIN IMMEDIATE only at its first write:
+    # the query runs before it, and the write after it still takes the lock and commits.
+    with command_transaction("default"):
+        assert run_query(lambda: AccountView.objects.get(pk=account_id).owner) == "ann"
+        AccountView.objects.filter(pk=account_id).update(owner="bob")
+
+    assert owners() == ["bob"]
+
+
+@pytest.mark.django_db
+def test_a_query_dispatched_inside_a_query_is_guarded_under_its_own_name(account_id):
+    inner_bus = QueryBus(registry=Registry("query", Query))
+
+    @dataclasses.dataclass(frozen=True)
+    class Inner(Query[Any]):
+        pass
+
+    inner_bus.handler(Inner)(lambda query: AccountView.objects.update(owner="mallory"))
+
+    def outer() -> Any:
+        with pytest.raises(QueryWriteError) as excinfo:
+            inner_bus.dispatch(Inner())
+        return str(excinfo.value), AccountView.objects.get(pk=account_id).owner
+
+    message, owner = run_query(outer)
+
+    assert "Inner" in message
+    assert owner == "ann"
+    # Writes after the inner query are still refused under the outer query's name.
+    error = assert_refused(raw(f"UPDATE {VIEW_TABLE} SET owner = 'mallory'"))
+    assert "RunInQuery" in str(error)

@@ -41,7 +41,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from types import CodeType
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import DatabaseError, connections, transaction
 from django.db.backends.signals import connection_created
@@ -113,12 +113,14 @@ def read_only(query_name: str, *, transaction_read_only: bool = True) -> Iterato
     statements are still checked).
     """
     guards: list[_Guard] = []
-    outer: list[tuple[_Guard, str]] = []
+    outer: list[_Nested] = []
     for alias in connections:
         conn = connections[alias]
         running = next((w for w in conn.execute_wrappers if isinstance(w, _Guard)), None)
         if running is not None:  # a query dispatched inside a query: the outer guard holds
-            outer.append((running, running.query_name))
+            outer.append(
+                _Nested(running, running.query_name, conn.needs_rollback, running.failures)
+            )
             running.query_name = query_name
             continue
         guard = _Guard(query_name, alias, transaction_read_only)
@@ -137,9 +139,24 @@ def read_only(query_name: str, *, transaction_read_only: bool = True) -> Iterato
             raise
         raise error from exc
     finally:
-        for running, name in outer:
-            running.query_name = name
+        for nested in outer:
+            nested.leave()
         _remove(guards)
+
+
+class _Nested(NamedTuple):
+    """The outer query's guard, as an inner query found it."""
+
+    guard: _Guard
+    query_name: str
+    needs_rollback: bool
+    failures: int
+
+    def leave(self) -> None:
+        guard = self.guard
+        guard.query_name = self.query_name
+        if guard.failures == self.failures:
+            guard.restore_needs_rollback(self.needs_rollback)
 
 
 def _remove(guards: list[_Guard]) -> None:
@@ -203,7 +220,7 @@ class _Guard:
         self.needs_rollback = conn.needs_rollback
         #: The driver connection the protection stands on (None: check at every statement).
         self.protected: Any = None
-        self.failed = False  # a statement failed in the database
+        self.failures = 0  # statements that failed in the database
         self.savepoint = False  # the guard's own savepoint is open
         self.owned: Any = None  # the guard's own atomic block (PostgreSQL, no caller's)
         self.read_only_set: tuple[Any, str] | None = None  # the driver connection made read-only
@@ -229,7 +246,7 @@ class _Guard:
         try:
             result = execute(sql, params, many, context)
         except DatabaseError:
-            self.failed = True
+            self.failures += 1
             raise
         finally:
             self.vetted = vetted
@@ -346,15 +363,23 @@ class _Guard:
                 if not conn.closed_in_transaction and conn.connection is self.protected:
                     self._roll_back_savepoint()
                     conn.needs_rollback = self.needs_rollback
-            elif conn.in_atomic_block and not self.failed and not conn.closed_in_transaction:
-                # Nothing the query sent failed: a refused write (whose own atomic block
-                # marked the transaction for rollback) changed nothing.
-                conn.needs_rollback = self.needs_rollback
+            elif not self.failures:
+                self.restore_needs_rollback(self.needs_rollback)
         finally:
             if self.read_only_set is not None:
                 raw, attribute = self.read_only_set
                 if not raw.closed and raw.info.transaction_status == _IDLE:
                     setattr(raw, attribute, None)
+
+    def restore_needs_rollback(self, needs_rollback: bool) -> None:
+        """Nothing the query sent failed: the transaction goes on as it was.
+
+        A refused write never reached the database, but its own atomic block marked the
+        transaction for rollback.
+        """
+        conn = self.conn
+        if conn.in_atomic_block and not conn.closed_in_transaction:
+            conn.needs_rollback = needs_rollback
 
     def _roll_back_owned(self) -> None:
         conn = self.conn
