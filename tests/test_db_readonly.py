@@ -537,6 +537,18 @@ def test_a_query_cannot_end_a_savepoint_of_its_caller(account_id, statement):
         assert Account.objects.get(pk=account_id).balance == Decimal("10")
 
 
+@pytest.mark.django_db
+def test_a_savepoint_of_the_query_cannot_take_the_guards_name(account_id):
+    # Inside a caller's transaction the guard rolls back to its own savepoint at the end:
+    # a newer one of the same name would be found instead.
+    with transaction.atomic():
+        error = assert_refused(raw('SAVEPOINT "cqrs_query_guard"'))
+        command_bus.dispatch(Deposit(account_id=account_id, amount=Decimal("1")))
+
+    assert "the guard's name" in str(error)
+    assert Account.objects.get(pk=account_id).balance == Decimal("11")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_sqlite_a_query_cannot_open_a_transaction_of_its_own(account_id):
     if connection.vendor != "sqlite":

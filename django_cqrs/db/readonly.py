@@ -264,9 +264,12 @@ class _Guard:
                 return verdict
             refusal = Refusal(TRANSACTION_CONTROL, f"{verdict.statement} outside Django's atomic()")
         elif verdict.action == "savepoint":
-            if not self.sqlite or raw.in_transaction:
+            if verdict.name == _GUARD_SAVEPOINT:  # ROLLBACK TO it would find the query's
+                refusal = Refusal(TRANSACTION_CONTROL, f"{verdict.statement}, the guard's name")
+            elif not self.sqlite or raw.in_transaction:
                 return verdict
-            refusal = Refusal(TRANSACTION_CONTROL, "SAVEPOINT outside a transaction starts one")
+            else:
+                refusal = Refusal(TRANSACTION_CONTROL, "SAVEPOINT outside a transaction starts one")
         elif verdict.name in self.savepoints:
             return verdict
         else:

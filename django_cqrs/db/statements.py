@@ -13,8 +13,8 @@ writes, so ``SELECT ... FOR UPDATE``, ``SELECT ... INTO`` and ``WITH ... INSERT`
 caught. A string is cut into its commands by a tokenizer that follows the database's
 lexical rules (a :class:`Dialect`): comments (``--``, and ``/* */``, nested on
 PostgreSQL), strings with ``''`` escapes, PostgreSQL's ``E'...'`` strings with backslash
-escapes and dollar quotes ``$tag$...$tag$``, and quoted identifiers (SQLite's
-```name``` and ``[name]`` too). So a keyword or a ``;`` inside a literal does not count,
+escapes and dollar quotes ``$tag$...$tag$``, and quoted identifiers (SQLite's backtick
+and bracket quotes too). So a keyword or a ``;`` inside a literal does not count,
 and a literal cannot hide a second command. A plain string with a backslash is read both
 ways — as PostgreSQL reads it with ``standard_conforming_strings`` on and off, since a
 query could turn it off — and both readings must pass.
@@ -183,14 +183,11 @@ def judge(sql: str, dialect: Dialect = POSTGRESQL, *, bound: bool = False) -> Ve
         return _judge_commands([Command(keyword, sql)], dialect)
     scan = _scan(sql, dialect, spliced=spliced, backslash_strings=False)
     verdict = _judge_scan(scan, dialect)
-    if not scan.ambiguous or isinstance(verdict, Refusal):
-        return verdict
+    if not scan.ambiguous or verdict is not None:
+        return verdict  # a command with a string is never a Control
     # A backslash in a plain string: read it as PostgreSQL does with
     # standard_conforming_strings off too (a query could turn it off with set_config).
-    other = _judge_scan(_scan(sql, dialect, spliced=spliced, backslash_strings=True), dialect)
-    if isinstance(other, Refusal) or other == verdict:
-        return other
-    return Refusal(SEVERAL, "a string read two ways, with and without backslash escapes")
+    return _judge_scan(_scan(sql, dialect, spliced=spliced, backslash_strings=True), dialect)
 
 
 # -- the tokenizer ---------------------------------------------------------------------
