@@ -719,7 +719,10 @@ def test_postgres_an_escape_string_cannot_hide_a_data_modifying_cte(account_id):
 @pytest.mark.django_db(transaction=True, databases=BOTH)
 @pytest.mark.postgres
 def test_postgres_copy_on_a_second_alias_is_refused_by_the_database(account_id):
-    # psycopg's cursor.copy() does not go through Django's execute wrappers.
+    # psycopg's cursor.copy() does not go through Django's execute wrappers; and the
+    # connection opens inside the handler, so the guard protects it as it opens.
+    connections["second"].close()
+
     def body() -> None:
         with connections["second"].cursor() as cursor:
             columns = "(account_id, owner, balance, movements)"
