@@ -25,6 +25,7 @@ from .conf import (
     is_valid_lock_timeout,
     perform_import,
 )
+from .db.readonly import statements_only
 from .events import registered_event_types
 from .exceptions import CQRSError
 from .projections import ASYNC, all_projections
@@ -442,3 +443,28 @@ def _budget_messages(conf: dict[str, Any]) -> list[CheckMessage]:
             id="django_cqrs.W007",
         )
     ]
+
+
+@register(Tags.compatibility)
+def check_query_guard(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W008: a database alias on which a query's writes meet the statement check only."""
+    try:
+        transaction_read_only = bool(cqrs_settings.QUERY_READ_ONLY_TRANSACTION)
+    except CQRSError:
+        return []  # a broken DJANGO_CQRS: check_settings reports it
+    messages: list[CheckMessage] = []
+    for alias in settings.DATABASES:
+        reason = statements_only(alias, transaction_read_only=transaction_read_only)
+        if reason is not None:
+            messages.append(
+                Warning(
+                    f"Query handlers reading database {alias!r} get the statement check "
+                    f"only: {reason}. A write the check cannot see (one inside a database "
+                    "function) is not refused by the database.",
+                    hint="Keep read models on PostgreSQL (with QUERY_READ_ONLY_TRANSACTION "
+                    "= True) or SQLite, or connect to this database as a role that cannot "
+                    "write, then silence django_cqrs.W008.",
+                    id="django_cqrs.W008",
+                )
+            )
+    return messages

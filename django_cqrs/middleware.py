@@ -189,7 +189,6 @@ class ReadOnlyMiddleware(BaseMiddleware):
         try:
             with read_only(
                 ctx.message_type,
-                alias=cqrs_settings.DATABASE,
                 transaction_read_only=bool(cqrs_settings.QUERY_READ_ONLY_TRANSACTION),
             ):
                 return self.next(message, ctx)

@@ -72,6 +72,12 @@ else:
         }
     }
 
+# A second alias on the same database (a test mirror: same tables, its own connection),
+# for what touches more than one alias, such as the query guard. Tests that use it say
+# databases=["default", "second"] and need transaction=True, so each connection sees
+# the other's commits.
+DATABASES["second"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
+
 STATIC_URL = "/static/"
 
 REST_FRAMEWORK = {

@@ -12,6 +12,7 @@ from django.core.checks import Error, Warning
 from django.core.checks.registry import registry as check_registry
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from django.db import connections
 from django.test import override_settings
 
 from django_cqrs import Command, Event, Query, command_bus, query_bus
@@ -22,6 +23,7 @@ from django_cqrs.checks import (
     check_handlers,
     check_projections,
     check_q_cluster,
+    check_query_guard,
     check_settings,
 )
 from django_cqrs.conf import DEFAULTS, cqrs_settings
@@ -34,7 +36,7 @@ from tests.testapp.async_projections import AccountTotalsProjection
 from tests.testapp.events import Deposited
 from tests.testapp.models import Account, AccountView
 
-CHECKS = (check_settings, check_handlers, check_projections, check_events)
+CHECKS = (check_settings, check_handlers, check_projections, check_events, check_query_guard)
 
 
 def only(messages: list[Any], check_id: str) -> list[Any]:
@@ -534,6 +536,35 @@ def test_e008_accepts_every_supported_type(event_registry):
         tags: frozenset[str]
 
     assert [m for m in check_events() if m.obj is Everything] == []
+
+
+# -- the query guard: W008 ----------------------------------------------------------------
+
+
+def test_w008_an_alias_with_the_statement_check_only(monkeypatch):
+    # A backend the guard knows no read-only mode of (only db/ reads the vendor).
+    monkeypatch.setattr(connections["second"], "vendor", "mysql")
+
+    (message,) = only(check_query_guard(), "django_cqrs.W008")
+
+    assert isinstance(message, Warning)
+    assert "'second'" in message.msg
+    assert "'mysql'" in message.msg
+    assert "statement check only" in message.msg
+
+
+def test_w008_postgres_with_its_read_only_transaction_off(vendor):
+    with override_settings(DJANGO_CQRS={"QUERY_READ_ONLY_TRANSACTION": False}):
+        messages = only(check_query_guard(), "django_cqrs.W008")
+
+    if vendor == "postgresql":
+        assert [m.msg.split(":")[0] for m in messages] == [
+            "Query handlers reading database 'default' get the statement check only",
+            "Query handlers reading database 'second' get the statement check only",
+        ]
+        assert "QUERY_READ_ONLY_TRANSACTION = False" in messages[0].msg
+    else:  # SQLite's authorizer does not depend on the setting
+        assert messages == []
 
 
 # -- settings object -----------------------------------------------------------------------

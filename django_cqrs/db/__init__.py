@@ -3,13 +3,14 @@
     from django_cqrs.db import appendonly, errors, estimates, jsontext, log, readonly, redirect
     from django_cqrs.db import shadow, transactions, upserts
 
-- ``statements``: what kind of statement a SQL string is (first keyword, write or read).
+- ``statements``: what kind of statement a SQL string is: its commands, read in the
+  database's lexical rules, each one's first keyword, write or read.
 - ``transactions``: the command's transaction (SQLite takes its write lock at the first
   write), row locks where the database has them, PostgreSQL's ``lock_timeout``.
 - ``errors``: what a database error means: a deadlock or serialization failure (run the
   transaction again) or a lock not granted in time (SQLSTATE, SQLite result codes).
-- ``readonly``: the query write guard: statements checked before they are sent, and the
-  database's own refusal (SQLite ``PRAGMA query_only``, PostgreSQL ``READ ONLY``).
+- ``readonly``: the query write guard on every alias: statements checked before they are
+  sent, and the database's own refusal (PostgreSQL ``READ ONLY``, a SQLite authorizer).
 - ``upserts``: insert-or-replace of whole read-model rows, counters added in the
   database, and the conditional upsert behind the async trigger flag.
 - ``log``: the log's order (transaction ids, the horizon of open transactions) and
