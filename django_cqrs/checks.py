@@ -16,7 +16,16 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .bus import command_bus, query_bus
 from .commands import Command
-from .conf import DEFAULTS, IMPORT_STRINGS, SETTING_NAME, is_valid_lock_timeout, perform_import
+from .conf import (
+    DEFAULTS,
+    IMPORT_STRINGS,
+    MAX_JSON_DEPTH_LIMIT,
+    SETTING_NAME,
+    is_valid_lock_timeout,
+    is_valid_max_body_size,
+    is_valid_max_json_depth,
+    perform_import,
+)
 from .events import registered_event_types
 from .exceptions import CQRSError
 from .projections import ASYNC, all_projections
@@ -95,6 +104,25 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             Error(
                 f"{SETTING_NAME}['REBUILD_BATCH_SIZE'] must be at least 1.",
                 hint="Default: 2000.",
+                id="django_cqrs.E003",
+            )
+        )
+    if "MAX_BODY_SIZE" in user and not is_valid_max_body_size(user["MAX_BODY_SIZE"]):
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['MAX_BODY_SIZE'] must be a positive int of bytes or None, "
+                f"got {user['MAX_BODY_SIZE']!r}.",
+                hint=f"Default: {DEFAULTS['MAX_BODY_SIZE']!r} (1 MiB); None: no limit.",
+                id="django_cqrs.E003",
+            )
+        )
+    if "MAX_JSON_DEPTH" in user and not is_valid_max_json_depth(user["MAX_JSON_DEPTH"]):
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['MAX_JSON_DEPTH'] must be an int from 1 to "
+                f"{MAX_JSON_DEPTH_LIMIT}, got {user['MAX_JSON_DEPTH']!r}.",
+                hint=f"Default: {DEFAULTS['MAX_JSON_DEPTH']!r}; deeper JSON would reach "
+                "Python's recursion limit.",
                 id="django_cqrs.E003",
             )
         )
