@@ -24,6 +24,7 @@ Field errors (400) add ``errors``: the serializer's errors, by field name.
 | a malformed header the API reads (the problem's ``header`` names it) | 400 |
 | not authenticated / not allowed | 401 / 403 |
 | ``AggregateNotFoundError``, a non-UUID id in the URL | 404 |
+| a method the route does not serve (``Allow`` lists those it does) | 405 |
 | ``ConcurrencyError`` (also ``TransactionConflictError``) after the retries | 409 |
 | ``Idempotency-Key`` still in use | 409 |
 | stale ``If-Match`` (``PreconditionFailedError``) | 412 |
