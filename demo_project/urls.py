@@ -13,7 +13,13 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("cqrs/", include("django_cqrs.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path(
+        "api/docs/",
+        # GET only: drf-spectacular would render OPTIONS' metadata with its HTML renderer
+        # and no template (a 500).
+        SpectacularSwaggerView.as_view(url_name="schema", http_method_names=["get", "head"]),
+        name="swagger-ui",
+    ),
     path("api/", include(router.urls)),  # GET /api/ lists the routes
     re_path(r"^api/", UnknownRouteView.as_view()),  # problem details, not an HTML 404
 ]

@@ -19,10 +19,13 @@ from .commands import Command
 from .conf import (
     DEFAULTS,
     IMPORT_STRINGS,
+    MAX_JSON_DEPTH_LIMIT,
     SETTING_NAME,
     cqrs_settings,
     is_seconds_or_none,
     is_valid_lock_timeout,
+    is_valid_max_body_size,
+    is_valid_max_json_depth,
     perform_import,
 )
 from .db.readonly import statements_only
@@ -116,6 +119,25 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 f"{SETTING_NAME}['CATCHUP_TIME_BUDGET'] must be a positive number of seconds or "
                 f"None, got {user['CATCHUP_TIME_BUDGET']!r}.",
                 hint="None (the default) takes half of Q_CLUSTER['timeout'].",
+                id="django_cqrs.E003",
+            )
+        )
+    if "MAX_BODY_SIZE" in user and not is_valid_max_body_size(user["MAX_BODY_SIZE"]):
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['MAX_BODY_SIZE'] must be a positive int of bytes or None, "
+                f"got {user['MAX_BODY_SIZE']!r}.",
+                hint=f"Default: {DEFAULTS['MAX_BODY_SIZE']!r} (1 MiB); None: no limit.",
+                id="django_cqrs.E003",
+            )
+        )
+    if "MAX_JSON_DEPTH" in user and not is_valid_max_json_depth(user["MAX_JSON_DEPTH"]):
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['MAX_JSON_DEPTH'] must be an int from 1 to "
+                f"{MAX_JSON_DEPTH_LIMIT}, got {user['MAX_JSON_DEPTH']!r}.",
+                hint=f"Default: {DEFAULTS['MAX_JSON_DEPTH']!r}; deeper JSON would reach "
+                "Python's recursion limit.",
                 id="django_cqrs.E003",
             )
         )

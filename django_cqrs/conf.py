@@ -62,6 +62,8 @@ DEFAULTS: dict[str, Any] = {
     "LOGGER": "django_cqrs",
     # HTTP API: largest request body in bytes a command or query view accepts (413 above).
     "MAX_BODY_SIZE": 1_048_576,
+    # HTTP API: deepest nesting of arrays and objects in a JSON body (400 above; 1 to 100).
+    "MAX_JSON_DEPTH": 32,
     # HTTP API: seconds a stored Idempotency-Key response is replayed before it expires.
     "IDEMPOTENCY_TTL": 86_400,
     # HTTP API: seconds a request waits for a concurrent one with the same key (then 409).
@@ -113,6 +115,20 @@ def is_seconds_or_none(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     return math.isfinite(value) and value > 0
+
+
+#: The deepest ``MAX_JSON_DEPTH`` allowed: Python's parser and encoder recurse per level.
+MAX_JSON_DEPTH_LIMIT = 100
+
+
+def is_valid_max_body_size(value: Any) -> bool:
+    """``MAX_BODY_SIZE`` is None or a positive int of bytes (check E003)."""
+    return value is None or (type(value) is int and value > 0)
+
+
+def is_valid_max_json_depth(value: Any) -> bool:
+    """``MAX_JSON_DEPTH`` is an int from 1 to ``MAX_JSON_DEPTH_LIMIT`` (check E003)."""
+    return type(value) is int and 1 <= value <= MAX_JSON_DEPTH_LIMIT
 
 
 def perform_import(value: Any, setting_name: str) -> Any:

@@ -9,25 +9,32 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .. import store
 from ..conf import cqrs_settings
 from ..projections.status import wait_for_position
-from .exceptions import BadHeader, PositionNotReached
+from .exceptions import BadHeader, PositionNotReached, shown
 
 POSITION_HEADER = "CQRS-Position"
 MIN_POSITION_HEADER = "CQRS-Min-Position"
+# ASCII digits only: str.isdigit() also accepts "¹" and "٣", which int() refuses or reads.
+_POSITION = re.compile(r"[ \t]*([0-9]{1,18})[ \t]*")
 
 
 def parse_min_position(value: str | None) -> int | None:
     """Parse ``CQRS-Min-Position``; None when absent, ``BadHeader`` (400) when malformed."""
     if value is None:
         return None
-    value = value.strip()
-    if not value.isdigit() or len(value) > 18:
-        raise BadHeader(f"{MIN_POSITION_HEADER} must be a non-negative integer, not {value!r}")
-    return int(value)
+    match = _POSITION.fullmatch(value)
+    if match is None:
+        raise BadHeader(
+            f"{MIN_POSITION_HEADER} must be a non-negative integer of at most 18 ASCII digits, "
+            f"not {shown(value)}",
+            header=MIN_POSITION_HEADER,
+        )
+    return int(match.group(1))
 
 
 def require_position(read_models: Any, header_value: str | None) -> None:
@@ -39,7 +46,8 @@ def require_position(read_models: Any, header_value: str | None) -> None:
     if position > head:
         raise BadHeader(
             f"{MIN_POSITION_HEADER} {position} is beyond the newest event ({head}): send the "
-            f"{POSITION_HEADER} a command answered with"
+            f"{POSITION_HEADER} a command answered with",
+            header=MIN_POSITION_HEADER,
         )
     if not wait_for_position(read_models, position):
         raise PositionNotReached(

@@ -19,9 +19,12 @@ Field errors (400) add ``errors``: the serializer's errors, by field name.
 
 | error | status |
 |---|---|
-| malformed JSON, invalid or unknown fields, bad header values | 400 |
+| malformed JSON (not UTF-8, a duplicate key, NaN), invalid or unknown fields | 400 |
+| JSON nested deeper than ``MAX_JSON_DEPTH`` | 400 |
+| a malformed header the API reads (the problem's ``header`` names it) | 400 |
 | not authenticated / not allowed | 401 / 403 |
 | ``AggregateNotFoundError``, a non-UUID id in the URL | 404 |
+| a method the route does not serve (``Allow`` lists those it does) | 405 |
 | ``ConcurrencyError`` (also ``TransactionConflictError``) after the retries | 409 |
 | ``Idempotency-Key`` still in use | 409 |
 | stale ``If-Match`` (``PreconditionFailedError``) | 412 |
@@ -142,9 +145,27 @@ class LockNotGranted(ProblemMixin, exceptions.APIException):
 
 
 class BadHeader(ProblemMixin, exceptions.ParseError):
+    """A malformed request header; ``header`` names it (also in the problem's ``header``)."""
+
     default_code = "invalid_header"
     problem_type = PROBLEM_TYPE_PREFIX + "invalid-header"
     title = _("Invalid header")
+
+    def __init__(self, detail: Any = None, *, header: str | None = None):
+        super().__init__(detail)
+        self.header = header
+
+
+def shown(value: str, limit: int = 40) -> str:
+    """A header value quoted for an error message, cut at ``limit`` characters."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+class NestingTooDeep(ProblemMixin, exceptions.ParseError):
+    default_detail = _("The JSON body is nested too deeply.")
+    default_code = "nesting_too_deep"
+    problem_type = PROBLEM_TYPE_PREFIX + "nesting-too-deep"
+    title = _("Body nested too deeply")
 
 
 _TITLES = {
@@ -204,6 +225,8 @@ def problem_details(exc: Exception, status_code: int, data: Any, request: Any) -
         body["code"] = codes if isinstance(codes, str) else "error"
     if isinstance(exc, InvariantViolated) and exc.field:
         body["field"] = exc.field
+    if isinstance(exc, BadHeader) and exc.header:
+        body["header"] = exc.header
     if request is not None:
         body["instance"] = request.path
         request_id = getattr(request, "cqrs_request_id", None)

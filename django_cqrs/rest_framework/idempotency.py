@@ -9,8 +9,16 @@ the same key with another request answers 422. The first request inserts the key
 in its own transaction before running (the unique row is the lock); a concurrent request
 with the same key waits up to ``IDEMPOTENCY_WAIT`` seconds for the first answer, then
 gets 409. The answer is written in the command's own transaction, so a command never
-commits without it. Answers with status 409, 429 or 5xx are not kept (the client may try
-again); the others are replayed until ``IDEMPOTENCY_TTL`` seconds have passed
+commits without it.
+
+Only the answer of a command that ran is kept (Stripe's rule; the IETF draft
+``draft-ietf-httpapi-idempotency-key-header`` replays "the result of the previously
+completed operation"): a success, or the handler's own refusal (422 invariant violated,
+404 aggregate not found). A request rejected before it ran, or whose run was undone,
+gives its key back, so the corrected request runs with the same key: invalid fields and
+malformed headers (400, checked before the key is claimed), a failed precondition (412),
+a concurrency conflict (409), too many requests (429), a lock timeout (503) and every
+other 5xx. Kept answers are replayed until ``IDEMPOTENCY_TTL`` seconds have passed
 (``manage.py cqrs_purge_idempotency`` deletes expired rows).
 """
 
@@ -39,8 +47,8 @@ KEY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 #: Response headers kept with the answer and sent again on a replay.
 STORED_HEADERS = ("CQRS-Position", "ETag", "Location")
-#: Answers a client may retry: not kept.
-UNSTORED_STATUSES = frozenset({409, 429})
+#: Answers of a request that was rejected before it ran, or undone: not kept (and 5xx).
+UNSTORED_STATUSES = frozenset({400, 409, 412, 413, 415, 428, 429})
 
 
 class ClaimLostError(Exception):
@@ -50,17 +58,22 @@ class ClaimLostError(Exception):
 def validate_key(key: str) -> str:
     """The key, or ``BadHeader`` (400) unless it is 1 to 255 visible ASCII characters."""
     if not 0 < len(key) <= 255 or not all(33 <= ord(c) <= 126 for c in key):
-        raise BadHeader(f"{KEY_HEADER} must be 1 to 255 visible ASCII characters")
+        raise BadHeader(
+            f"{KEY_HEADER} must be 1 to 255 visible ASCII characters", header=KEY_HEADER
+        )
     return key
 
 
 def fingerprint(request: Request) -> str:
-    """SHA-256 of the request's method, path and body (JSON bodies in canonical form)."""
-    raw = request._request.body
-    try:
-        body = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
-    except (ValueError, UnicodeDecodeError):
-        body = raw
+    """SHA-256 of the request's method, path and JSON body in canonical form.
+
+    The body is ``request.data``, parsed by the view's parser (with its depth limit);
+    an empty body counts as no bytes.
+    """
+    if request.stream is None:
+        body = b""
+    else:
+        body = json.dumps(request.data, sort_keys=True, separators=(",", ":")).encode()
     digest = hashlib.sha256()
     for part in (str(request.method).encode(), request.path.encode(), body):
         digest.update(len(part).to_bytes(8, "big"))
@@ -175,7 +188,10 @@ def run_idempotent(
     execute: Callable[[], Response],
     to_response: Callable[[Exception], Response],
 ) -> Response:
-    """Run ``execute`` once per key; ``to_response`` turns its errors into answers."""
+    """Run ``execute`` once per key; ``to_response`` turns its errors into answers.
+
+    Validate the request before calling this: the fingerprint reads ``request.data``.
+    """
     outcome = claim(validate_key(key), user_key(request), fingerprint(request))
     if isinstance(outcome, Response):
         return outcome
@@ -203,6 +219,7 @@ def run_idempotent(
 
 
 def _storable(response: Response) -> bool:
+    """Did the command run (keep its answer), or was it rejected or undone (give the key back)?"""
     return response.status_code < 500 and response.status_code not in UNSTORED_STATUSES
 
 

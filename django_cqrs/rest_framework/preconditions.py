@@ -1,7 +1,9 @@
-"""Optimistic concurrency over HTTP: ``ETag`` out, ``If-Match`` in.
+"""Optimistic concurrency over HTTP: ``ETag`` out, ``If-Match`` and ``If-None-Match`` in.
 
     # GET /api/orders/<id>/        ->  ETag: "3"          (the aggregate's version)
+    # GET /api/orders/<id>/        with  If-None-Match: "3"   ->  304
     # POST /api/orders/<id>/ship/  with  If-Match: "3"   ->  200, or 412 when it moved on
+    # If-Match: 3  (unquoted), If-Match: "²"  (not ASCII)  ->  400, the problem names the header
 
     expected = parse_if_match(request.headers.get("If-Match"))   # None: no precondition
     with transaction.atomic():
@@ -22,14 +24,22 @@ from django.db import models, router
 
 from ..db.transactions import lock_rows
 from ..exceptions import AggregateNotFoundError, PreconditionFailedError
-from .exceptions import BadHeader
+from .exceptions import BadHeader, shown
 
-_ETAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)|\s*([0-9]+)\s*(?:,|$)')
+IF_MATCH_HEADER = "If-Match"
+IF_NONE_MATCH_HEADER = "If-None-Match"
+
+# One element of an entity-tag list (RFC 9110 section 8.8.3), ASCII only: optional
+# whitespace, then an entity tag or nothing (empty elements are allowed), then a comma
+# or the end.
+_ELEMENT = re.compile(r'[ \t]*(?:(W/)?"([\x21\x23-\x7e]*)")?[ \t]*(?:,|\Z)')
+# The tags this API sends: a version in canonical decimal form (no sign, no leading 0).
+_VERSION = re.compile(r"0|[1-9][0-9]{0,17}")
 
 
 @dataclasses.dataclass(frozen=True)
 class IfMatch:
-    """A parsed ``If-Match`` header: ``*`` or a set of strong versions."""
+    """A parsed ``If-Match`` or ``If-None-Match`` header: ``*`` or a set of versions."""
 
     any: bool = False
     versions: frozenset[int] = frozenset()
@@ -43,6 +53,36 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
+def parse_entity_tags(value: str, header: str, *, weak: bool) -> IfMatch:
+    """``*`` or a list of entity tags; ``BadHeader`` (400) naming ``header`` when malformed.
+
+    Tags that are not a version this API sends (``"abc"``, ``"007"``) are valid and match
+    nothing. ``weak=False`` is the strong comparison (weak tags never match).
+    """
+    if value.strip(" \t") == "*":
+        return IfMatch(any=True)
+    versions: set[int] = set()
+    tags = 0
+    pos = 0
+    while pos < len(value):
+        match = _ELEMENT.match(value, pos)
+        if match is None or match.end() == pos:
+            raise BadHeader(
+                f"{header} must be * or a list of quoted entity tags such as '\"3\"' "
+                f"(ASCII), not {shown(value)}",
+                header=header,
+            )
+        is_weak, tag = match.groups()
+        if tag is not None:
+            tags += 1
+            if (weak or not is_weak) and _VERSION.fullmatch(tag):
+                versions.add(int(tag))
+        pos = match.end()
+    if not tags:
+        raise BadHeader(f"{header} names no entity tag", header=header)
+    return IfMatch(versions=frozenset(versions))
+
+
 def parse_if_match(value: str | None) -> IfMatch | None:
     """Parse ``If-Match``; None when absent, ``BadHeader`` (400) when malformed.
 
@@ -50,25 +90,14 @@ def parse_if_match(value: str | None) -> IfMatch | None:
     """
     if value is None:
         return None
-    value = value.strip()
-    if value == "*":
-        return IfMatch(any=True)
-    versions: set[int] = set()
-    pos = 0
-    while pos < len(value):
-        match = _ETAG.match(value, pos)
-        if match is None or match.end() == pos:
-            raise BadHeader(
-                f"If-Match must be a list of quoted versions such as '\"3\"', not {value!r}"
-            )
-        weak, quoted, bare = match.groups()
-        tag = quoted if quoted is not None else bare
-        if not weak and tag.isdigit() and len(tag) < 19:
-            versions.add(int(tag))
-        pos = match.end()
-    if not versions and not value:
-        raise BadHeader("If-Match is empty")
-    return IfMatch(versions=frozenset(versions))
+    return parse_entity_tags(value, IF_MATCH_HEADER, weak=False)
+
+
+def parse_if_none_match(value: str | None) -> IfMatch | None:
+    """Parse ``If-None-Match`` (the weak comparison); None when absent, 400 when malformed."""
+    if value is None:
+        return None
+    return parse_entity_tags(value, IF_NONE_MATCH_HEADER, weak=True)
 
 
 def check_version(model: type[models.Model], pk: Any, expected: IfMatch) -> int:

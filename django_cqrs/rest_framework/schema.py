@@ -51,6 +51,9 @@ class ProblemSerializer(serializers.Serializer[Any]):
         required=False, help_text="Field errors by field name (400 only)."
     )
     field = serializers.CharField(required=False, help_text="Field the invariant is about.")
+    header = serializers.CharField(
+        required=False, help_text="The malformed request header (invalid_header only)."
+    )
 
 
 COMMAND_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422, 503)

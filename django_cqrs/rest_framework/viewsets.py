@@ -36,7 +36,7 @@ from typing import Any
 from django.db import models, router, transaction
 from django.urls import NoReverseMatch
 from rest_framework import serializers, status, viewsets
-from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -47,9 +47,19 @@ from rest_framework.views import APIView
 from ..bus import CommandResult, command_bus, query_bus
 from ..conf import cqrs_settings
 from .consistency import MIN_POSITION_HEADER, POSITION_HEADER, require_position
-from .exceptions import BadHeader, NotFound, PayloadTooLarge, problem_exception_handler
+from .exceptions import BadHeader, NotFound, PayloadTooLarge, problem_exception_handler, shown
 from .idempotency import KEY_HEADER, run_idempotent
-from .preconditions import check_version, etag, parse_if_match
+from .metadata import CQRSMetadata
+from .parsers import JSONParser
+from .preconditions import (
+    IF_MATCH_HEADER,
+    IF_NONE_MATCH_HEADER,
+    IfMatch,
+    check_version,
+    etag,
+    parse_if_match,
+    parse_if_none_match,
+)
 from .routes import MessageRoute, command_action, command_route, query_action, query_route
 from .schema import CQRSAutoSchema
 from .serializers import represent, serialize_result, validate, validator
@@ -72,6 +82,7 @@ __all__ = [
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
 
 
 def request_fields(serializer_class: type[serializers.Serializer[Any]]) -> Mapping[str, Any]:
@@ -99,10 +110,11 @@ class _ViewSchema:
 
 
 class CQRSViewMixin:
-    """What every CQRS view shares: JSON only, problem details, body limit, request ids."""
+    """What every CQRS view shares: JSON only, problem details, body limits, request ids."""
 
     parser_classes: Sequence[type[BaseParser]] = [JSONParser]
     renderer_classes: Sequence[type[BaseRenderer]] = [JSONRenderer]
+    metadata_class: Any = CQRSMetadata
     #: Field that the URL id fills in each message (``order_id``); a route may override it.
     id_field: str | None = None
     #: The aggregate model behind detail routes; enables ``If-Match``.
@@ -114,6 +126,12 @@ class CQRSViewMixin:
 
     def get_exception_handler(self) -> Callable[..., Any]:
         return problem_exception_handler
+
+    def check_permissions(self, request: Request) -> None:
+        """``OPTIONS`` answers everyone: its metadata lists only what the caller may run."""
+        if request.method == "OPTIONS":
+            return
+        super().check_permissions(request)  # type: ignore[misc]
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         request.cqrs_request_id = request_id(request)  # type: ignore[attr-defined]
@@ -133,6 +151,12 @@ class CQRSViewMixin:
         """The route of the current action, if it dispatches a message."""
         handler = getattr(self, getattr(self, "action", None) or "", None)
         return getattr(handler, "cqrs_route", None)
+
+    def method_route(self, method: str) -> tuple[str, MessageRoute] | None:
+        """The action and route that ``method`` runs on this URL (for ``OPTIONS``)."""
+        action: str | None = getattr(self, "action_map", {}).get(method.lower())
+        route = getattr(getattr(self, action, None), "cqrs_route", None) if action else None
+        return (action, route) if action and route is not None else None
 
     def get_permissions(self) -> list[Any]:
         route = self.route()
@@ -186,27 +210,45 @@ class CommandMixin(CQRSViewMixin):
     """Runs a command route: validate, check If-Match, dispatch, answer."""
 
     def run_command(self, request: Request, route: MessageRoute, pk: Any = None) -> Response:
+        """Validate the request, then run it (once per ``Idempotency-Key``).
+
+        A request rejected here (a malformed body or header, invalid fields, a bad URL id)
+        never claims its key: the client corrects it and sends it again with the same key.
+        """
+        command = validate(route.request_serializer(), self.message_data(route, request.data, pk))
+        expected = self.expected_version(request, route)
         key = request.headers.get(KEY_HEADER)
         if key is None:
-            return self.execute_command(request, route, pk)
+            return self.execute_command(request, route, command, expected, pk)
         return run_idempotent(
             request,
             key,
-            lambda: self.execute_command(request, route, pk),
+            lambda: self.execute_command(request, route, command, expected, pk),
             self.handle_exception,  # type: ignore[attr-defined]
         )
 
-    def execute_command(self, request: Request, route: MessageRoute, pk: Any = None) -> Response:
-        """Validate the request into the route's command, dispatch it, build the answer."""
-        data = self.message_data(route, request.data, pk)
-        command = validate(route.request_serializer(), data)
+    def expected_version(self, request: Request, route: MessageRoute) -> IfMatch | None:
+        """The request's ``If-Match`` on a detail route (None: no precondition)."""
+        if not route.detail:
+            return None
+        expected = parse_if_match(request.headers.get(IF_MATCH_HEADER))
+        if expected is not None and self.aggregate is None:
+            raise BadHeader("If-Match is not supported on this resource", header=IF_MATCH_HEADER)
+        return expected
+
+    def execute_command(
+        self,
+        request: Request,
+        route: MessageRoute,
+        command: Any,
+        expected: IfMatch | None = None,
+        pk: Any = None,
+    ) -> Response:
+        """Check ``If-Match``, dispatch the validated command, build the answer."""
         metadata = self.dispatch_metadata(request)
-        expected = parse_if_match(request.headers.get("If-Match")) if route.detail else None
-        if expected is None:
+        if expected is None or self.aggregate is None:
             result = command_bus.dispatch(command, metadata=metadata)
         else:
-            if self.aggregate is None:
-                raise BadHeader("If-Match is not supported on this resource")
             aggregate_id = self.url_id(route, pk)
             # The version check and the command share one transaction: race-free.
             with transaction.atomic(using=router.db_for_write(self.aggregate)):
@@ -274,12 +316,15 @@ class QueryMixin(CQRSViewMixin):
 
     def run_query(self, request: Request, route: MessageRoute, pk: Any = None) -> Response:
         query = validate(route.request_serializer(), self.query_data(request, route, pk))
+        cached = parse_if_none_match(request.headers.get(IF_NONE_MATCH_HEADER))
         read_models = route.read_models if route.read_models is not None else self.read_models
         require_position(read_models, request.headers.get(MIN_POSITION_HEADER))
         value = query_bus.dispatch(query, metadata=self.dispatch_metadata(request))
-        return self.query_response(request, route, value)
+        return self.query_response(request, route, value, cached)
 
-    def query_response(self, request: Request, route: MessageRoute, value: Any) -> Response:
+    def query_response(
+        self, request: Request, route: MessageRoute, value: Any, cached: IfMatch | None = None
+    ) -> Response:
         if route.response is not None:
             return Response(route.response(self, request, value))
         if is_page(value):
@@ -299,7 +344,7 @@ class QueryMixin(CQRSViewMixin):
         if isinstance(version, int):
             tag = etag(version)
             response["ETag"] = tag
-            if tag in _if_none_match(request):
+            if cached is not None and cached.matches(version):
                 return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
         return response
 
@@ -334,11 +379,6 @@ def is_page(value: Any) -> bool:
     return all(hasattr(value, name) for name in ("count", "page", "page_size", "results"))
 
 
-def _if_none_match(request: Request) -> set[str]:
-    header = request.headers.get("If-None-Match", "")
-    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
-
-
 def request_id(request: Request) -> str:
     """The client's ``X-Request-ID`` when it is sane, else a new one."""
     given = request.headers.get(REQUEST_ID_HEADER, "")
@@ -346,16 +386,22 @@ def request_id(request: Request) -> str:
 
 
 def check_body_size(request: Request) -> None:
-    """Raise ``PayloadTooLarge`` (413) for a body over ``MAX_BODY_SIZE`` bytes."""
-    limit = cqrs_settings.MAX_BODY_SIZE
-    if limit is None:
+    """Raise ``PayloadTooLarge`` (413) for a body over ``MAX_BODY_SIZE`` bytes.
+
+    ``Content-Length`` must be ASCII digits (400 otherwise): ``int()`` would also read
+    ``"٣"`` as 3 and ``" 3 "`` as 3.
+    """
+    given = request.META.get("CONTENT_LENGTH") or ""
+    if given == "":
         return
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise BadHeader("Content-Length must be a number") from None
-    if length > int(limit):
-        raise PayloadTooLarge(f"The request body has {length} bytes; the limit is {limit}.")
+    if not _CONTENT_LENGTH.fullmatch(given):
+        raise BadHeader(
+            f"Content-Length must be a number of bytes in ASCII digits, not {shown(given)}",
+            header="Content-Length",
+        )
+    limit = cqrs_settings.MAX_BODY_SIZE
+    if limit is not None and int(given) > int(limit):
+        raise PayloadTooLarge(f"The request body has {given} bytes; the limit is {limit}.")
 
 
 # -- concrete classes -------------------------------------------------------------------
@@ -381,6 +427,9 @@ class CommandView(CommandMixin, APIView):
     def route(self) -> MessageRoute | None:
         return self.message_route
 
+    def method_route(self, method: str) -> tuple[str, MessageRoute] | None:
+        return ("post", self.message_route) if method == "POST" else None
+
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.run_command(request, self.message_route)
 
@@ -392,6 +441,9 @@ class QueryView(QueryMixin, APIView):
 
     def route(self) -> MessageRoute | None:
         return self.message_route
+
+    def method_route(self, method: str) -> tuple[str, MessageRoute] | None:
+        return ("get", self.message_route) if method in ("GET", "HEAD") else None
 
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.run_query(request, self.message_route)
