@@ -205,13 +205,18 @@ def time_pages(events: int, rounds: int) -> list[tuple[str, float, str]]:
 
 def time_status(events: int, rounds: int) -> list[tuple[str, float, str]]:
     """Health, status and a read-your-writes poll with the async projection lagging."""
+    from django.contrib.auth import get_user_model
     from django.test import Client
 
     from demo_project.orders.models import CustomerSummary
     from django_cqrs import store
     from django_cqrs.projections.status import projection_status, wait_for_position
 
-    client = Client()
+    client = Client()  # the figures need the view permission: a superuser has it
+    client.force_login(
+        get_user_model().objects.filter(is_superuser=True).first()
+        or get_user_model().objects.create_superuser("bench-health", password="bench")
+    )
     newest = store.head()
 
     def health() -> str:

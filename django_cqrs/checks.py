@@ -18,6 +18,7 @@ from .bus import command_bus, query_bus
 from .commands import Command
 from .conf import (
     DEFAULTS,
+    HEALTH_DETAILS_CHOICES,
     IMPORT_STRINGS,
     MAX_JSON_DEPTH_LIMIT,
     SETTING_NAME,
@@ -43,7 +44,8 @@ from .tasks import BATCH_ROOM_SECONDS, catch_up_budget
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E001 unknown keys, E002 bad dotted paths, E003 wrong types or values, E010 LOCK_TIMEOUT,
-    E011 HEALTH_DEGRADED_ACTIVITIES, E012 STALL_SECONDS."""
+    E011 HEALTH_DEGRADED_ACTIVITIES, E012 STALL_SECONDS, E014
+    HEALTH_DETAILS."""
     user = getattr(settings, SETTING_NAME, {})
     if not isinstance(user, dict):
         return [
@@ -169,7 +171,7 @@ DEGRADABLE = tuple(str(a) for a in Activity if a != Activity.LIVE)
 
 
 def _health_messages(user: dict[str, Any]) -> list[CheckMessage]:
-    """E011 HEALTH_DEGRADED_ACTIVITIES, E012 STALL_SECONDS."""
+    """E011 HEALTH_DEGRADED_ACTIVITIES, E012 STALL_SECONDS, E014 HEALTH_DETAILS."""
     messages: list[CheckMessage] = []
     if "HEALTH_DEGRADED_ACTIVITIES" in user:
         value = user["HEALTH_DEGRADED_ACTIVITIES"]
@@ -193,6 +195,16 @@ def _health_messages(user: dict[str, Any]) -> list[CheckMessage]:
                 f"got {user['STALL_SECONDS']!r}.",
                 hint="For example 120.0 (the default), or None to never report a stall.",
                 id="django_cqrs.E012",
+            )
+        )
+    if "HEALTH_DETAILS" in user and user["HEALTH_DETAILS"] not in HEALTH_DETAILS_CHOICES:
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['HEALTH_DETAILS'] must be one of "
+                f"{', '.join(map(repr, HEALTH_DETAILS_CHOICES))}, got {user['HEALTH_DETAILS']!r}.",
+                hint='"permission" (the default) shows the figures to users with the '
+                'permission django_cqrs.view_projectionstate; "public" to everyone.',
+                id="django_cqrs.E014",
             )
         )
     return messages

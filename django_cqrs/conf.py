@@ -97,7 +97,13 @@ DEFAULTS: dict[str, Any] = {
     # Health endpoint: the activities that make a projection unhealthy (503), besides
     # parked events, a stopped projection and the lag limits (check E011).
     "HEALTH_DEGRADED_ACTIVITIES": ["paused", "stalled"],
+    # Health endpoint: who sees the figures ("permission": users with the permission
+    # django_cqrs.view_projectionstate; "public": everyone). Others get the verdict only.
+    "HEALTH_DETAILS": "permission",
 }
+
+#: The values ``HEALTH_DETAILS`` takes (check E014).
+HEALTH_DETAILS_CHOICES = ("permission", "public")
 
 # Settings holding dotted paths; they are imported when read.
 IMPORT_STRINGS = {"COMMAND_MIDDLEWARE", "QUERY_MIDDLEWARE"}

@@ -214,6 +214,21 @@ def test_e012_accepts_seconds_and_none(value):
         assert only(check_settings(), "django_cqrs.E012") == []
 
 
+@pytest.mark.parametrize("value", ["Public", "staff", None, True, ["public"]], ids=repr)
+def test_e014_health_details_outside_its_choices(value):
+    with override_settings(DJANGO_CQRS={"HEALTH_DETAILS": value}):
+        [message] = only(check_settings(), "django_cqrs.E014")
+
+    assert isinstance(message, Error)
+    assert "HEALTH_DETAILS" in message.msg
+
+
+@pytest.mark.parametrize("value", ["permission", "public"])
+def test_e014_accepts_its_choices(value):
+    with override_settings(DJANGO_CQRS={"HEALTH_DETAILS": value}):
+        assert only(check_settings(), "django_cqrs.E014") == []
+
+
 @pytest.mark.parametrize(
     ("settings", "warned"),
     [

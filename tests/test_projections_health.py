@@ -11,6 +11,8 @@ from io import StringIO
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
@@ -39,10 +41,78 @@ def _clean_poison() -> Iterator[None]:
     async_projections.POISON.clear()
 
 
-def health(client: Client) -> tuple[int, dict[str, Any]]:
+def health(client: Client, *, as_user: str | None = "viewer") -> tuple[int, dict[str, Any]]:
+    """The endpoint's answer to a user with the view permission (``as_user=None``:
+    anonymous; a client logged in already, such as ``admin_client``, stays who it is)."""
+    if as_user is not None and "_auth_user_id" not in client.session:
+        client.force_login(viewer(as_user))
     response = client.get(reverse("django_cqrs:health"))
     assert response["Content-Type"] == "application/json"
     return response.status_code, response.json()
+
+
+def viewer(username: str, *, permitted: bool = True) -> Any:
+    """A user with (or without) the permission that shows the health figures."""
+    user, _ = get_user_model().objects.get_or_create(username=username)
+    if permitted:
+        user.user_permissions.add(
+            Permission.objects.get(
+                codename="view_projectionstate", content_type__app_label="django_cqrs"
+            )
+        )
+    return user
+
+
+# -- who sees the figures ------------------------------------------------------------------
+
+
+def test_anonymous_callers_get_the_verdict_only(client: Client) -> None:
+    deposits(1)
+    caught_up()
+
+    status, body = health(client, as_user=None)
+
+    assert status == 200
+    assert body == {"status": "ok", "healthy": True}
+
+
+def test_anonymous_callers_get_503_without_the_reasons(client: Client, settings: Any) -> None:
+    settings.DJANGO_CQRS = {"HEALTH_MAX_LAG_EVENTS": 2}
+    behind_the_head()
+    deposits(3)
+
+    status, body = health(client, as_user=None)
+
+    assert status == 503
+    assert body == {"status": "unhealthy", "healthy": False}
+
+
+def test_a_user_without_the_permission_gets_the_verdict_only(client: Client) -> None:
+    client.force_login(viewer("nobody", permitted=False))
+
+    response = client.get(reverse("django_cqrs:health"))
+
+    assert set(response.json()) == {"status", "healthy"}
+
+
+def test_a_user_with_the_permission_gets_the_figures(client: Client) -> None:
+    deposits(1)
+    caught_up()
+
+    status, body = health(client)
+
+    assert status == 200
+    assert {"head", "horizon", "projections"} <= set(body)
+    assert TOTALS in body["projections"]
+
+
+def test_health_details_public_shows_the_figures_to_everyone(client: Client, settings: Any) -> None:
+    settings.DJANGO_CQRS = {"HEALTH_DETAILS": "public"}
+
+    status, body = health(client, as_user=None)
+
+    assert status == 200
+    assert TOTALS in body["projections"]
 
 
 def deposits(count: int, *, recorded_at: dt.datetime | None = None) -> int:
