@@ -5,7 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from demo_project.orders import views
-from demo_project.orders.api import router
+from demo_project.orders.api import TokenView, router
 from django_cqrs.rest_framework.views import UnknownRouteView
 
 urlpatterns = [
@@ -20,6 +20,7 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="schema", http_method_names=["get", "head"]),
         name="swagger-ui",
     ),
+    path("api/auth/token/", TokenView.as_view(), name="api-token"),  # username, password
     path("api/", include(router.urls)),  # GET /api/ lists the routes
     re_path(r"^api/", UnknownRouteView.as_view()),  # problem details, not an HTML 404
 ]

@@ -15,6 +15,7 @@
     POST /api/orders/{id}/items/         {product_id, quantity}           -> 204
     POST /api/orders/{id}/cancel/                                         -> 204
     POST /api/orders/{id}/ship/          (staff only)                     -> 204
+    POST /api/auth/token/                {username, password}             -> 200 {token}
 
 Field rules that belong to the request (quantity at least 1, money with two decimals)
 are serializer options, so a client gets a 400 naming the field; the aggregates still
@@ -27,14 +28,20 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from rest_framework import serializers
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import parsers, serializers
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 
-from django_cqrs.rest_framework.exceptions import NotFound
+from django_cqrs.rest_framework.exceptions import PROBLEM_CONTENT_TYPE, NotFound
+from django_cqrs.rest_framework.parsers import JSONParser
 from django_cqrs.rest_framework.routers import CQRSRouter
+from django_cqrs.rest_framework.schema import ProblemSerializer
 from django_cqrs.rest_framework.viewsets import (
     CQRSViewSet,
+    check_body_size,
     command_action,
     command_route,
     query_action,
@@ -186,3 +193,29 @@ router.expose_command(AddProduct, fields={"name": NAME, "price": MONEY})
 router.expose_command(PlaceOrder, fields={"items.quantity": QUANTITY})
 router.expose_query(GetOrder)
 router.expose_query(GetCustomerSummary)
+
+
+class TokenView(ObtainAuthToken):
+    """``POST /api/auth/token/`` with a username and password: the user's API token.
+
+    Send it as ``Authorization: Token <token>``: one indexed lookup per request, where
+    HTTP Basic hashes the password again on every call (a deliberately slow hash). The
+    body goes through the library's JSON parser (depth and size limits, strict numbers).
+    """
+
+    parser_classes = [JSONParser, parsers.FormParser]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        check_body_size(request)  # a Content-Length in ASCII digits, within MAX_BODY_SIZE
+
+    @extend_schema(
+        operation_id="obtain_token",
+        request=AuthTokenSerializer,
+        responses={
+            200: inline_serializer("Token", {"token": serializers.CharField()}),
+            **{(code, PROBLEM_CONTENT_TYPE): ProblemSerializer for code in (400, 413, 415)},
+        },
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        return super().post(request, *args, **kwargs)
