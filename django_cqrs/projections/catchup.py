@@ -52,6 +52,7 @@ from .checkpoints import (
     lock_state,
     park,
     rebuild_point,
+    resolve_parked,
     skipped_positions,
 )
 from .registry import ASYNC
@@ -286,9 +287,7 @@ def retry(projection: str | type[Projection]) -> CatchUp:
     using = cqrs_settings.DATABASE
     with transaction.atomic(using=using):
         state = lock_state(cls.name, using)
-        ParkedEvent.objects.using(using).filter(
-            projection=cls.name, resolution=ParkedEvent.Resolution.PARKED
-        ).update(resolution=ParkedEvent.Resolution.RETRIED, resolved_at=timezone.now())
+        resolve_parked(cls.name, using)
         state.state = State.LIVE
         state.attempts = 0
         state.failing_position = None

@@ -89,7 +89,7 @@ def park(
 
 
 def resolve_parked(name: str, using: str) -> int:
-    """Mark the projection's parked events as retried (a rebuild has applied them)."""
+    """Mark the projection's parked events as retried (a retry or a rebuild applies them)."""
     return (
         ParkedEvent.objects.using(using)
         .filter(projection=name, resolution=ParkedEvent.Resolution.PARKED)
