@@ -10,7 +10,7 @@ from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 from django.utils.module_loading import autodiscover_modules
 
-from .conf import cqrs_settings, is_valid_lock_timeout
+from .conf import cqrs_settings, is_seconds_or_none
 from .db.transactions import set_lock_timeout
 from .exceptions import ConfigurationError
 from .signals import event_recorded
@@ -27,7 +27,7 @@ def apply_lock_timeout(*, connection: Any, **kwargs: Any) -> None:
         timeout, alias = cqrs_settings.LOCK_TIMEOUT, cqrs_settings.DATABASE
     except ConfigurationError:
         return
-    if timeout is not None and is_valid_lock_timeout(timeout) and connection.alias == alias:
+    if timeout is not None and is_seconds_or_none(timeout) and connection.alias == alias:
         set_lock_timeout(connection, timeout)
 
 

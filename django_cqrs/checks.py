@@ -24,7 +24,6 @@ from .conf import (
     SETTING_NAME,
     cqrs_settings,
     is_seconds_or_none,
-    is_valid_lock_timeout,
     is_valid_max_body_size,
     is_valid_max_json_depth,
     perform_import,
@@ -143,7 +142,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_cqrs.E003",
             )
         )
-    if "LOCK_TIMEOUT" in user and not is_valid_lock_timeout(user["LOCK_TIMEOUT"]):
+    if "LOCK_TIMEOUT" in user and not is_seconds_or_none(user["LOCK_TIMEOUT"]):
         messages.append(
             Error(
                 f"{SETTING_NAME}['LOCK_TIMEOUT'] must be a positive number of seconds or None, "

@@ -109,13 +109,9 @@ HEALTH_DETAILS_CHOICES = ("permission", "public")
 IMPORT_STRINGS = {"COMMAND_MIDDLEWARE", "QUERY_MIDDLEWARE"}
 
 
-def is_valid_lock_timeout(value: Any) -> bool:
-    """``LOCK_TIMEOUT`` is None or a positive, finite number of seconds (check E010)."""
-    return is_seconds_or_none(value)
-
-
 def is_seconds_or_none(value: Any) -> bool:
-    """None, or a positive, finite number of seconds (``LOCK_TIMEOUT``, ``STALL_SECONDS``)."""
+    """None, or a positive, finite number of seconds (``LOCK_TIMEOUT``: check E010,
+    ``STALL_SECONDS``: E012, ``CATCHUP_TIME_BUDGET``: E003)."""
     if value is None:
         return True
     if isinstance(value, bool) or not isinstance(value, int | float):
