@@ -8,7 +8,8 @@ ERRORS:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from django.apps import apps
 from django.conf import settings
@@ -114,44 +115,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_cqrs.E003",
             )
         )
-    if "CATCHUP_TIME_BUDGET" in user and not is_seconds_or_none(user["CATCHUP_TIME_BUDGET"]):
-        messages.append(
-            Error(
-                f"{SETTING_NAME}['CATCHUP_TIME_BUDGET'] must be a positive number of seconds or "
-                f"None, got {user['CATCHUP_TIME_BUDGET']!r}.",
-                hint="None (the default) takes half of Q_CLUSTER['timeout'].",
-                id="django_cqrs.E003",
-            )
-        )
-    if "MAX_BODY_SIZE" in user and not is_valid_max_body_size(user["MAX_BODY_SIZE"]):
-        messages.append(
-            Error(
-                f"{SETTING_NAME}['MAX_BODY_SIZE'] must be a positive int of bytes or None, "
-                f"got {user['MAX_BODY_SIZE']!r}.",
-                hint=f"Default: {DEFAULTS['MAX_BODY_SIZE']!r} (1 MiB); None: no limit.",
-                id="django_cqrs.E003",
-            )
-        )
-    if "MAX_JSON_DEPTH" in user and not is_valid_max_json_depth(user["MAX_JSON_DEPTH"]):
-        messages.append(
-            Error(
-                f"{SETTING_NAME}['MAX_JSON_DEPTH'] must be an int from 1 to "
-                f"{MAX_JSON_DEPTH_LIMIT}, got {user['MAX_JSON_DEPTH']!r}.",
-                hint=f"Default: {DEFAULTS['MAX_JSON_DEPTH']!r}; deeper JSON would reach "
-                "Python's recursion limit.",
-                id="django_cqrs.E003",
-            )
-        )
-    if "LOCK_TIMEOUT" in user and not is_seconds_or_none(user["LOCK_TIMEOUT"]):
-        messages.append(
-            Error(
-                f"{SETTING_NAME}['LOCK_TIMEOUT'] must be a positive number of seconds or None, "
-                f"got {user['LOCK_TIMEOUT']!r}.",
-                hint="For example 10.0 (the default), 0.5 for an API that should answer fast, "
-                "or None to keep the database server's lock_timeout.",
-                id="django_cqrs.E010",
-            )
-        )
+    messages.extend(_value_messages(user))
     messages.extend(_health_messages(user))
     database = user.get("DATABASE", DEFAULTS["DATABASE"])
     if database not in settings.DATABASES:
@@ -165,12 +129,84 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     return messages
 
 
+class _ValueRule(NamedTuple):
+    """A setting whose value ``valid`` accepts, or: "<key> must be <must_be>, got <value>"."""
+
+    key: str
+    valid: Callable[[Any], bool]
+    must_be: str
+    hint: str
+    id: str
+
+
+_VALUE_RULES = (
+    _ValueRule(
+        "CATCHUP_TIME_BUDGET",
+        is_seconds_or_none,
+        "a positive number of seconds or None",
+        "None (the default) takes half of Q_CLUSTER['timeout'].",
+        "django_cqrs.E003",
+    ),
+    _ValueRule(
+        "MAX_BODY_SIZE",
+        is_valid_max_body_size,
+        "a positive int of bytes or None",
+        f"Default: {DEFAULTS['MAX_BODY_SIZE']!r} (1 MiB); None: no limit.",
+        "django_cqrs.E003",
+    ),
+    _ValueRule(
+        "MAX_JSON_DEPTH",
+        is_valid_max_json_depth,
+        f"an int from 1 to {MAX_JSON_DEPTH_LIMIT}",
+        f"Default: {DEFAULTS['MAX_JSON_DEPTH']!r}; deeper JSON would reach Python's "
+        "recursion limit.",
+        "django_cqrs.E003",
+    ),
+    _ValueRule(
+        "LOCK_TIMEOUT",
+        is_seconds_or_none,
+        "a positive number of seconds or None",
+        "For example 10.0 (the default), 0.5 for an API that should answer fast, or None to "
+        "keep the database server's lock_timeout.",
+        "django_cqrs.E010",
+    ),
+    _ValueRule(
+        "STALL_SECONDS",
+        is_seconds_or_none,
+        "a positive number of seconds or None",
+        "For example 120.0 (the default), or None to never report a stall.",
+        "django_cqrs.E012",
+    ),
+    _ValueRule(
+        "HEALTH_DETAILS",
+        lambda value: value in HEALTH_DETAILS_CHOICES,
+        "one of " + ", ".join(map(repr, HEALTH_DETAILS_CHOICES)),
+        '"permission" (the default) shows the figures to users with the permission '
+        'django_cqrs.view_projectionstate; "public" to everyone.',
+        "django_cqrs.E014",
+    ),
+)
+
+
+def _value_messages(user: dict[str, Any]) -> list[CheckMessage]:
+    """E003, E010, E012, E014: the settings of ``_VALUE_RULES`` that their rule refuses."""
+    return [
+        Error(
+            f"{SETTING_NAME}[{rule.key!r}] must be {rule.must_be}, got {user[rule.key]!r}.",
+            hint=rule.hint,
+            id=rule.id,
+        )
+        for rule in _VALUE_RULES
+        if rule.key in user and not rule.valid(user[rule.key])
+    ]
+
+
 #: The activities ``HEALTH_DEGRADED_ACTIVITIES`` may list ("live" is never degraded).
 DEGRADABLE = tuple(str(a) for a in Activity if a != Activity.LIVE)
 
 
 def _health_messages(user: dict[str, Any]) -> list[CheckMessage]:
-    """E011 HEALTH_DEGRADED_ACTIVITIES, E012 STALL_SECONDS, E014 HEALTH_DETAILS."""
+    """E011 HEALTH_DEGRADED_ACTIVITIES."""
     messages: list[CheckMessage] = []
     if "HEALTH_DEGRADED_ACTIVITIES" in user:
         value = user["HEALTH_DEGRADED_ACTIVITIES"]
@@ -187,25 +223,6 @@ def _health_messages(user: dict[str, Any]) -> list[CheckMessage]:
                     id="django_cqrs.E011",
                 )
             )
-    if "STALL_SECONDS" in user and not is_seconds_or_none(user["STALL_SECONDS"]):
-        messages.append(
-            Error(
-                f"{SETTING_NAME}['STALL_SECONDS'] must be a positive number of seconds or None, "
-                f"got {user['STALL_SECONDS']!r}.",
-                hint="For example 120.0 (the default), or None to never report a stall.",
-                id="django_cqrs.E012",
-            )
-        )
-    if "HEALTH_DETAILS" in user and user["HEALTH_DETAILS"] not in HEALTH_DETAILS_CHOICES:
-        messages.append(
-            Error(
-                f"{SETTING_NAME}['HEALTH_DETAILS'] must be one of "
-                f"{', '.join(map(repr, HEALTH_DETAILS_CHOICES))}, got {user['HEALTH_DETAILS']!r}.",
-                hint='"permission" (the default) shows the figures to users with the '
-                'permission django_cqrs.view_projectionstate; "public" to everyone.',
-                id="django_cqrs.E014",
-            )
-        )
     return messages
 
 
