@@ -28,7 +28,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
-from demo_project.orders.models import Customer, Order, OrderLine, Product, format_money
+from demo_project.orders.models import CURRENCY, Customer, Order, OrderLine, Product
 
 MONEY = DecimalField(max_digits=14, decimal_places=2)
 
@@ -46,12 +46,13 @@ class PlainLineSerializer(serializers.ModelSerializer[OrderLine]):
 
 class PlainOrderSerializer(serializers.ModelSerializer[Order]):
     customer_id = serializers.PrimaryKeyRelatedField(
-        queryset=Customer.objects.all(), source="customer", write_only=True
+        queryset=Customer.objects.all(), source="customer"
     )
     items = PlainLineSerializer(many=True, write_only=True)
     customer_name = serializers.CharField(source="customer.name", read_only=True)
     item_count = serializers.IntegerField(source="units", read_only=True)
     total = serializers.SerializerMethodField()
+    currency = serializers.SerializerMethodField()
 
     class Meta:
         model = Order
@@ -62,13 +63,18 @@ class PlainOrderSerializer(serializers.ModelSerializer[Order]):
             "customer_name",
             "item_count",
             "total",
+            "currency",
             "status",
+            "placed_at",
             "version",
         ]
-        read_only_fields = ["id", "status", "version"]
+        read_only_fields = ["id", "status", "placed_at", "version"]
 
     def get_total(self, order: Order) -> str:
-        return format_money(getattr(order, "line_total", None) or order.total)
+        return str(MONEY.to_representation(getattr(order, "line_total", None) or order.total))
+
+    def get_currency(self, order: Order) -> str:
+        return CURRENCY
 
     def validate_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not items:

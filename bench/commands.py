@@ -97,7 +97,6 @@ def make_variants() -> dict[str, Any]:
         OrderLine,
         OrderView,
         Product,
-        format_money,
     )
     from django_cqrs import command_bus
     from django_cqrs.models import StoredEvent
@@ -179,7 +178,7 @@ def make_variants() -> dict[str, Any]:
                 customer_id=customer_id,
                 customer_name=customer.name,
                 item_count=item_count,
-                total=format_money(total),
+                total=total,
                 status="placed",
                 version=1,
                 placed_at=now,

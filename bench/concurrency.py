@@ -146,7 +146,6 @@ def make_add_item() -> dict[str, Any]:
         OrderLine,
         OrderView,
         Product,
-        format_money,
     )
     from django_cqrs import command_bus
     from django_cqrs.models import StoredEvent
@@ -203,7 +202,7 @@ def make_add_item() -> dict[str, Any]:
                 },
             )
             OrderView.objects.filter(pk=order_id).update(
-                item_count=item_count, total=format_money(total), version=version
+                item_count=item_count, total=total, version=version
             )
 
     return {"bus": bus_add, "plain": plain_add}

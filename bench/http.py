@@ -295,7 +295,6 @@ def seed_orders(rng: random.Random, count: int) -> dict[str, Any]:
         OrderLine,
         OrderView,
         Product,
-        format_money,
     )
 
     with transaction.atomic():
@@ -355,7 +354,7 @@ def seed_orders(rng: random.Random, count: int) -> dict[str, Any]:
                         customer_id=customer.id,
                         customer_name=customer.name,
                         item_count=items,
-                        total=format_money(total),
+                        total=total,
                         status=status,
                         version=version,
                         placed_at=placed_at,

@@ -315,7 +315,7 @@ def orm_projection() -> Any:
     if _orm_projection is not None:
         return _orm_projection
     from demo_project.orders.events import ItemAdded, OrderCancelled, OrderPlaced, OrderShipped
-    from demo_project.orders.models import OrderView, format_money
+    from demo_project.orders.models import OrderView
     from django_cqrs.events import EventEnvelope
     from django_cqrs.projections import Projection, handles
 
@@ -331,7 +331,7 @@ def orm_projection() -> Any:
                 customer_id=event.customer_id,
                 customer_name=event.customer_name,
                 item_count=event.item_count,
-                total=format_money(event.total),
+                total=event.total,
                 status="placed",
                 version=envelope.aggregate_version,
                 placed_at=envelope.recorded_at,
@@ -341,7 +341,7 @@ def orm_projection() -> Any:
         def item_added(self, event: ItemAdded, envelope: EventEnvelope) -> None:
             OrderView.objects.filter(pk=event.order_id).update(
                 item_count=event.item_count,
-                total=format_money(event.total),
+                total=event.total,
                 version=envelope.aggregate_version,
             )
 
@@ -386,7 +386,7 @@ def plain_batched(batch_size: int, *, limit: int | None = None) -> int:
     """Hand-written batched rebuild of OrderView in raw SQL; return the events applied."""
     from django.db import connection, transaction
 
-    from demo_project.orders.models import OrderView, format_money
+    from demo_project.orders.models import OrderView
 
     sqlite = connection.vendor == "sqlite"
     table = OrderView._meta.db_table
@@ -447,7 +447,7 @@ def plain_batched(batch_size: int, *, limit: int | None = None) -> int:
                         key(p["customer_id"]),
                         p["customer_name"],
                         p["item_count"],
-                        format_money(Decimal(p["total"])),
+                        Decimal(p["total"]),
                         "placed",
                         version,
                         placed,
@@ -456,7 +456,7 @@ def plain_batched(batch_size: int, *, limit: int | None = None) -> int:
                 row = rows[oid]
                 if event_type == "orders.ItemAdded":
                     row[3] = p["item_count"]
-                    row[4] = format_money(Decimal(p["total"]))
+                    row[4] = Decimal(p["total"])
                 elif event_type == "orders.OrderCancelled":
                     row[5] = "cancelled"
                 else:
@@ -471,7 +471,7 @@ def plain_batched(batch_size: int, *, limit: int | None = None) -> int:
 def naive_loop(limit: int) -> int:
     """One ORM write per event, autocommit: create() or get() + save(); return events."""
     from demo_project.orders.events import ItemAdded, OrderPlaced
-    from demo_project.orders.models import OrderView, format_money
+    from demo_project.orders.models import OrderView
     from django_cqrs import store
 
     OrderView.objects.all().delete()
@@ -487,7 +487,7 @@ def naive_loop(limit: int) -> int:
                     customer_id=event.customer_id,
                     customer_name=event.customer_name,
                     item_count=event.item_count,
-                    total=format_money(event.total),
+                    total=event.total,
                     status="placed",
                     version=envelope.aggregate_version,
                     placed_at=envelope.recorded_at,
@@ -496,7 +496,7 @@ def naive_loop(limit: int) -> int:
                 view = OrderView.objects.get(pk=event.order_id)
                 if isinstance(event, ItemAdded):
                     view.item_count = event.item_count
-                    view.total = format_money(event.total)
+                    view.total = event.total
                 else:
                     view.status = "cancelled" if "Cancelled" in envelope.event_type else "shipped"
                 view.version = envelope.aggregate_version

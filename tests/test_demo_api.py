@@ -134,7 +134,14 @@ def test_customers_are_listed_by_name_as_soon_as_they_are_registered(
 
     assert page["count"] == 3
     assert [c["name"] for c in page["results"]] == ["Ada Lovelace", "Alan Turing", "Grace Hopper"]
-    assert set(page["results"][0]) == {"id", "name", "credit_limit", "registered_at", "version"}
+    assert set(page["results"][0]) == {
+        "id",
+        "name",
+        "credit_limit",
+        "currency",
+        "registered_at",
+        "version",
+    }
     assert page["results"][0]["credit_limit"] == "250.00"  # a plain decimal, not display text
 
 

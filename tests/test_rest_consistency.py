@@ -97,7 +97,9 @@ def test_a_malformed_if_match_answers_400(client: APIClient, order_id: str) -> N
 def test_parse_if_match() -> None:
     assert parse_if_match(None) is None
     assert parse_if_match("*") == IfMatch(any=True)
-    assert parse_if_match('"3", W/"4" ,"5"') == IfMatch(versions=frozenset({3, 5}))
+    assert parse_if_match('"3", W/"4" ,"5"') == IfMatch(
+        versions=frozenset({3, 5}), tags=frozenset({"3", "5"})
+    )
     with pytest.raises(BadHeader):  # unquoted: the docs always called it malformed (400)
         parse_if_match("3")
 

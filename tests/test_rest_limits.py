@@ -182,9 +182,16 @@ def test_entity_tags_compare_as_strings(client: APIClient, order_id: str) -> Non
 
 
 def test_parse_entity_tags() -> None:
-    assert parse_if_match(' "3" , W/"4",,"5"') == IfMatch(versions=frozenset({3, 5}))
-    assert parse_if_match('"a,b", "2"') == IfMatch(versions=frozenset({2}))
-    assert parse_if_none_match('W/"4", "5"') == IfMatch(versions=frozenset({4, 5}))
+    assert parse_if_match(' "3" , W/"4",,"5"') == IfMatch(
+        versions=frozenset({3, 5}),
+        tags=frozenset({"3", "5"}),  # a weak tag never matches
+    )
+    assert parse_if_match('"a,b", "2"') == IfMatch(
+        versions=frozenset({2}), tags=frozenset({"a,b", "2"})
+    )
+    assert parse_if_none_match('W/"4", "5"') == IfMatch(
+        versions=frozenset({4, 5}), tags=frozenset({"4", "5"})
+    )
     assert parse_if_none_match(" * ") == IfMatch(any=True)
 
 

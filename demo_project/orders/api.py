@@ -17,6 +17,10 @@
     POST /api/orders/{id}/ship/          (staff only)                     -> 204
     POST /api/auth/token/                {username, password}             -> 200 {token}
 
+Amounts are decimal strings ("1203.47") with a ``currency`` beside them, times ISO 8601:
+data for the client to format. An order (or customer, product, summary) has one
+representation, the same from its route, from a page and from ``/api/queries/``.
+
 Field rules that belong to the request (quantity at least 1, money with two decimals)
 are serializer options, so a client gets a 400 naming the field; the aggregates still
 guard the same invariants (422) for every other caller. A filter value that cannot
@@ -50,6 +54,7 @@ from django_cqrs.rest_framework.viewsets import (
 
 from .commands import AddItem, AddProduct, CancelOrder, PlaceOrder, RegisterCustomer, ShipOrder
 from .models import (
+    CURRENCY,
     Customer,
     CustomerSummary,
     CustomerView,
@@ -94,28 +99,73 @@ def page_in_range(view: Any, request: Request, page: Page[Any]) -> dict[str, Any
     return view.page_data(request, view.route(), page)
 
 
+class Currency(serializers.ChoiceField):
+    """The ISO 4217 code of the resource's amounts (the demo's shop has one)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("help_text", "ISO 4217 code of the currency of this resource's amounts.")
+        super().__init__(choices=[CURRENCY], read_only=True, **kwargs)
+
+
 class OrderViewSerializer(serializers.ModelSerializer[OrderView]):
+    """An order: one representation, from ``/api/orders/{id}/`` and from ``get-order``."""
+
+    currency = Currency()
+
     class Meta:
         model = OrderView
-        fields = ["id", "customer_name", "item_count", "total", "status", "version"]
+        fields = [
+            "id",
+            "customer_id",
+            "customer_name",
+            "item_count",
+            "total",
+            "currency",
+            "status",
+            "placed_at",
+            "version",
+        ]
+        extra_kwargs = {
+            "total": {"help_text": 'Order total, a decimal string ("1203.47").'},
+            "version": {"help_text": "The order's version; its ETag, for If-Match."},
+        }
 
 
 class CustomerViewSerializer(serializers.ModelSerializer[CustomerView]):
+    """A customer."""
+
+    currency = Currency()
+
     class Meta:
         model = CustomerView
-        fields = ["id", "name", "credit_limit", "registered_at", "version"]
+        fields = ["id", "name", "credit_limit", "currency", "registered_at", "version"]
+        extra_kwargs = {
+            "credit_limit": {"help_text": "Largest order total allowed, a decimal string."}
+        }
 
 
 class ProductViewSerializer(serializers.ModelSerializer[ProductView]):
+    """A product of the catalogue."""
+
+    currency = Currency()
+
     class Meta:
         model = ProductView
-        fields = ["id", "name", "price", "added_at", "version"]
+        fields = ["id", "name", "price", "currency", "added_at", "version"]
+        extra_kwargs = {"price": {"help_text": 'Unit price, a decimal string ("12.50").'}}
 
 
 class CustomerSummarySerializer(serializers.ModelSerializer[CustomerSummary]):
+    """A customer's orders in figures (refreshed asynchronously); cancelled orders do not count."""
+
+    currency = Currency()
+
     class Meta:
         model = CustomerSummary
-        fields = ["customer_id", "customer_name", "order_count", "lifetime_value"]
+        fields = ["customer_id", "customer_name", "order_count", "lifetime_value", "currency"]
+        extra_kwargs = {
+            "lifetime_value": {"help_text": "Total of the orders not cancelled, a decimal string."}
+        }
 
 
 class CustomerViewSet(CQRSViewSet):
@@ -191,6 +241,7 @@ router.register("orders", OrderViewSet, basename="order")
 router.expose_command(RegisterCustomer, fields={"name": NAME, "credit_limit": MONEY})
 router.expose_command(AddProduct, fields={"name": NAME, "price": MONEY})
 router.expose_command(PlaceOrder, fields={"items.quantity": QUANTITY})
+# Served with the serializer of the resource routes that answer them: one representation.
 router.expose_query(GetOrder)
 router.expose_query(GetCustomerSummary)
 

@@ -71,6 +71,11 @@ class Product(Aggregate):
             raise InvariantViolationError("a price must be positive", field="price")
 
 
+#: The one currency of the demo's shop (ISO 4217). Amounts are decimals in it; how to
+#: show them ("$1,203.47", "1.203,47 $") is the client's business.
+CURRENCY = "USD"
+
+
 class OrderStatus(models.TextChoices):
     PLACED = "placed", "placed"
     CANCELLED = "cancelled", "cancelled"
@@ -209,17 +214,19 @@ class OrderView(ReadModel):
     customer_id = models.UUIDField(db_index=True)
     customer_name = models.CharField(max_length=200)
     item_count = models.IntegerField()
-    total = models.CharField(max_length=32)
-    status = models.CharField(max_length=20, db_index=True)
+    total = models.DecimalField(max_digits=14, decimal_places=2)
+    status = models.CharField(max_length=20, choices=OrderStatus.choices, db_index=True)
     version = models.PositiveIntegerField()
     placed_at = models.DateTimeField(db_index=True)
+
+    currency = CURRENCY
 
     class Meta:
         ordering = ["-placed_at", "id"]
         indexes = [models.Index(fields=["customer_id", "status"], name="orderview_customer_status")]
 
     def __str__(self) -> str:
-        return f"{self.customer_name}: {self.total} ({self.status})"
+        return f"{self.customer_name}: {self.total} {self.currency} ({self.status})"
 
 
 class OrderCount(ReadModel):
@@ -257,6 +264,8 @@ class CustomerView(ReadModel):
     version = models.PositiveIntegerField()
     registered_at = models.DateTimeField()
 
+    currency = CURRENCY
+
     class Meta:
         ordering = ["name", "id"]
 
@@ -273,6 +282,8 @@ class ProductView(ReadModel):
     version = models.PositiveIntegerField()
     added_at = models.DateTimeField()
 
+    currency = CURRENCY
+
     class Meta:
         ordering = ["name", "id"]
 
@@ -288,13 +299,10 @@ class CustomerSummary(ReadModel):
     order_count = models.IntegerField(default=0)
     lifetime_value = models.DecimalField(max_digits=16, decimal_places=2, default=Decimal("0"))
 
+    currency = CURRENCY
+
     class Meta:
         verbose_name_plural = "customer summaries"
 
     def __str__(self) -> str:
         return f"{self.customer_name}: {self.order_count} orders"
-
-
-def format_money(amount: Decimal) -> str:
-    """Display form of an amount, e.g. ``$1,234.50``."""
-    return f"${amount:,.2f}"

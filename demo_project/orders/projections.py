@@ -13,7 +13,7 @@ from .events import (
     OrderShipped,
     ProductAdded,
 )
-from .models import CustomerSummary, CustomerView, OrderCount, OrderView, ProductView, format_money
+from .models import CustomerSummary, CustomerView, OrderCount, OrderView, ProductView
 
 
 class CustomerViewProjection(Projection):
@@ -55,7 +55,7 @@ class ProductViewProjection(Projection):
 
 
 class OrderViewProjection(Projection):
-    """``OrderView``: one display-ready row per order, updated in the command's transaction."""
+    """``OrderView``: one row per order, ready to serve, updated in the command's transaction."""
 
     read_models = [OrderView]
     mode = "sync"
@@ -68,7 +68,7 @@ class OrderViewProjection(Projection):
                 customer_id=event.customer_id,
                 customer_name=event.customer_name,
                 item_count=event.item_count,
-                total=format_money(event.total),
+                total=event.total,
                 status="placed",
                 version=envelope.aggregate_version,
                 placed_at=envelope.recorded_at,
@@ -77,9 +77,7 @@ class OrderViewProjection(Projection):
 
     @handles(ItemAdded)
     def item_added(self, event: ItemAdded, envelope: EventEnvelope) -> None:
-        self._update(
-            event.order_id, envelope, item_count=event.item_count, total=format_money(event.total)
-        )
+        self._update(event.order_id, envelope, item_count=event.item_count, total=event.total)
 
     @handles(OrderCancelled)
     def cancelled(self, event: OrderCancelled, envelope: EventEnvelope) -> None:

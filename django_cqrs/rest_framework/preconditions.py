@@ -2,6 +2,7 @@
 
     # GET /api/orders/<id>/        ->  ETag: "3"          (the aggregate's version)
     # GET /api/orders/<id>/        with  If-None-Match: "3"   ->  304
+    # GET /api/customers/<id>/summary/  ->  ETag: W/"9f86d081884c7d65"  (no version: a digest)
     # POST /api/orders/<id>/ship/  with  If-Match: "3"   ->  200, or 412 when it moved on
     # If-Match: 3  (unquoted), If-Match: "²"  (not ASCII)  ->  400, the problem names the header
 
@@ -17,6 +18,8 @@ writer can change the version between the comparison and the command's own save.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 from typing import Any
 
@@ -39,18 +42,36 @@ _VERSION = re.compile(r"0|[1-9][0-9]{0,17}")
 
 @dataclasses.dataclass(frozen=True)
 class IfMatch:
-    """A parsed ``If-Match`` or ``If-None-Match`` header: ``*`` or a set of versions."""
+    """A parsed ``If-Match`` or ``If-None-Match`` header: ``*`` or a set of entity tags."""
 
     any: bool = False
+    #: The tags that are versions this API sends (``"3"``).
     versions: frozenset[int] = frozenset()
+    #: Every tag taking part in the comparison, as sent between the quotes.
+    tags: frozenset[str] = frozenset()
 
     def matches(self, version: int) -> bool:
         return self.any or version in self.versions
+
+    def matches_tag(self, tag: str) -> bool:
+        """Does the opaque tag ``tag`` (without quotes) match?"""
+        return self.any or tag in self.tags
 
 
 def etag(version: int) -> str:
     """The strong entity tag of an aggregate version."""
     return f'"{version}"'
+
+
+def digest(data: Any) -> str:
+    """A short digest of a JSON-ready representation: the tag of a resource without a version.
+
+    Sent as a weak tag (``W/"..."``): it changes when the representation does, and says
+    nothing about a version a command could be conditioned on (``If-Match`` never matches
+    it).
+    """
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def parse_entity_tags(value: str, header: str, *, weak: bool) -> IfMatch:
@@ -62,6 +83,7 @@ def parse_entity_tags(value: str, header: str, *, weak: bool) -> IfMatch:
     if value.strip(" \t") == "*":
         return IfMatch(any=True)
     versions: set[int] = set()
+    compared: set[str] = set()
     tags = 0
     pos = 0
     while pos < len(value):
@@ -75,12 +97,14 @@ def parse_entity_tags(value: str, header: str, *, weak: bool) -> IfMatch:
         is_weak, tag = match.groups()
         if tag is not None:
             tags += 1
-            if (weak or not is_weak) and _VERSION.fullmatch(tag):
-                versions.add(int(tag))
+            if weak or not is_weak:
+                compared.add(tag)
+                if _VERSION.fullmatch(tag):
+                    versions.add(int(tag))
         pos = match.end()
     if not tags:
         raise BadHeader(f"{header} names no entity tag", header=header)
-    return IfMatch(versions=frozenset(versions))
+    return IfMatch(versions=frozenset(versions), tags=frozenset(compared))
 
 
 def parse_if_match(value: str | None) -> IfMatch | None:

@@ -10,16 +10,22 @@
 
 Nothing is exposed under ``commands/`` and ``queries/`` unless named here: each
 exposed message is a deliberate part of the public API, with its own permissions.
+An exposed query that a registered viewset also answers is served with that route's
+serializer, so a resource has one representation (``/orders/{id}/`` and
+``queries/get-order/`` send the same fields); pass ``serializer_class=`` to choose one
+when the viewsets use several.
 The root (``GET api/``, URL name ``api-root``) lists the resources, the exposed
 messages and ``root_links``; ``CQRSRouter(include_root_view=False)`` leaves it out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.urls import URLPattern, URLResolver, path
 from rest_framework.routers import SimpleRouter
 
@@ -62,7 +68,7 @@ class CQRSRouter(SimpleRouter):
 
     def expose_query(self, message: type, *, name: str | None = None, **options: Any) -> None:
         """Serve ``message`` at ``GET queries/<name>/`` with its fields as query parameters."""
-        route = MessageRoute(message, kind="query", etag_field=None, **options)
+        route = MessageRoute(message, kind="query", **options)
         self._expose("queries", name or kebab_case(message.__name__), route)
 
     def _expose(self, prefix: str, name: str, route: MessageRoute) -> None:
@@ -84,12 +90,43 @@ class CQRSRouter(SimpleRouter):
             exposed[prefix][name] = f"cqrs-{prefix}-{name}"
         return {"resources": resources, **exposed, "links": self.root_links}
 
+    def representations(self) -> dict[type, set[Any]]:
+        """``{query: serializers}``: how the registered viewsets answer each query."""
+        found: dict[type, set[Any]] = {}
+        for _, viewset, _ in self.registry:
+            for attribute in dir(viewset):
+                route = getattr(getattr(viewset, attribute, None), "cqrs_route", None)
+                if isinstance(route, MessageRoute) and route.kind == "query":
+                    serializer = route.serializer_class or getattr(
+                        viewset, "serializer_class", None
+                    )
+                    if serializer is not None and route.response is None:
+                        found.setdefault(route.message, set()).add(serializer)
+        return found
+
+    def exposed_route(self, route: MessageRoute, shapes: dict[type, set[Any]]) -> MessageRoute:
+        """``route`` with the serializer of the viewset routes answering the same query."""
+        if route.kind != "query" or route.serializer_class is not None:
+            return route
+        serializers = shapes.get(route.message, set())
+        if len(serializers) > 1:
+            names = ", ".join(sorted(s.__name__ for s in serializers))
+            raise ImproperlyConfigured(
+                f"{route.message.__name__} is answered with several serializers ({names}): "
+                "pass serializer_class= to expose_query() to say which one it sends"
+            )
+        if serializers:
+            return dataclasses.replace(route, serializer_class=next(iter(serializers)))
+        return route
+
     def get_urls(self) -> list[URLPattern | URLResolver]:
         urls = list(super().get_urls())
         if self.include_root_view:
             root = APIRootView.as_view(routes=self.root_routes())
             urls.insert(0, path("", root, name=self.root_view_name))
-        for prefix, name, route in self.exposed:
+        shapes = self.representations()
+        for prefix, name, exposed in self.exposed:
+            route = self.exposed_route(exposed, shapes)
             view_class = CommandView if route.kind == "command" else QueryView
             view = view_class.as_view(
                 message_route=route,

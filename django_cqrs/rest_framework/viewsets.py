@@ -56,6 +56,7 @@ from .preconditions import (
     IF_NONE_MATCH_HEADER,
     IfMatch,
     check_version,
+    digest,
     etag,
     parse_if_match,
     parse_if_none_match,
@@ -339,14 +340,19 @@ class QueryMixin(CQRSViewMixin):
                 return paginated
             return Response(self.result_data(route, queryset, many=True))
         many = isinstance(value, list | tuple)
-        response = Response(self.result_data(route, value, many=many))
-        version = getattr(value, route.etag_field, None) if route.etag_field and not many else None
-        if isinstance(version, int):
-            tag = etag(version)
-            response["ETag"] = tag
-            if cached is not None and cached.matches(version):
-                return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
-        return response
+        data = self.result_data(route, value, many=many)
+        if many or not isinstance(data, Mapping):
+            return Response(data)
+        # One resource: its ETag is its version, or else a digest of what is sent.
+        version = getattr(value, route.etag_field, None) if route.etag_field else None
+        if isinstance(version, int) and not isinstance(version, bool):
+            tag, matched = etag(version), cached is not None and cached.matches(version)
+        else:
+            sent = digest(data)
+            tag, matched = f'W/"{sent}"', cached is not None and cached.matches_tag(sent)
+        if matched:
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
+        return Response(data, headers={"ETag": tag})
 
     def result_data(self, route: MessageRoute, value: Any, *, many: bool = False) -> Any:
         serializer_class = route.serializer_class or getattr(self, "serializer_class", None)
