@@ -110,6 +110,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The live schema names the server it came from; `manage.py spectacular` this one.
+    "SERVERS": [{"url": "http://127.0.0.1:8000", "description": "make demo"}],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "django_cqrs.rest_framework.schema.servers_from_request",
+        "django_cqrs.rest_framework.schema.links_from_creates",
+    ],
 }
 
 Q_CLUSTER = {

@@ -100,6 +100,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "django_cqrs.rest_framework.schema.servers_from_request",
+        "django_cqrs.rest_framework.schema.links_from_creates",
+    ],
 }
 
 Q_CLUSTER = {

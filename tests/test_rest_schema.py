@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import pytest
@@ -91,7 +90,7 @@ def test_commands_document_answers_errors_and_headers(schema: dict[str, Any]) ->
 
 def test_queries_document_parameters_pages_and_consistency(schema: dict[str, Any]) -> None:
     listing = schema["paths"]["/api/orders/"]["get"]
-    assert listing["operationId"] == "orders_list"
+    assert listing["operationId"] == "list_orders"
     names = {p["name"] for p in listing["parameters"]}
     assert names >= {"status", "customer_id", "page", "page_size", "CQRS-Min-Position"}
     page = listing["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
@@ -100,6 +99,113 @@ def test_queries_document_parameters_pages_and_consistency(schema: dict[str, Any
 
     one = schema["paths"]["/api/orders/{id}/"]["get"]
     assert "ETag" in one["responses"]["200"]["headers"]
+
+
+OPERATION_IDS = {
+    ("/api/customers/", "post"): "register_customer",
+    ("/api/customers/", "get"): "list_customers",
+    ("/api/customers/{id}/", "get"): "get_customer",
+    ("/api/customers/{id}/summary/", "get"): "get_customer_summary",
+    ("/api/products/", "post"): "add_product",
+    ("/api/products/", "get"): "list_products",
+    ("/api/products/{id}/", "get"): "get_product",
+    ("/api/orders/", "post"): "place_order",
+    ("/api/orders/", "get"): "list_orders",
+    ("/api/orders/{id}/", "get"): "get_order",
+    ("/api/orders/{id}/items/", "post"): "add_item",
+    ("/api/orders/{id}/cancel/", "post"): "cancel_order",
+    ("/api/orders/{id}/ship/", "post"): "ship_order",
+    ("/api/commands/place-order/", "post"): "commands_place_order",
+    ("/api/queries/get-order/", "get"): "queries_get_order",
+    ("/api/auth/token/", "post"): "obtain_token",
+}
+
+
+def operations(schema: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (path, method): op for path, ops in schema["paths"].items() for method, op in ops.items()
+    }
+
+
+def test_operation_ids_are_the_messages_names_and_unique(schema: dict[str, Any]) -> None:
+    ids = {key: op["operationId"] for key, op in operations(schema).items()}
+    assert {key: ids[key] for key in OPERATION_IDS} == OPERATION_IDS
+    assert len(set(ids.values())) == len(ids)
+
+
+def test_descriptions_come_from_docstrings_and_field_help(schema: dict[str, Any]) -> None:
+    for key, op in operations(schema).items():
+        assert not op.get("description", "").startswith("Dispatches"), key
+    place = schema["paths"]["/api/orders/"]["post"]
+    assert place["description"].startswith("Place an order for a customer")
+    fields = schema["components"]["schemas"]["PlaceOrderRequest"]["properties"]
+    assert fields["customer_id"]["description"] == "The customer, from GET /api/customers/."
+    listing = schema["paths"]["/api/orders/"]["get"]
+    status = next(p for p in listing["parameters"] if p["name"] == "status")
+    assert status["description"].startswith("Only this status.")
+
+
+def test_enums_are_enums_and_query_parameters_are_not_nullable(schema: dict[str, Any]) -> None:
+    listing = schema["paths"]["/api/orders/"]["get"]
+    status = next(p for p in listing["parameters"] if p["name"] == "status")
+    assert status["schema"]["enum"] == ["placed", "cancelled", "shipped"]  # no null
+    for parameter in listing["parameters"]:
+        assert "nullable" not in parameter["schema"], parameter
+    order = schema["components"]["schemas"]["OrderView"]["properties"]
+    assert order["status"] == {"$ref": "#/components/schemas/StatusEnum"}
+    assert schema["components"]["schemas"]["StatusEnum"]["enum"] == [
+        "placed",
+        "cancelled",
+        "shipped",
+    ]
+    assert order["total"]["format"] == "decimal"  # a decimal string, not display text
+
+
+def test_no_integer_bound_is_beyond_what_javascript_prints(schema: dict[str, Any]) -> None:
+    """2**63 - 1 shows as 9223372036854776000 in Swagger UI: format int64 says it instead."""
+    too_big = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for bound in ("maximum", "minimum"):
+                if isinstance(node.get(bound), int) and abs(node[bound]) > 2**53:
+                    too_big.append(f"{where}.{bound}")
+            for key, value in node.items():
+                walk(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for number, value in enumerate(node):
+                walk(value, f"{where}[{number}]")
+
+    walk(schema, "$")
+    assert too_big == []
+    version = schema["components"]["schemas"]["OrderView"]["properties"]["version"]
+    assert version["format"] == "int64"
+
+
+def test_single_resource_reads_declare_etag_and_304_and_creates_location(
+    schema: dict[str, Any],
+) -> None:
+    ones = [
+        "/api/orders/{id}/",
+        "/api/customers/{id}/",
+        "/api/customers/{id}/summary/",
+        "/api/products/{id}/",
+        "/api/queries/get-order/",
+        "/api/queries/get-customer-summary/",
+    ]
+    for path in ones:
+        op = schema["paths"][path]["get"]
+        assert "ETag" in op["responses"]["200"]["headers"], path
+        assert "ETag" in op["responses"]["304"]["headers"], path
+        assert "If-None-Match" in {p["name"] for p in op["parameters"]}, path
+    for path in ("/api/orders/", "/api/customers/", "/api/products/"):
+        assert "304" not in schema["paths"][path]["get"]["responses"], path  # pages: no ETag
+        assert "Location" in schema["paths"][path]["post"]["responses"]["201"]["headers"], path
+
+
+def test_the_live_schema_names_its_server(client: APIClient) -> None:
+    served = client.get("/api/schema/?format=json").json()
+    assert served["servers"] == [{"url": "http://testserver", "description": "This server."}]
 
 
 def test_the_docs_page_loads_its_assets_locally(client: APIClient) -> None:
@@ -112,22 +218,7 @@ def test_the_docs_page_loads_its_assets_locally(client: APIClient) -> None:
     assert "/static/drf_spectacular_sidecar/" in html
 
 
-@pytest.mark.django_db(transaction=True)
-def test_schemathesis_finds_no_server_errors_and_no_schema_mismatch(
-    settings: Any,
-) -> None:
-    settings.ALLOWED_HOSTS = ["localhost", "testserver"]
-    schemathesis = pytest.importorskip("schemathesis")
-    from django.core.wsgi import get_wsgi_application
-    from hypothesis import HealthCheck, given
-    from hypothesis import settings as hypothesis_settings
-
-    User.objects.create_user("fuzzer", password="pw", is_staff=True)
-    auth = "Basic " + base64.b64encode(b"fuzzer:pw").decode()
-    app = get_wsgi_application()
-    api = schemathesis.openapi.from_wsgi("/api/schema/", app)
-    settings.DJANGO_CQRS = {"MIN_POSITION_TIMEOUT": 0.01}
-
+def schemathesis_checks(schemathesis: Any) -> list[Any]:
     def no_server_error(ctx: Any, response: Any, case: Any) -> bool:
         # The one documented 5xx: a CQRS-Min-Position the read model has not reached.
         if response.status_code == 503 and "CQRS-Min-Position" in (case.headers or {}):
@@ -136,19 +227,49 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_mismatch(
         assert response.status_code < 500, f"{response.status_code}: {response.text[:500]}"
         return True
 
-    checks = [
+    return [
         no_server_error,
         schemathesis.checks.status_code_conformance,
         schemathesis.checks.content_type_conformance,
+        schemathesis.checks.response_headers_conformance,
         schemathesis.checks.response_schema_conformance,
     ]
+
+
+@pytest.fixture
+def fuzzed(settings: Any) -> tuple[Any, Any, dict[str, str]]:
+    """schemathesis's view of the app, its checks, and a staff user's token header."""
+    from django.core.wsgi import get_wsgi_application
+    from rest_framework.authtoken.models import Token
+
+    settings.ALLOWED_HOSTS = ["localhost", "testserver"]
+    settings.DJANGO_CQRS = {"MIN_POSITION_TIMEOUT": 0.01}
+    schemathesis = pytest.importorskip("schemathesis")
+    user = User.objects.create_user("fuzzer", password="pw", is_staff=True)
+    token = Token.objects.create(user=user)
+    api = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
+    return api, schemathesis_checks(schemathesis), {"Authorization": f"Token {token.key}"}
+
+
+#: Generated requests per operation: over 1,000 in all.
+EXAMPLES_PER_OPERATION = 70
+
+
+@pytest.mark.django_db(transaction=True)
+def test_schemathesis_finds_no_server_errors_and_no_schema_mismatch(
+    fuzzed: tuple[Any, Any, dict[str, str]],
+) -> None:
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hypothesis_settings
+
+    api, checks, auth = fuzzed
     operations = [op.ok() for op in api.get_all_operations()]
     assert len(operations) >= len(ROUTES)
     sent = 0
     for operation in operations:
 
         @hypothesis_settings(
-            max_examples=40,
+            max_examples=EXAMPLES_PER_OPERATION,
             deadline=None,
             derandomize=True,
             database=None,
@@ -158,7 +279,47 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_mismatch(
         def run(case: Any) -> None:
             nonlocal sent
             sent += 1
-            case.call_and_validate(headers={"Authorization": auth}, checks=checks)
+            case.call_and_validate(headers=auth, checks=checks)
 
         run()
-    assert sent >= 500
+    assert sent >= 1000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_schemathesis_follows_the_links_from_creates_without_a_failure(
+    fuzzed: tuple[Any, Any, dict[str, str]],
+) -> None:
+    """Stateful: create a customer or a product, then read it through the create's links.
+
+    (An order needs a real customer and product in its body; links set path parameters,
+    so random orders are refused with 404 and their links rarely run.)
+    """
+    from hypothesis import HealthCheck
+    from hypothesis import settings as hypothesis_settings
+
+    api, checks, auth = fuzzed
+    calls: list[tuple[str, int]] = []
+
+    class Machine(api.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"headers": auth}
+
+        def after_call(self, response: Any, case: Any) -> None:
+            calls.append((case.operation.label, response.status_code))
+
+        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+            case.validate_response(response, checks=checks)
+
+    Machine.run(
+        settings=hypothesis_settings(
+            max_examples=120,
+            stateful_step_count=8,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+    followed = {label for label, status in calls if status < 300 and "{id}" in label}
+    assert {"GET /api/customers/{id}/", "GET /api/products/{id}/"} <= followed, sorted(followed)
+    assert len(calls) >= 100

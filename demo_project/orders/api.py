@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import Any
 
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import parsers, serializers
+from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.permissions import IsAdminUser
@@ -254,7 +254,7 @@ class TokenView(ObtainAuthToken):
     body goes through the library's JSON parser (depth and size limits, strict numbers).
     """
 
-    parser_classes = [JSONParser, parsers.FormParser]
+    parser_classes = [JSONParser]  # JSON only, as every other route: one body type to declare
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)

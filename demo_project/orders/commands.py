@@ -1,50 +1,74 @@
-"""Commands of the orders demo."""
+"""Commands of the orders demo.
+
+Their docstrings and the ``help_text`` of their fields are what the API documents.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from uuid import UUID
 
 from django_cqrs import Command
 
 
+def doc(text: str) -> dict[str, str]:
+    """Field metadata read by the API's serializers and schema."""
+    return {"help_text": text}
+
+
 @dataclass(frozen=True)
 class RegisterCustomer(Command[UUID]):
-    name: str
-    credit_limit: Decimal
+    """Register a customer, who may then place orders up to a credit limit."""
+
+    name: str = field(metadata=doc("The customer's name, as shown on orders."))
+    credit_limit: Decimal = field(
+        metadata=doc('Largest total of one order, a decimal string in USD ("250.00").')
+    )
 
 
 @dataclass(frozen=True)
 class AddProduct(Command[UUID]):
-    name: str
-    price: Decimal
+    """Add a product to the catalogue."""
+
+    name: str = field(metadata=doc("The product's name."))
+    price: Decimal = field(metadata=doc('Unit price, a decimal string in USD ("12.50").'))
 
 
 @dataclass(frozen=True)
 class OrderItem:
-    product_id: UUID
-    quantity: int
+    """A line of an order: how many of which product."""
+
+    product_id: UUID = field(metadata=doc("The product, from GET /api/products/."))
+    quantity: int = field(metadata=doc("How many, from 1 to 10,000."))
 
 
 @dataclass(frozen=True)
 class PlaceOrder(Command[UUID]):
-    customer_id: UUID
-    items: list[OrderItem]
+    """Place an order for a customer; its total must stay within the customer's credit limit."""
+
+    customer_id: UUID = field(metadata=doc("The customer, from GET /api/customers/."))
+    items: list[OrderItem] = field(metadata=doc("At least one line."))
 
 
 @dataclass(frozen=True)
 class AddItem(Command[None]):
+    """Add a line to a placed order (not to a cancelled or shipped one)."""
+
     order_id: UUID
-    product_id: UUID
-    quantity: int
+    product_id: UUID = field(metadata=doc("The product, from GET /api/products/."))
+    quantity: int = field(metadata=doc("How many, from 1 to 10,000."))
 
 
 @dataclass(frozen=True)
 class CancelOrder(Command[None]):
+    """Cancel a placed order; a shipped order cannot be cancelled."""
+
     order_id: UUID
 
 
 @dataclass(frozen=True)
 class ShipOrder(Command[None]):
+    """Ship a placed order (staff only); a cancelled order cannot be shipped."""
+
     order_id: UUID

@@ -26,26 +26,34 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True)
 class GetOrder(Query[OrderView]):
-    order_id: UUID
+    """One order, with its total, status and version (its ETag)."""
+
+    order_id: UUID = field(metadata={"help_text": "The order."})
 
 
 @dataclass(frozen=True)
 class ListOrders(Query[Page[OrderView]]):
     """Orders, newest first, optionally of one customer or in one status."""
 
-    status: OrderStatus | None = None
-    customer_id: UUID | None = None
-    page: int = 1
-    page_size: int = 20
+    status: OrderStatus | None = field(default=None, metadata={"help_text": "Only this status."})
+    customer_id: UUID | None = field(
+        default=None, metadata={"help_text": "Only this customer's orders."}
+    )
+    page: int = field(default=1, metadata={"help_text": "Page number, from 1."})
+    page_size: int = field(default=20, metadata={"help_text": "Rows a page, 1 to 100."})
 
 
 @dataclass(frozen=True)
 class GetCustomerSummary(Query[CustomerSummary]):
-    customer_id: UUID
+    """A customer's order count and lifetime value (refreshed asynchronously)."""
+
+    customer_id: UUID = field(metadata={"help_text": "The customer."})
 
 
 @dataclass(frozen=True)
 class GetCustomer(Query[CustomerView]):
+    """One customer, with their credit limit."""
+
     customer_id: UUID
 
 
@@ -60,6 +68,8 @@ class ListCustomers(Query[Page[CustomerView]]):
 
 @dataclass(frozen=True)
 class GetProduct(Query[ProductView]):
+    """One product of the catalogue, with its price."""
+
     product_id: UUID
 
 

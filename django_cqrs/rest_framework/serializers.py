@@ -55,6 +55,15 @@ class StrictDataclassSerializer(DataclassSerializer[Any]):
             kwargs = {"min_value": INT64_MIN, "max_value": INT64_MAX, **kwargs}
         return field_class, kwargs
 
+    def create_field(self, field_name: str, extra_kwargs: dict[str, Any]) -> Any:
+        """The field, with ``help_text`` from the dataclass field's metadata."""
+        source = extra_kwargs.get("source", "*")
+        field = self.dataclass_definition.fields.get(field_name if source == "*" else source)
+        help_text = field.metadata.get("help_text") if field is not None else None
+        if help_text and "help_text" not in extra_kwargs:
+            extra_kwargs = {**extra_kwargs, "help_text": help_text}
+        return super().create_field(field_name, extra_kwargs)
+
     def to_internal_value(self, data: Any) -> Any:
         unknown: dict[str, Any] = {}
         if isinstance(data, Mapping):
