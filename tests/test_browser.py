@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sysconfig
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -38,6 +39,7 @@ from django_cqrs.projections.status import projection_status
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SUMMARY = "orders.CustomerSummaryProjection"
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 pytestmark = [
     pytest.mark.skipif(
@@ -166,6 +168,16 @@ class Console:
         self.find("#toggle-nav-sidebar").click()
 
     def shot(self, name: str) -> Path:
+        # The pictures go into the docs: tracebacks on the page show the files' paths
+        # from the checkout and site-packages, not this machine's folders; the page is
+        # shown from its top (a click may have scrolled it).
+        self.browser.execute_script(
+            "for (const pre of document.querySelectorAll('pre.cqrs-traceback'))"
+            "  for (const folder of arguments[0]) pre.textContent = pre.textContent"
+            "    .replaceAll(folder, '');"
+            "window.scrollTo(0, 0);",
+            [f"{CHECKOUT}/", f"{sysconfig.get_paths()['purelib']}/"],
+        )
         path = self.screenshots / name
         assert self.browser.save_screenshot(str(path))
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -280,9 +292,25 @@ def test_an_operator_reads_a_parked_event_and_skips_it(
     assert summary.order_count == 1  # the skipped order does not count
 
 
-#: The lists a 1280-px screen must show whole: the demo's and the event log. (The
-#: projections' dashboard and parked events are measured in their own tests.)
+#: The lists a 1280-px screen must show whole: the demo's and the event log here, the
+#: projections' dashboard and a projection's parked events in the test after it.
 WIDE_SCREEN = 1280
+
+#: What overflows the page: the document's width, and each table of the content that is
+#: wider than its container (or than the box that scrolls it sideways, if one does).
+MEASURE_TABLES = """
+const scrolls = (el) => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
+const content = document.getElementById('content');
+const tables = [...content.querySelectorAll('table')].map((table, i) => {
+  let box = table.parentElement;
+  while (box !== content && !scrolls(box)) box = box.parentElement;
+  const [width, room] = scrolls(box)
+    ? [box.scrollWidth, box.clientWidth]
+    : [table.scrollWidth, table.parentElement.clientWidth];
+  return {table: table.className || `table ${i + 1}`, width: width, room: room};
+});
+return {page: document.documentElement.scrollWidth, tables: tables};
+"""
 
 
 def admin_lists() -> list[str]:
@@ -311,3 +339,80 @@ def test_every_admin_list_fits_a_1280_px_screen(console: Console, shop: dict[str
         if table > box or page > WIDE_SCREEN:
             too_wide[url] = f"table {table} px in {box} px, page {page} px"
     assert too_wide == {}
+
+
+def overflowing(console: Console) -> dict[str, str]:
+    """What is wider than the window or than its container on the page shown."""
+    measured = console.browser.execute_script(MEASURE_TABLES)
+    assert measured["tables"], "no table on the page"
+    too_wide = {
+        t["table"]: f"{t['width']} px in {t['room']} px"
+        for t in measured["tables"]
+        if t["width"] > t["room"]
+    }
+    if measured["page"] > WIDE_SCREEN:
+        too_wide["page"] = f"{measured['page']} px"
+    return too_wide
+
+
+def test_the_projections_dashboard_and_parked_events_fit_a_1280_px_screen(
+    console: Console, shop: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    placed = CustomerSummaryProjection.placed
+    failing = {shop["orders"][2]: "upstream", shop["orders"][4]: "constraint"}
+    errors = {
+        # What real failures say: a URL and a constraint's name are long unbroken words.
+        "upstream": "customer summary service unavailable: GET https://summaries.internal"
+        "/api/v1/customers/summary?include=orders,credit_limit timed out after 30 s",
+        "constraint": 'duplicate key value violates unique constraint "orders_'
+        'customersummary_customer_id_order_count_3f2a9c1e_uniq"',
+    }
+
+    def placed_but_two(self: Any, event: Any, envelope: Any) -> None:
+        if event.order_id in failing:
+            raise RuntimeError(errors[failing[event.order_id]])
+        placed(self, event, envelope)
+
+    console.browser.set_window_size(WIDE_SCREEN, 900)
+    console.log_in()
+    assert console.browser.execute_script("return window.innerWidth") == WIDE_SCREEN
+    too_wide: dict[str, dict[str, str]] = {}
+
+    # The summaries lag: their row has the most buttons. The navigation sidebar is open,
+    # as on a first visit.
+    console.open("/admin/django_cqrs/projectionstate/")
+    assert "shifted" in console.find("#main").get_attribute("class")
+    assert console.find('input[name="cqrs-pause"]', console.projection_row(SUMMARY))
+    too_wide["dashboard, lagging"] = overflowing(console)
+
+    # The summaries park Alan's first order at once (no retries), and stop there.
+    monkeypatch.setattr(CustomerSummaryProjection, "placed", placed_but_two)
+    monkeypatch.setattr(CustomerSummaryProjection, "max_retries", 0)
+    catch_up(SUMMARY)
+    assert ProjectionState.objects.get(name=SUMMARY).state == "stopped"
+    console.open("/admin/django_cqrs/projectionstate/")
+    assert console.figure(SUMMARY, "parked") == "1"
+    too_wide["dashboard"] = overflowing(console)
+    console.shot("admin-projections-1280.png")
+
+    # The projection's page, its parked event's traceback unfolded.
+    console.find("a", console.projection_row(SUMMARY)).click()
+    console.wait_for("table.cqrs-parked")
+    console.find("table.cqrs-parked details summary").click()
+    assert "RuntimeError: customer summary service" in console.find("pre.cqrs-traceback").text
+    too_wide["parked event"] = overflowing(console)
+
+    # Skipped, the catch-up goes on and parks Grace's second order: one parked, one resolved.
+    console.find('table.cqrs-parked input[type="submit"]').click()
+    console.wait_for("ul.messagelist li.warning")
+    assert "Parked events (1)" in console.browser.page_source
+    assert "Resolved (latest 1)" in console.browser.page_source
+    console.find("table.cqrs-parked details summary").click()
+    too_wide["parked and resolved"] = overflowing(console)
+    console.browser.set_window_size(WIDE_SCREEN, 1500)  # the whole page in the picture
+    console.shot("admin-projection-parked-events-1280.png")
+    console.browser.set_window_size(WIDE_SCREEN, 900)
+
+    console.open("/admin/django_cqrs/projectionstate/")
+    too_wide["dashboard, second failure"] = overflowing(console)
+    assert too_wide == {page: {} for page in too_wide}

@@ -25,8 +25,9 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import SafeString
 from django.views.decorators.http import require_http_methods
 
 from ..exceptions import CQRSError
@@ -156,6 +157,13 @@ ACTIONS: dict[str, ProjectionAction] = {
 }
 
 
+def breakable(dotted: str) -> SafeString:
+    """``dotted`` (a projection's or an event type's name) with a line break allowed
+    after each dot: ``orders.<wbr>CustomerSummaryProjection``, so that a narrow column
+    wraps it between its parts rather than overflowing or breaking a word."""
+    return format_html_join(format_html("{}<wbr>", "."), "{}", ((p,) for p in dotted.split(".")))
+
+
 def _health_url() -> str:
     try:
         return reverse("django_cqrs:health")
@@ -209,6 +217,7 @@ class ProjectionStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         rows = [
             {
                 "status": row,
+                "label": breakable(row.name),
                 "url": self._url("change", row.name),
                 "actions": self.allowed_actions(request, row),
                 "error": row.last_error.strip().splitlines()[-1] if row.last_error else "",
@@ -256,10 +265,16 @@ class ProjectionStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "state": state,
             "actions": self.allowed_actions(request, row),
             "problems": problems(row),
-            "parked": list(parked.filter(resolution=ParkedEvent.Resolution.PARKED)),
-            "resolved": list(
-                parked.exclude(resolution=ParkedEvent.Resolution.PARKED).order_by("-position")[:20]
-            ),
+            "parked": [
+                {"event": event, "type": breakable(event.event_type)}
+                for event in parked.filter(resolution=ParkedEvent.Resolution.PARKED)
+            ],
+            "resolved": [
+                {"event": event, "type": breakable(event.event_type)}
+                for event in parked.exclude(resolution=ParkedEvent.Resolution.PARKED).order_by(
+                    "-position"
+                )[:20]
+            ],
             "skip_url": self.action_url(cls.name, "skip")
             if may_operate and ACTIONS["skip"].applies(row)
             else "",
