@@ -31,6 +31,8 @@ from rest_framework.routers import SimpleRouter
 from demo_project.orders.models import CURRENCY, Customer, Order, OrderLine, Product
 
 MONEY = DecimalField(max_digits=14, decimal_places=2)
+#: How the API sends an amount: a decimal string ("1203.47").
+AMOUNT = serializers.DecimalField(max_digits=14, decimal_places=2)
 
 
 class PlainLineSerializer(serializers.ModelSerializer[OrderLine]):
@@ -71,7 +73,7 @@ class PlainOrderSerializer(serializers.ModelSerializer[Order]):
         read_only_fields = ["id", "status", "placed_at", "version"]
 
     def get_total(self, order: Order) -> str:
-        return str(MONEY.to_representation(getattr(order, "line_total", None) or order.total))
+        return str(AMOUNT.to_representation(getattr(order, "line_total", None) or order.total))
 
     def get_currency(self, order: Order) -> str:
         return CURRENCY

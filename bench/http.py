@@ -14,7 +14,7 @@
      - ``GET /api/orders/{id}/`` (query bus, ``OrderView`` row, ETag) vs
        ``GET /plain/orders/{id}/``;
    in alternating rounds (A B, B A, ...), same request bodies and ids for both.
-   Targets (issue 3): commands >= 0.8x plain, reads >= 1.0x plain.
+   Targets (issue 12): commands >= 0.9x plain, reads >= 1.0x plain (issue 3: 0.8x, 1.0x).
 2. The read-model payoff. ``--seed-orders`` (default 100,000) orders with 1-4 lines are
    bulk-inserted into the write tables, ``OrderView``, ``OrderCount`` and
    ``CustomerSummary``; then, one request at a time, p50/p95 over ``--repeats`` requests of
@@ -637,7 +637,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
 
 # -- output ---------------------------------------------------------------------------
 
-TARGETS = {"POST /orders/": 0.8, "GET /orders/{id}/": 1.0}
+TARGETS = {"POST /orders/": 0.9, "GET /orders/{id}/": 1.0}  # issue 12 (issue 3: 0.8x)
 
 
 def report(results: list[dict[str, Any]]) -> str:
