@@ -41,13 +41,17 @@ class DjangoCQRSConfig(AppConfig):
         # These modules import the app's models, which exist only once apps are loaded.
         from . import checks  # noqa: F401  (registers the system checks)
         from .db import appendonly
-        from .tasks import ensure_schedule, on_event_recorded
+        from .signals import saga_deadline_scheduled
+        from .tasks import ensure_schedule, on_deadline_scheduled, on_event_recorded
 
         if cqrs_settings.AUTODISCOVER:
             # Import `<app>.handlers` and `<app>.projections`: registering handlers and
             # connecting sync projections happens at import time.
             autodiscover_modules(*cqrs_settings.AUTODISCOVER_MODULES)
         event_recorded.connect(on_event_recorded, dispatch_uid="django_cqrs.tasks.trigger")
+        saga_deadline_scheduled.connect(
+            on_deadline_scheduled, dispatch_uid="django_cqrs.tasks.deadline"
+        )
         # SQLite: Django's flush gets through the log's delete trigger (db/appendonly.py).
         connection_created.connect(
             appendonly.on_connection_created, dispatch_uid="django_cqrs.appendonly"

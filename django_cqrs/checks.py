@@ -300,7 +300,7 @@ def check_projections(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
                 )
             )
         seen[name] = cls
-        if not cls.read_models:
+        if not cls.read_models and cls.rebuildable:  # a saga keeps instances, not read models
             messages.append(
                 Error(
                     f"Projection {name} declares no read_models.",

@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "LOCK_TIMEOUT": 10.0,
     # Import `<app>.handlers` and `<app>.projections` of every installed app in ready().
     "AUTODISCOVER": True,
-    "AUTODISCOVER_MODULES": ["handlers", "projections"],
+    "AUTODISCOVER_MODULES": ["handlers", "projections", "sagas"],
     # Events read per batch by rebuilds.
     "REBUILD_BATCH_SIZE": 2000,
     # Database alias that holds the event log (the aggregates' alias is used to append).

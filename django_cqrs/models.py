@@ -243,3 +243,40 @@ class ParkedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.projection} #{self.position} {self.event_type} ({self.resolution})"
+
+
+class SagaDeadline(models.Model):
+    """A saga instance's deadline: due at ``due_at``, fired at most once, or cancelled."""
+
+    saga = models.CharField(max_length=255)
+    instance_key = models.CharField(max_length=200)
+    name = models.CharField(max_length=100)
+    due_at = models.DateTimeField()
+    fired_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "django_cqrs_saga_deadline"
+        ordering = ["due_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["saga", "instance_key", "name"], name="django_cqrs_saga_deadline_unique"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["due_at"],
+                name="django_cqrs_deadline_pending",
+                condition=models.Q(fired_at__isnull=True, cancelled_at__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.saga} {self.instance_key} {self.name} at {self.due_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def pending(self) -> bool:
+        return self.fired_at is None and self.cancelled_at is None

@@ -1,4 +1,4 @@
-"""Signals of django_cqrs; ``sender`` is always the event class.
+"""Signals of django_cqrs; ``sender`` is the event class (the model, for saga deadlines).
 
     from django.dispatch import receiver
     from django_cqrs.signals import event_committed
@@ -22,3 +22,8 @@ event_recorded = Signal(use_caching=True)
 
 #: Sent after the transaction commits, for each event. kwargs: ``event``, ``envelope``.
 event_committed = Signal(use_caching=True)
+
+#: Sent when a saga sets a deadline (inside the handler's transaction); ``sender`` is
+#: ``SagaDeadline``. kwargs: ``saga``, ``key``, ``name``, ``due_at``. The queue adapter
+#: (``django_cqrs.tasks``) queues a one-off task for ``due_at``.
+saga_deadline_scheduled = Signal()

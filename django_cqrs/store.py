@@ -214,6 +214,14 @@ def read_rows(
     return list(map(EventRow._make, ordered))
 
 
+def rows_at(positions: Iterable[int], *, using: str = "default") -> list[EventRow]:
+    """The stored rows at ``positions``, in the log's order (a parked event's, say)."""
+    qs = StoredEvent.objects.using(using).filter(position__in=list(positions))
+    return list(
+        map(EventRow._make, qs.order_by("transaction_id", "position").values_list(*EVENT_FIELDS))
+    )
+
+
 def _resolve(after: LogPoint | int, using: str) -> LogPoint:
     """A point for ``after``: itself, or for a position, the point of the event there (of
     the nearest event below it, for a position no event holds)."""

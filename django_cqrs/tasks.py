@@ -34,14 +34,16 @@ from django.utils import timezone
 from .conf import cqrs_settings
 from .db.upserts import set_if_null
 from .events import Event, EventEnvelope
-from .models import ProjectionTrigger
+from .models import ProjectionTrigger, SagaDeadline
 from .projections import ASYNC, all_projections
 from .projections.catchup import CatchUp, run_catch_up
+from .sagas.deadlines import fire_due
 
 logger = logging.getLogger("django_cqrs")
 
 CATCH_UP_TASK = "django_cqrs.tasks.catch_up_task"
 CATCH_UP_ALL_TASK = "django_cqrs.tasks.catch_up_all"
+FIRE_DEADLINES_TASK = "django_cqrs.tasks.fire_deadlines_task"
 SCHEDULE_NAME = "django_cqrs: catch up async projections"
 
 
@@ -65,7 +67,8 @@ def catch_up_all() -> dict[str, int]:
     """django-q2 task: catch every async projection up (the periodic safety net).
 
     The projections share one time budget (the first always gets a batch); those it
-    leaves behind get a task of their own.
+    leaves behind get a task of their own. Saga deadlines that are overdue (their task
+    was lost, or no worker ran when they were due) fire here: late rather than never.
     """
     names = [cls.name for cls in all_projections() if cls.mode == ASYNC]
     # Lower the flags first: if a queued task was lost, commands can queue again.
@@ -79,7 +82,48 @@ def catch_up_all() -> dict[str, int]:
             read[name] = follow_up(name, CatchUp(0, more=True))  # a task of its own
         else:
             read[name] = follow_up(name, run_catch_up(name, deadline=deadline))
+    fire_due()
     return read
+
+
+def fire_deadlines_task() -> int:
+    """django-q2 task: fire the saga deadlines that are due; return how many fired.
+
+    The sagas with a due deadline catch up first, so an event that arrived before the
+    deadline (a payment, just in time) is handled before it and cancels it.
+    """
+    due = {
+        name
+        for name in SagaDeadline.objects.using(cqrs_settings.DATABASE)
+        .filter(fired_at__isnull=True, cancelled_at__isnull=True, due_at__lte=timezone.now())
+        .values_list("saga", flat=True)
+    }
+    for name in sorted(due):
+        if any(cls.name == name and cls.mode == ASYNC for cls in all_projections()):
+            follow_up(name, run_catch_up(name, deadline=_deadline()))
+    return fire_due()
+
+
+def on_deadline_scheduled(sender: Any, due_at: dt.datetime, **kwargs: Any) -> None:
+    """``saga_deadline_scheduled`` receiver: a one-off task at ``due_at``, after commit."""
+    transaction.on_commit(
+        functools.partial(_schedule_deadline_task, due_at), using=cqrs_settings.DATABASE
+    )
+
+
+def _schedule_deadline_task(due_at: dt.datetime) -> None:
+    try:
+        from django_q.models import Schedule
+
+        Schedule.objects.create(
+            name=f"cqrs deadline {due_at.timestamp():.3f}"[:100],
+            func=FIRE_DEADLINES_TASK,
+            schedule_type=Schedule.ONCE,
+            next_run=due_at,
+            repeats=1,
+        )
+    except Exception:
+        logger.exception("Could not schedule a saga deadline; the periodic schedule fires it")
 
 
 def follow_up(name: str, outcome: CatchUp) -> int:

@@ -141,7 +141,8 @@ def deposits(count: int, *, recorded_at: dt.datetime | None = None) -> int:
 
 
 def caught_up() -> None:
-    for name in (TOTALS, MOVEMENTS, "orders.CustomerSummaryProjection"):
+    """Catch every async consumer up: the projections and the test app's saga."""
+    for name in (TOTALS, MOVEMENTS, "orders.CustomerSummaryProjection", "testapp.TransferSaga"):
         catch_up(name)
 
 

@@ -66,6 +66,9 @@ class Projection:
     max_retries: ClassVar[int] = 3
     #: Async only: after parking an event, "stop" (keep order) or "skip" it and go on.
     on_failure: ClassVar[str] = "stop"
+    #: False for consumers whose handlers have effects beyond read models (sagas): a
+    #: rebuild would repeat them, so it is refused.
+    rebuildable: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -101,6 +104,10 @@ class Projection:
         )
 
     # -- applying events ------------------------------------------------------------
+
+    @classmethod
+    def on_parked(cls, position: int, using: str) -> None:
+        """Called in the transaction that parks the event at ``position`` (a hook)."""
 
     @classmethod
     def handled_event_types(cls) -> list[str]:

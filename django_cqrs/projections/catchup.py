@@ -264,6 +264,7 @@ def record_failure(
             retry_at: dt.datetime = state.next_retry_at
             return retry_at
         park(cls.name, exc, attempts=attempts, skipped=cls.on_failure == "skip", using=using)
+        cls.on_parked(exc.position, using)
         state.attempts = 0
         state.failing_position = None
         state.next_retry_at = None

@@ -195,6 +195,11 @@ def rebuild(
     resumes). Events an operator skipped are passed over.
     """
     cls = get_projection(projection) if isinstance(projection, str) else projection
+    if not cls.rebuildable:
+        raise ProjectionError(
+            f"{cls.name} is not rebuilt: its handlers do more than write read models "
+            "(a saga dispatches commands), and replaying it would do that again"
+        )
     try:
         return _rebuild(cls, batch_size=batch_size, progress=progress, restart=restart)
     except RebuildWriteError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from uuid import UUID
 
 from django_cqrs import Event
 
@@ -26,3 +27,17 @@ class Withdrawn(Event, name="testapp.Withdrawn"):
     account_id: int
     amount: Decimal
     balance: Decimal
+
+
+@dataclass(frozen=True)
+class TransferRequested(Event, name="testapp.TransferRequested"):
+    transfer_id: UUID
+    source_id: int
+    target_id: int
+    amount: Decimal
+    fee: Decimal
+
+
+@dataclass(frozen=True)
+class TransferConfirmed(Event, name="testapp.TransferConfirmed"):
+    transfer_id: UUID

@@ -4,8 +4,8 @@ from decimal import Decimal
 
 from django_cqrs import command_handler, query_handler
 
-from .commands import Deposit, GetBalance, OpenAccount, Withdraw
-from .models import Account, AccountView
+from .commands import ConfirmTransfer, Deposit, GetBalance, OpenAccount, RequestTransfer, Withdraw
+from .models import Account, AccountView, Transfer
 
 
 @command_handler(OpenAccount)
@@ -32,3 +32,17 @@ def withdraw(command: Withdraw) -> Decimal:
 @query_handler(GetBalance)
 def get_balance(query: GetBalance) -> str:
     return AccountView.objects.get(pk=query.account_id).balance
+
+
+@command_handler(RequestTransfer)
+def request_transfer(command: RequestTransfer) -> None:
+    Transfer.request(
+        command.transfer_id, command.source_id, command.target_id, command.amount, command.fee
+    ).save()
+
+
+@command_handler(ConfirmTransfer)
+def confirm_transfer(command: ConfirmTransfer) -> None:
+    transfer = Transfer.load(command.transfer_id)
+    transfer.confirm()
+    transfer.save()

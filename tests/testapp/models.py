@@ -10,8 +10,9 @@ from django.db.models.functions import Upper
 from django_cqrs.aggregates import Aggregate
 from django_cqrs.exceptions import InvariantViolationError
 from django_cqrs.read_models import ReadModel
+from django_cqrs.sagas import SagaInstance
 
-from .events import AccountOpened, Deposited, Withdrawn
+from .events import AccountOpened, Deposited, TransferConfirmed, TransferRequested, Withdrawn
 
 
 class Account(Aggregate):
@@ -154,3 +155,44 @@ class CardMovement(ReadModel):
     position = models.BigIntegerField(primary_key=True)
     card = models.ForeignKey(AccountCard, on_delete=models.CASCADE, related_name="movements")
     amount = models.DecimalField(max_digits=14, decimal_places=2)
+
+
+class Transfer(Aggregate):
+    """A transfer between accounts, moved by ``tests.testapp.sagas.TransferSaga``."""
+
+    id = models.UUIDField(primary_key=True)
+    source_id = models.BigIntegerField()
+    target_id = models.BigIntegerField()
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    fee = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0"))
+    confirmed = models.BooleanField(default=False)
+
+    @classmethod
+    def request(
+        cls, transfer_id: object, source_id: int, target_id: int, amount: Decimal, fee: Decimal
+    ) -> Transfer:
+        transfer = cls(
+            id=transfer_id, source_id=source_id, target_id=target_id, amount=amount, fee=fee
+        )
+        transfer.record_event(
+            TransferRequested(
+                transfer_id=transfer.id,  # type: ignore[arg-type]
+                source_id=source_id,
+                target_id=target_id,
+                amount=amount,
+                fee=fee,
+            )
+        )
+        return transfer
+
+    def confirm(self) -> None:
+        if self.confirmed:
+            raise InvariantViolationError("the transfer is already confirmed")
+        self.confirmed = True
+        self.record_event(TransferConfirmed(transfer_id=self.id))  # type: ignore[arg-type]
+
+
+class TransferRun(SagaInstance):
+    """One ``TransferSaga`` instance per transfer."""
+
+    transfer_id = models.UUIDField(null=True)

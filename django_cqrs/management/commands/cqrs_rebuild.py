@@ -39,7 +39,11 @@ class Command(BaseCommand):
         if options["batch_size"] is not None and options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1.")
         try:
-            classes = all_projections() if options["all"] else [get_projection(n) for n in names]
+            classes = (
+                [cls for cls in all_projections() if cls.rebuildable]  # not the sagas
+                if options["all"]
+                else [get_projection(n) for n in names]
+            )
         except CQRSError as exc:
             raise CommandError(str(exc)) from exc
         for cls in classes:
