@@ -14,6 +14,9 @@ How a Markdown file is read (conventions for whoever writes the docs):
   ``python manage.py shell``: a compound statement (``try``, ``for``, ``def`` ...) needs a
   blank line after it and none inside it. A block whose first line names a file
   (``# myapp/api.py``) is a file, not pasted: it runs as a whole.
+- A ```python block whose first line is ``# tests/<path>.py`` or
+  ``# demo_project/<path>.py`` shows that file of this repository, verbatim: it is
+  compared with the file (which its own tests run), not run here.
 - In a ```console block, each ``$ python manage.py <command> ...`` line runs at its place
   in the session; the lines after it that do not start with ``$`` must appear in its
   output. ``makemigrations`` runs with ``--check --dry-run``: the tutorial's migrations
@@ -59,6 +62,7 @@ NOT_RUN_DOCS = {
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 TUTORIAL_FILE = re.compile(r"^# todo/(\w+)\.py\b")
 A_FILE = re.compile(r"^# [\w./-]+\.py\b")
+REPOSITORY_FILE = re.compile(r"^# ((?:tests|demo_project)/[\w./-]+\.py)\n")
 MANAGE = "$ python manage.py "
 #: manage.py commands the docs may show in ```console blocks, and what the test runs.
 RUNNABLE = {"cqrs_rebuild", "cqrs_status", "makemigrations", "migrate"}
@@ -91,9 +95,15 @@ class Block:
         return self.lang == "python" and bool(A_FILE.match(self.code))
 
     @property
+    def repository_file(self) -> Path | None:
+        """The repository file the block shows (``# tests/testapp/sagas.py``), if any."""
+        match = REPOSITORY_FILE.match(self.code) if self.lang == "python" else None
+        return ROOT / match.group(1) if match else None
+
+    @property
     def is_session(self) -> bool:
         if self.lang == "python":
-            return not (self.tutorial_module or self.is_settings)
+            return not (self.tutorial_module or self.is_settings or self.repository_file)
         return self.lang == "console" and MANAGE in self.code
 
 
@@ -119,6 +129,17 @@ def test_each_tutorial_module_is_the_readme_block_verbatim() -> None:
     for name, block in shown.items():
         module = TUTORIAL / f"{name}.py"
         assert block.code == module.read_text(), f"{block.where} differs from {module}"
+
+
+@pytest.mark.parametrize(
+    "block",
+    [b for doc in DOCS for b in blocks(doc) if b.repository_file],
+    ids=lambda block: block.where,
+)
+def test_a_block_showing_a_repository_file_is_that_file(block: Block) -> None:
+    shown = block.code.split("\n", 1)[1]
+    assert block.repository_file is not None
+    assert shown == block.repository_file.read_text(), f"{block.where} differs from the file"
 
 
 def test_the_tutorial_app_passes_the_system_checks() -> None:

@@ -264,3 +264,50 @@ def test_a_saga_is_never_rebuilt_and_a_rebuild_sends_no_command() -> None:
 
     assert StoredEvent.objects.count() == events
     assert (balance(alice), balance(bob)) == (Decimal("70"), Decimal("30"))
+
+
+def test_a_sync_saga_runs_inside_the_command_and_fails_with_it() -> None:
+    """mode = "sync": the steps commit with the command that recorded the event."""
+    from django_cqrs.projections import unregister
+
+    class SyncTransferSaga(TransferSaga):
+        name = "tests.SyncTransferSaga"
+        mode = "sync"
+
+    try:
+        alice, bob = account("alice", "100"), account("bob")
+        transfer_id, requested = transfer(alice, bob, "30", fee="1")
+
+        # No catch-up: the saga ran in the RequestTransfer command's transaction.
+        assert (balance(alice), balance(bob)) == (Decimal("70"), Decimal("29"))
+        assert steps(transfer_id) == [
+            ("withdraw", "succeeded"),
+            ("deposit", "succeeded"),
+            ("fee", "succeeded"),
+        ]
+        assert len(requested.positions) == 4  # its own event and its three commands' events
+
+        sagas.POISON_SOURCES.add(alice)
+        with pytest.raises(RuntimeError, match="cannot process transfers"):
+            transfer(alice, bob, "10")
+        assert balance(alice) == Decimal("70")  # the command and its saga rolled back
+        assert TransferRun.objects.count() == 1
+    finally:
+        sagas.POISON_SOURCES.clear()
+        unregister(SyncTransferSaga)
+
+
+def test_an_event_for_no_instance_and_no_start_is_ignored() -> None:
+    """A confirmation of a transfer that never started moves nothing."""
+    from tests.testapp.models import Transfer
+
+    Transfer.objects.create(id=uuid.uuid4(), source_id=1, target_id=2, amount=Decimal("1"))
+    orphan = Transfer.objects.get()
+    command_bus.dispatch(ConfirmTransfer(transfer_id=orphan.id))
+
+    catch_up(SAGA)
+
+    assert not TransferRun.objects.exists()
+    assert ProjectionState.objects.get(name=SAGA).position == StoredEvent.objects.latest(
+        "position"
+    ).position
