@@ -308,6 +308,7 @@ def test_an_event_for_no_instance_and_no_start_is_ignored() -> None:
     catch_up(SAGA)
 
     assert not TransferRun.objects.exists()
-    assert ProjectionState.objects.get(name=SAGA).position == StoredEvent.objects.latest(
-        "position"
-    ).position
+    assert (
+        ProjectionState.objects.get(name=SAGA).position
+        == StoredEvent.objects.latest("position").position
+    )
