@@ -312,3 +312,32 @@ def test_an_event_for_no_instance_and_no_start_is_ignored() -> None:
         ProjectionState.objects.get(name=SAGA).position
         == StoredEvent.objects.latest("position").position
     )
+
+
+def test_a_deadline_is_scheduled_with_django_q2_once_the_step_commits(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from django_q.models import Schedule
+
+    from django_cqrs.tasks import FIRE_DEADLINES_TASK, fire_deadlines_task
+
+    alice, bob = account("alice", "100"), account("bob")
+    transfer_id, _ = transfer(alice, bob, "30")
+    with django_capture_on_commit_callbacks(execute=True):
+        catch_up(SAGA)
+
+    deadline = SagaDeadline.objects.get(saga=SAGA)
+    [task] = Schedule.objects.filter(func=FIRE_DEADLINES_TASK)
+    assert (task.schedule_type, task.next_run, task.repeats) == (
+        Schedule.ONCE,
+        deadline.due_at,
+        1,
+    )
+    # The task fires nothing before it is due...
+    assert fire_deadlines_task() == 0
+    # ... and, when it runs late, catches the saga up first: a confirmation recorded in
+    # time wins over the deadline.
+    command_bus.dispatch(ConfirmTransfer(transfer_id=transfer_id))
+    SagaDeadline.objects.update(due_at=timezone.now() - dt.timedelta(seconds=1))
+    assert fire_deadlines_task() == 0
+    assert run(transfer_id).state == "completed"
