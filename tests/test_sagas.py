@@ -102,6 +102,7 @@ def test_a_transfer_runs_its_steps_and_completes_on_confirmation() -> None:
     assert [e.metadata["correlation_id"] for e in sent] == [requested.correlation_id] * 3
     assert {e.metadata["causation_id"] for e in sent} == {f"saga:{SAGA}:{transfer_id}"}
     assert [e.metadata["saga_step"] for e in sent] == ["withdraw", "deposit", "fee"]
+    assert {e.metadata["saga_event"] for e in sent} == {requested.position}
     [deadline] = SagaDeadline.objects.filter(saga=SAGA, instance_key=str(transfer_id))
     assert deadline.pending
 

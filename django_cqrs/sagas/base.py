@@ -379,8 +379,10 @@ class Saga(Projection):
             "saga_step": step,
             "idempotency_key": f"{self.name}:{instance.key}:{step}",
         }
-        if self.envelope is not None and self.envelope.metadata.get("correlation_id"):
-            meta["correlation_id"] = self.envelope.metadata["correlation_id"]
+        if self.envelope is not None:
+            meta["saga_event"] = self.envelope.position  # the event that moved the saga
+            if self.envelope.metadata.get("correlation_id"):
+                meta["correlation_id"] = self.envelope.metadata["correlation_id"]
         return {**meta, **(extra or {})}
 
     def record(self, step: str, outcome: str = SUCCEEDED, **details: Any) -> None:
