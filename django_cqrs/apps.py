@@ -60,9 +60,10 @@ class DjangoCQRSConfig(AppConfig):
         connection_created.connect(apply_lock_timeout, dispatch_uid="django_cqrs.lock_timeout")
         if apps.is_installed("django_q"):
             post_migrate.connect(ensure_schedule, sender=self, dispatch_uid="django_cqrs.schedule")
-        if cqrs_settings.ADMIN_AUTOREGISTER_READ_MODELS and apps.is_installed(
-            "django.contrib.admin"
-        ):
-            from .admin import autoregister_read_models
+        if apps.is_installed("django.contrib.admin"):
+            from . import admin as cqrs_admin
 
-            autoregister_read_models()
+            if cqrs_settings.ADMIN_AUTOREGISTER_READ_MODELS:
+                cqrs_admin.autoregister_read_models()
+            # Each saga's instances (SagaInstanceAdmin), unless an admin.py registered them.
+            cqrs_admin.autoregister_sagas()

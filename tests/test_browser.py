@@ -9,9 +9,11 @@ temporary folder; to refresh the ones in the docs:
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import sysconfig
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +21,8 @@ from typing import Any
 
 import pytest
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from demo_project.orders.commands import (
     AddProduct,
@@ -31,10 +35,11 @@ from demo_project.orders.commands import (
 from demo_project.orders.models import CustomerSummary, OrderView
 from demo_project.orders.projections import CustomerSummaryProjection
 from django_cqrs import command_bus, projections
-from django_cqrs.models import ProjectionState
+from django_cqrs.models import ProjectionState, SagaDeadline
 from django_cqrs.projections import base
 from django_cqrs.projections.catchup import catch_up
 from django_cqrs.projections.status import projection_status
+from tests.testapp.models import TransferRun
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -292,9 +297,16 @@ def test_an_operator_reads_a_parked_event_and_skips_it(
     assert summary.order_count == 1  # the skipped order does not count
 
 
-#: The lists a 1280-px screen must show whole: the demo's and the event log here, the
-#: projections' dashboard and a projection's parked events in the test after it.
+#: The lists a 1280-px screen must show whole: the demo's, the event log, a saga's
+#: instances and the saga deadlines here, the projections' dashboard and a projection's
+#: parked events in the test after it, and a saga instance's page in the last test.
 WIDE_SCREEN = 1280
+
+#: A failure as real ones read: a long URL, an unbroken word.
+LONG_ERROR = (
+    "RuntimeError: payment service unavailable: POST https://payments.internal/api/v1/"
+    "transfers/authorize?include=limits,fees timed out after 30 s"
+)
 
 #: What overflows the page: the document's width, and each table of the content that is
 #: wider than its container (or than the box that scrolls it sideways, if one does).
@@ -313,15 +325,55 @@ return {page: document.documentElement.scrollWidth, tables: tables};
 """
 
 
+#: The lists measured besides the demo's: the event log, a saga's instances, its deadlines.
+MEASURED = ("django_cqrs.StoredEvent", "testapp.TransferRun", "django_cqrs.SagaDeadline")
+
+
 def admin_lists() -> list[str]:
     return sorted(
         f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
         for model in admin.site._registry
-        if model._meta.app_label == "orders" or model._meta.label == "django_cqrs.StoredEvent"
+        if model._meta.app_label == "orders" or model._meta.label in MEASURED
     )
 
 
-def test_every_admin_list_fits_a_1280_px_screen(console: Console, shop: dict[str, Any]) -> None:
+@pytest.fixture
+def saga_rows() -> None:
+    """Saga instances and deadlines with the widest values the lists show: UUID keys, the
+    longest state and step names, a long error; a pending, an overdue, a fired and a
+    cancelled deadline with a long error."""
+    now = timezone.now()
+    rows = [
+        ("awaiting_confirmation", [("fee", "succeeded")], "", None, []),
+        ("compensated", [("compensate withdraw", "compensation failed")], LONG_ERROR, now, []),
+        ("started", [], LONG_ERROR, None, [12, 13]),
+        ("completed", [("confirmed", "succeeded")], "", now, []),
+    ]
+    for state, steps, error, finished, parked in rows:
+        key = str(uuid.uuid4())
+        TransferRun.objects.create(
+            key=key,
+            state=state,
+            steps=[{"step": s, "outcome": o, "at": now.isoformat()} for s, o in steps],
+            error=error,
+            finished_at=finished,
+            parked_positions=parked,
+        )
+        SagaDeadline.objects.create(
+            saga="testapp.TransferSaga",
+            instance_key=key,
+            name="confirmation",
+            due_at=now - dt.timedelta(hours=1),
+            fired_at=now if state == "completed" else None,
+            cancelled_at=now if state == "compensated" else None,
+            attempts=3,
+            last_error=f"Traceback (most recent call last):\n  ...\n{LONG_ERROR}",
+        )
+
+
+def test_every_admin_list_fits_a_1280_px_screen(
+    console: Console, shop: dict[str, Any], saga_rows: None
+) -> None:
     catch_up(SUMMARY)  # the summaries too have rows to show
     console.browser.set_window_size(WIDE_SCREEN, 900)
     console.log_in()
@@ -415,4 +467,65 @@ def test_the_projections_dashboard_and_parked_events_fit_a_1280_px_screen(
 
     console.open("/admin/django_cqrs/projectionstate/")
     too_wide["dashboard, second failure"] = overflowing(console)
+    assert too_wide == {page: {} for page in too_wide}
+
+
+def test_a_parked_saga_instance_fits_a_1280_px_screen_and_is_retried(
+    console: Console, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transfer's page: its steps, its deadline, its parked events; then the retry."""
+    from tests.testapp import sagas
+    from tests.testapp.commands import ConfirmTransfer, Deposit, OpenAccount, RequestTransfer
+    from tests.testapp.sagas import TransferSaga
+
+    settings.DJANGO_CQRS = {"TRIGGER_ON_COMMIT": False, "RETRY_BACKOFF": 0}
+    monkeypatch.setattr(
+        base.projections, "_classes", [*projections.all_projections(), TransferSaga]
+    )
+    get_user_model().objects.create_superuser("admin", "admin@example.com", "demo-password")
+    alice = command_bus.dispatch(OpenAccount(owner="alice")).value
+    bob = command_bus.dispatch(OpenAccount(owner="bob")).value
+    command_bus.dispatch(Deposit(account_id=alice, amount=Decimal("100")))
+    waiting, stuck = uuid.uuid4(), uuid.uuid4()
+    command_bus.dispatch(RequestTransfer(waiting, alice, bob, Decimal("30"), Decimal("1")))
+    monkeypatch.setattr(sagas, "POISON_SOURCES", {bob})
+    command_bus.dispatch(RequestTransfer(stuck, bob, alice, Decimal("5")))
+    catch_up(TransferSaga.name)
+    command_bus.dispatch(ConfirmTransfer(transfer_id=stuck))
+    catch_up(TransferSaga.name)
+    instance = TransferRun.objects.get(key=str(stuck))
+    assert len(instance.parked_positions) == 2
+
+    console.browser.set_window_size(WIDE_SCREEN, 900)
+    console.log_in()
+    too_wide: dict[str, dict[str, str]] = {}
+    console.open("/admin/testapp/transferrun/")
+    assert len(console.find_all("#result_list tbody tr")) == 2
+    console.shot("admin-saga-instances-1280.png")
+    console.open(
+        f"/admin/testapp/transferrun/{TransferRun.objects.get(key=str(waiting)).pk}/change/"
+    )
+    assert len(console.find_all("tr.cqrs-step")) == 3
+    assert console.find('tr[data-deadline="confirmation"]')
+    too_wide["steps and deadline"] = overflowing(console)
+    console.browser.set_window_size(WIDE_SCREEN, 1150)
+    console.shot("admin-saga-instance-1280.png")
+    console.browser.set_window_size(WIDE_SCREEN, 900)
+
+    console.open(f"/admin/testapp/transferrun/{instance.pk}/change/")
+    console.find("table.cqrs-parked details summary").click()
+    assert "cannot process transfers" in console.find("table.cqrs-parked pre.cqrs-traceback").text
+    too_wide["parked events"] = overflowing(console)
+    console.browser.set_window_size(WIDE_SCREEN, 1400)
+    console.shot("admin-saga-instance-parked-1280.png")
+    console.browser.set_window_size(WIDE_SCREEN, 900)
+
+    # The cause fixed, the retry asks first, then applies both events.
+    monkeypatch.setattr(sagas, "POISON_SOURCES", set())
+    console.find("a.cqrs-retry-link").click()
+    console.wait_for('input[name="cqrs-confirm"]').click()
+    console.wait_for("ul.messagelist li.success")
+    assert "Retried the parked events" in console.find("ul.messagelist").text
+    instance.refresh_from_db()
+    assert (instance.parked, instance.state) == (False, "completed")
     assert too_wide == {page: {} for page in too_wide}

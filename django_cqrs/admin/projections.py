@@ -10,6 +10,12 @@ row, with the figures of ``projection_status()`` (the same as ``cqrs_status``). 
 needs ``django_cqrs.view_projectionstate``; catch-up, pause, resume, retry and skip need
 ``django_cqrs.operate_projection``; rebuild needs ``django_cqrs.rebuild_projection``.
 Every action that ran is recorded in the admin log (``LogEntry``) of the projection.
+
+A saga is listed as the projection it is, with its instances and deadlines on its page.
+Its parked events belong to parked instances, resolved on the instance's page
+(``django_cqrs.admin.sagas``): the projection-wide "Retry parked" is not offered for a
+saga that runs (it would mark the events retried and leave the instances parked), and
+"Skip this event" is refused for an event an instance holds.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_http_methods
 
@@ -37,7 +44,9 @@ from ..projections.catchup import retry, run_catch_up, set_paused, skip
 from ..projections.health import degraded, problems
 from ..projections.rebuild import rebuild
 from ..projections.status import ProjectionStatus, projection_status
+from ..sagas.base import Saga, SagaInstance
 from ..tasks import catch_up_now, follow_up
+from .events import shorten
 from .mixins import ReadOnlyAdminMixin
 
 logger = logging.getLogger("django_cqrs")
@@ -90,6 +99,12 @@ def _retry(cls: type[Projection], request: HttpRequest) -> str:
 
 def _skip(cls: type[Projection], request: HttpRequest) -> str:
     position = _position(request)
+    holder = _instance_holding(cls, position)
+    if holder is not None:
+        raise CQRSError(
+            f"the event at position {position} is held by the parked instance "
+            f"{holder.key}: retry or skip that instance on its page"
+        )
     follow_up(cls.name, skip(cls, position))
     if cls.mode != ASYNC:
         return f"Skipped the event at position {position}: rebuild to go on past it."
@@ -111,6 +126,18 @@ def _position(request: HttpRequest) -> int:
 
 def _is_async(row: ProjectionStatus) -> bool:
     return row.mode == ASYNC
+
+
+def _parked_instances(cls: type[Projection]) -> list[SagaInstance]:
+    """A saga's parked instances (none for a projection): few, unless something is wrong."""
+    if not issubclass(cls, Saga):
+        return []
+    return list(cls.instance_model._default_manager.exclude(parked_positions=[]))
+
+
+def _instance_holding(cls: type[Projection], position: int) -> SagaInstance | None:
+    """The parked saga instance holding the event at ``position``, if any."""
+    return next((i for i in _parked_instances(cls) if position in i.parked_positions), None)
 
 
 ACTIONS: dict[str, ProjectionAction] = {
@@ -142,7 +169,11 @@ ACTIONS: dict[str, ProjectionAction] = {
             "Retry parked",
             OPERATE,
             _retry,
-            lambda row: _is_async(row) and (row.parked > 0 or row.state == State.STOPPED),
+            # A saga's parked events are retried per instance (admin.sagas).
+            lambda row: (
+                _is_async(row)
+                and (row.state == State.STOPPED or (row.parked > 0 and row.saga is None))
+            ),
         ),
         ProjectionAction(
             "skip",
@@ -256,6 +287,14 @@ class ProjectionStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         state = ProjectionState.objects.filter(name=cls.name).first()
         parked = ParkedEvent.objects.filter(projection=cls.name)
         may_operate = request.user.has_perm(OPERATE)
+        holders = {
+            position: instance
+            for instance in _parked_instances(cls)
+            for position in instance.parked_positions
+        }
+        # A saga records the event that parked an instance as skipped (it goes on with
+        # the others); that event waits with the instance all the same.
+        open_events = Q(resolution=ParkedEvent.Resolution.PARKED) | Q(position__in=list(holders))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -266,14 +305,16 @@ class ProjectionStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "actions": self.allowed_actions(request, row),
             "problems": problems(row),
             "parked": [
-                {"event": event, "type": breakable(event.event_type)}
-                for event in parked.filter(resolution=ParkedEvent.Resolution.PARKED)
+                {
+                    "event": event,
+                    "type": breakable(event.event_type),
+                    "instance": self._instance_link(holders.get(event.position)),
+                }
+                for event in parked.filter(open_events)
             ],
             "resolved": [
                 {"event": event, "type": breakable(event.event_type)}
-                for event in parked.exclude(resolution=ParkedEvent.Resolution.PARKED).order_by(
-                    "-position"
-                )[:20]
+                for event in parked.exclude(open_events).order_by("-position")[:20]
             ],
             "skip_url": self.action_url(cls.name, "skip")
             if may_operate and ACTIONS["skip"].applies(row)
@@ -282,8 +323,58 @@ class ProjectionStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "read_models": [self._read_model_link(model) for model in cls.read_models],
             "history_url": self._url("history", cls.name) if state else "",
             "dashboard_url": self._url("changelist"),
+            "saga": self._saga_links(cls, row),
         }
         return TemplateResponse(request, "admin/django_cqrs/projectionstate/detail.html", context)
+
+    def _instance_link(self, instance: SagaInstance | None) -> dict[str, str] | None:
+        if instance is None:
+            return None
+        opts = instance._meta
+        try:
+            url = reverse(
+                f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change",
+                args=[instance.pk],
+            )
+        except NoReverseMatch:
+            url = ""
+        return {"key": instance.key, "short": shorten(instance.key), "url": url}
+
+    def _saga_links(self, cls: type[Projection], row: ProjectionStatus) -> dict[str, Any] | None:
+        """A saga's figures (``row.saga``) with links to its instances and deadlines."""
+        if row.saga is None or not issubclass(cls, Saga):
+            return None
+        opts = cls.instance_model._meta
+        try:
+            instances = reverse(
+                f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_changelist"
+            )
+        except NoReverseMatch:
+            instances = ""
+        try:
+            deadlines = reverse(f"{self.admin_site.name}:django_cqrs_sagadeadline_changelist")
+        except NoReverseMatch:
+            deadlines = ""
+
+        def link(base: str, **query: str) -> str:
+            return f"{base}?{urlencode(query)}" if base and query else base
+
+        return {
+            "status": row.saga,
+            "model": opts.label,
+            "instances": [
+                {
+                    "label": bucket,
+                    "count": count,
+                    "url": link(instances, **({} if bucket == "running" else {"state": bucket})),
+                }
+                for bucket, count in row.saga.instances.items()
+            ],
+            "instances_url": instances,
+            "parked_url": link(instances, parked="yes"),
+            "pending_url": link(deadlines, saga=cls.name, state="pending"),
+            "overdue_url": link(deadlines, saga=cls.name, state="overdue"),
+        }
 
     def _parked_url(self) -> str:
         try:

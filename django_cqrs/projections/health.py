@@ -9,9 +9,15 @@ A projection is unhealthy when it has parked events, is stopped, lags by more th
 ``HEALTH_MAX_LAG_EVENTS`` events or ``HEALTH_MAX_LAG_SECONDS`` seconds (``None``
 switches a limit off), or its activity is one of ``HEALTH_DEGRADED_ACTIVITIES`` (by default
 ``paused`` and ``stalled``: a paused projection falls behind with the next event, a
-stalled one is behind and not moving). The log is unhealthy when an open transaction has
-held committed events back from every reader for longer than ``HEALTH_MAX_LAG_SECONDS``
-(PostgreSQL).
+stalled one is behind and not moving). A saga is a projection, with two more rules: it is
+unhealthy while one of its instances is parked, or while one of its deadlines is overdue
+(pending, and due more than ``STALL_SECONDS`` ago). A saga passes over a failed event as a
+projection with ``on_failure = "skip"`` does (the event is recorded as skipped, which
+alone is no problem), but the event's instance is parked: it waits, with the events held
+after it (recorded as parked), for an operator to retry or skip it. So a saga's problem
+is its parked instances, with the events they hold, rather than parked events. The log
+is unhealthy when an open transaction has held committed events back from every reader
+for longer than ``HEALTH_MAX_LAG_SECONDS`` (PostgreSQL).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from .status import (
     Activity,
     HorizonStatus,
     ProjectionStatus,
+    SagaStatus,
     horizon_status,
     lag_cap,
     projection_status,
@@ -33,7 +40,8 @@ from .status import (
 def problems(row: ProjectionStatus) -> list[str]:
     """What is wrong with one projection, in words; empty when it is healthy."""
     found: list[str] = []
-    if row.parked:
+    # A saga's parked events are those its parked instances hold: said with them below.
+    if row.parked and not (row.saga and row.saga.parked_instances):
         found.append(f"{row.parked} parked event{'' if row.parked == 1 else 's'}")
     if row.state == ProjectionState.State.STOPPED and not row.parked:
         found.append("stopped")
@@ -46,6 +54,28 @@ def problems(row: ProjectionStatus) -> list[str]:
     # A stopped projection (failing) is unhealthy above already, whatever the setting.
     if degraded(row) and row.state != ProjectionState.State.STOPPED:
         found.append(describe_activity(row))
+    if row.saga is not None:
+        found.extend(saga_problems(row.saga, held=row.parked))
+    return found
+
+
+def saga_problems(saga: SagaStatus, held: int = 0) -> list[str]:
+    """What is wrong with a saga's instances and deadlines, in words.
+
+    ``held``: the saga's parked events, which are the events its parked instances hold
+    after the one that failed.
+    """
+    found: list[str] = []
+    if saga.parked_instances:
+        n = saga.parked_instances
+        later = f" ({held} later event{'' if held == 1 else 's'} held)" if held else ""
+        found.append(f"{n} parked instance{'' if n == 1 else 's'}{later}")
+    if saga.overdue_deadlines:
+        n = saga.overdue_deadlines
+        found.append(
+            f"{n} overdue deadline{'' if n == 1 else 's'} "
+            f"(due more than {cqrs_settings.STALL_SECONDS:g} s ago)"
+        )
     return found
 
 
@@ -105,6 +135,8 @@ def health_report(
             "activity": row.activity,
             "no_progress_seconds": row.no_progress_seconds,
         }
+        if row.saga is not None:
+            projections[row.name]["saga"] = row.saga.as_dict()
     held = horizon_problems(horizon)
     healthy = all(p["healthy"] for p in projections.values()) and not held
     return {

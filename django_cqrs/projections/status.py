@@ -29,13 +29,14 @@ import enum
 import time
 from typing import Any
 
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from .. import store
 from ..conf import cqrs_settings
 from ..db.log import START, LogPoint, oldest_open_transaction, points_after
-from ..models import ParkedEvent, ProjectionState, StoredEvent
+from ..models import ParkedEvent, ProjectionState, SagaDeadline, StoredEvent
+from ..sagas.base import COMPENSATED, COMPLETED, FAILED, FINISHED, Saga
 from .base import Projection, all_projections, get_projection, projections_for
 from .registry import ASYNC, SYNC
 
@@ -57,6 +58,30 @@ class Activity(enum.StrEnum):
     FAILING = "failing"
     #: A rebuild is filling its shadow tables (or was interrupted and can resume).
     REBUILDING = "rebuilding"
+
+
+#: The buckets of ``SagaStatus.instances``: every state a handler sets while the workflow
+#: runs ("started", "awaiting_payment", ...) counts as running.
+RUNNING = "running"
+INSTANCE_BUCKETS = (RUNNING, COMPLETED, COMPENSATED, FAILED)
+
+
+@dataclasses.dataclass(frozen=True)
+class SagaStatus:
+    """What is reported about a saga's instances and deadlines, besides its projection's."""
+
+    #: Instances by state: running (any state but the finished ones), completed,
+    #: compensated, failed.
+    instances: dict[str, int]
+    #: Instances held at a failed event (retry or skip them: ``retry_instance()``).
+    parked_instances: int
+    #: Deadlines that have neither fired nor been cancelled.
+    pending_deadlines: int
+    #: Pending deadlines due more than ``STALL_SECONDS`` ago (none when it is None).
+    overdue_deadlines: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,12 +107,20 @@ class ProjectionStatus:
     no_progress_seconds: float = 0.0
     #: The position of the event being retried (None when nothing fails).
     failing_position: int | None = None
+    #: A saga's instances and deadlines (None: not a saga).
+    saga: SagaStatus | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON form (``cqrs_status --json``); the run state goes out as ``status``."""
+        """The JSON form (``cqrs_status --json``); the run state goes out as ``status``.
+
+        A saga's entry has one key more, ``saga`` (:meth:`SagaStatus.as_dict`).
+        """
         data = dataclasses.asdict(self)
         data["status"] = data.pop("state")
-        return {key: data[key] for key in _JSON_KEYS}
+        out = {key: data[key] for key in _JSON_KEYS}
+        if self.saga is not None:
+            out["saga"] = self.saga.as_dict()
+        return out
 
 
 #: The JSON keys, in the order ``cqrs_status --json`` has always printed them.
@@ -112,8 +145,10 @@ def projection_status() -> list[ProjectionStatus]:
         .values_list("projection", "n")
     )
     now = timezone.now()
+    classes = sorted(all_projections(), key=lambda c: c.name)
+    sagas = saga_status([cls for cls in classes if issubclass(cls, Saga)], now)
     rows = []
-    for cls in sorted(all_projections(), key=lambda c: c.name):
+    for cls in classes:
         state = states.get(cls.name)
         run_state = state.state if state else State.LIVE
         if cls.mode == SYNC and run_state == State.LIVE:
@@ -139,9 +174,65 @@ def projection_status() -> list[ProjectionStatus]:
                 activity=str(_activity(cls, state, lag, waited)),
                 no_progress_seconds=waited,
                 failing_position=state.failing_position if state else None,
+                saga=sagas.get(cls.name),
             )
         )
     return rows
+
+
+def saga_status(sagas: list[type[Saga]], now: dt.datetime | None = None) -> dict[str, SagaStatus]:
+    """The :class:`SagaStatus` of each of ``sagas``, by name.
+
+    One grouped count of each saga's instance table by state (its indexed column), one
+    count of its parked instances, and one count of the pending deadlines of all of them
+    (the partial index of pending deadlines).
+    """
+    if not sagas:
+        return {}
+    now = now or timezone.now()
+    using = cqrs_settings.DATABASE
+    pending = SagaDeadline.objects.using(using).filter(
+        fired_at__isnull=True, cancelled_at__isnull=True, saga__in=[cls.name for cls in sagas]
+    )
+    cutoff = overdue_cutoff(now)
+    late = Q(due_at__lt=cutoff) if cutoff is not None else Q(pk__isnull=True)
+    deadlines: dict[str, tuple[int, int]] = {
+        name: (n, n_late)
+        for name, n, n_late in pending.order_by()
+        .values("saga")
+        .annotate(n=Count("pk"), late=Count("pk", filter=late))
+        .values_list("saga", "n", "late")
+    }
+    found: dict[str, SagaStatus] = {}
+    for cls in sagas:
+        # The instances are read as the saga reads them: its model's default manager.
+        instances = cls.instance_model._default_manager.all()
+        by_state = dict.fromkeys(INSTANCE_BUCKETS, 0)
+        counts = instances.order_by().values("state").annotate(n=Count("pk"))
+        for state, n in counts.values_list("state", "n"):
+            bucket = state if state in FINISHED else RUNNING
+            by_state[bucket] += n
+        n_pending, n_overdue = deadlines.get(cls.name, (0, 0))
+        found[cls.name] = SagaStatus(
+            instances=by_state,
+            parked_instances=instances.exclude(parked_positions=[]).count(),
+            pending_deadlines=n_pending,
+            overdue_deadlines=n_overdue,
+        )
+    return found
+
+
+def overdue_cutoff(now: dt.datetime | None = None) -> dt.datetime | None:
+    """A pending deadline due before this is overdue: ``STALL_SECONDS`` ago (None: never).
+
+    Its one-off task fires a deadline when it is due, and the periodic schedule fires
+    whatever that missed; one still pending ``STALL_SECONDS`` later has no worker firing
+    it, or a handler that keeps failing (its ``last_error`` says why).
+    """
+    stall = cqrs_settings.STALL_SECONDS
+    if stall is None:
+        return None
+    return (now or timezone.now()) - dt.timedelta(seconds=float(stall))
 
 
 def _no_progress_seconds(

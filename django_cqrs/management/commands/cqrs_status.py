@@ -3,6 +3,11 @@
 The activity (live, catching up, stalled, paused, failing, rebuilding) is what the
 projection is doing; ``--json`` adds it under ``activity``, next to the run state under
 ``status``, with ``no_progress_seconds``.
+
+Sagas are listed with the projections (they are async projections), and each has a line
+after the table: its instances by state (running, completed, compensated, failed), its
+parked instances, its pending and overdue deadlines. ``--json`` has these under ``saga``
+in the saga's entry.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from django_cqrs.projections.status import (
+    INSTANCE_BUCKETS,
     Activity,
     ProjectionStatus,
+    SagaStatus,
     horizon_status,
     lag_cap,
     projection_status,
@@ -58,6 +65,10 @@ class Command(BaseCommand):
             )
         if not rows:
             self.stdout.write("No projections are registered.")
+        # A line per saga after the table (the table's rows stay one per projection).
+        for row in rows:
+            if row.saga is not None:
+                self.stdout.write(_saga_line(row.name, row.saga))
         horizon = horizon_status()
         if horizon.held_back_events:
             self.stdout.write(
@@ -65,6 +76,15 @@ class Command(BaseCommand):
                 f"for {horizon.held_back_seconds:.1f} s (pid {horizon.pid}, database "
                 f"{horizon.database}): readers reach them when it ends."
             )
+
+
+def _saga_line(name: str, saga: SagaStatus) -> str:
+    """``Saga <name>: instances 2 running, 1 completed, ...; 1 parked; deadlines ...``."""
+    instances = ", ".join(f"{saga.instances[bucket]} {bucket}" for bucket in INSTANCE_BUCKETS)
+    return (
+        f"Saga {name}: instances {instances}; {saga.parked_instances} parked; deadlines "
+        f"{saga.pending_deadlines} pending, {saga.overdue_deadlines} overdue."
+    )
 
 
 def _activity(row: ProjectionStatus) -> str:
