@@ -342,3 +342,36 @@ def test_a_deadline_is_scheduled_with_django_q2_once_the_step_commits(
     SagaDeadline.objects.update(due_at=timezone.now() - dt.timedelta(seconds=1))
     assert fire_deadlines_task() == 0
     assert run(transfer_id).state == "completed"
+
+
+def test_cqrs_retry_and_cqrs_skip_resolve_parked_instances(settings: Any, poison: set[int]) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    settings.DJANGO_CQRS = {"TRIGGER_ON_COMMIT": False, "RETRY_BACKOFF": 0}
+    alice, bob, carol = account("alice", "100"), account("bob"), account("carol", "100")
+    poison.update({alice, carol})
+    first, _ = transfer(alice, bob, "30")
+    second, second_request = transfer(carol, bob, "10")
+    catch_up(SAGA)
+    assert run(first).parked and run(second).parked
+
+    with pytest.raises(CommandError, match="failed again and stay parked"):
+        call_command("cqrs_retry", SAGA, stdout=StringIO())  # the cause is not fixed yet
+    assert run(first).parked and run(second).parked  # nothing changed
+    with pytest.raises(CommandError, match="belongs to a parked instance"):
+        call_command("cqrs_skip", SAGA, str(second_request.position), stdout=StringIO())
+
+    out = StringIO()
+    call_command("cqrs_skip", SAGA, "--instance", str(second), stdout=out)
+    assert "skipped its failing event, 0 held events applied" in out.getvalue()
+    poison.clear()
+    out = StringIO()
+    call_command("cqrs_retry", SAGA, stdout=out)
+    assert f"{first}: 1 events applied" in out.getvalue()
+
+    assert (run(first).parked, run(first).state) == (False, "awaiting_confirmation")
+    assert (run(second).parked, balance(carol)) == (False, Decimal("100"))
+    with pytest.raises(CommandError, match="has no parked instance"):
+        call_command("cqrs_retry", SAGA, "--instance", str(first), stdout=StringIO())

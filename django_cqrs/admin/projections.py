@@ -132,7 +132,7 @@ def _parked_instances(cls: type[Projection]) -> list[SagaInstance]:
     """A saga's parked instances (none for a projection): few, unless something is wrong."""
     if not issubclass(cls, Saga):
         return []
-    return list(cls.instance_model._default_manager.exclude(parked_positions=[]))
+    return list(cls.instance_model._default_manager.filter(parked=True))
 
 
 def _instance_holding(cls: type[Projection], position: int) -> SagaInstance | None:

@@ -110,9 +110,9 @@ class ParkedFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
         if self.value() == "yes":
-            return queryset.exclude(parked_positions=[])
+            return queryset.filter(parked=True)
         if self.value() == "no":
-            return queryset.filter(parked_positions=[])
+            return queryset.filter(parked=False)
         return queryset
 
 

@@ -215,7 +215,7 @@ def saga_status(sagas: list[type[Saga]], now: dt.datetime | None = None) -> dict
         n_pending, n_overdue = deadlines.get(cls.name, (0, 0))
         found[cls.name] = SagaStatus(
             instances=by_state,
-            parked_instances=instances.exclude(parked_positions=[]).count(),
+            parked_instances=instances.filter(parked=True).count(),
             pending_deadlines=n_pending,
             overdue_deadlines=n_overdue,
         )

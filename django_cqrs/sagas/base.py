@@ -104,7 +104,11 @@ class SagaInstance(models.Model):
     state = models.CharField(max_length=40, default=STARTED, db_index=True)
     steps = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True, default="")
+    #: The event that failed and the events held after it (empty: not parked).
     parked_positions = models.JSONField(default=list, blank=True)
+    #: ``parked_positions`` is not empty (kept so by ``save()``): indexed, so health
+    #: counts parked instances without reading the whole table.
+    parked = models.BooleanField(default=False, db_index=True)
     last_position = models.BigIntegerField(null=True, blank=True)
     started_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -120,9 +124,12 @@ class SagaInstance(models.Model):
     def finished(self) -> bool:
         return self.state in FINISHED
 
-    @property
-    def parked(self) -> bool:
-        return bool(self.parked_positions)
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.parked = bool(self.parked_positions)
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "parked_positions" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "parked"}
+        super().save(*args, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
