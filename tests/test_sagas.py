@@ -355,11 +355,11 @@ def test_cqrs_retry_and_cqrs_skip_resolve_parked_instances(settings: Any, poison
     first, _ = transfer(alice, bob, "30")
     second, second_request = transfer(carol, bob, "10")
     catch_up(SAGA)
-    assert run(first).parked and run(second).parked
+    assert (run(first).parked, run(second).parked) == (True, True)
 
     with pytest.raises(CommandError, match="failed again and stay parked"):
         call_command("cqrs_retry", SAGA, stdout=StringIO())  # the cause is not fixed yet
-    assert run(first).parked and run(second).parked  # nothing changed
+    assert (run(first).parked, run(second).parked) == (True, True)  # nothing changed
     with pytest.raises(CommandError, match="belongs to a parked instance"):
         call_command("cqrs_skip", SAGA, str(second_request.position), stdout=StringIO())
 
