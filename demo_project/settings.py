@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -130,6 +131,23 @@ Q_CLUSTER = {
 }
 
 DJANGO_CQRS: dict[str, object] = {}
+
+
+def _seconds(name: str, default: str) -> float:
+    """A positive number of seconds from the environment variable ``name``."""
+    text = os.environ.get(name, "").strip() or default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, not {text!r}")
+    return seconds
+
+
+#: Seconds a checkout waits for the payment gateway's answer before it cancels the order
+#: (orders/sagas.py); the gateway's "hold" mode never answers.
+DEMO_PAYMENT_TIMEOUT = _seconds("DEMO_PAYMENT_TIMEOUT", "30")
 
 LOGGING = {
     "version": 1,

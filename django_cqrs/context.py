@@ -132,3 +132,19 @@ def activate(ctx: DispatchContext) -> Iterator[DispatchContext]:
         yield ctx
     finally:
         _current.reset(token)
+
+
+@contextlib.contextmanager
+def detached() -> Iterator[None]:
+    """No current context inside the block: what runs there belongs to no command.
+
+    For work that may run while a command's context is still active but is not part of
+    that command: a catch-up task that django-q2 runs inline (``Q_CLUSTER["sync"]``) from
+    the command's ``on_commit`` hook. Commands dispatched there (a saga's) are then
+    commands of their own, as in a worker, not children of the one that committed.
+    """
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)

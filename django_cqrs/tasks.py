@@ -25,13 +25,15 @@ import datetime as dt
 import functools
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
 from .conf import cqrs_settings
+from .context import detached
 from .db.upserts import set_if_null
 from .events import Event, EventEnvelope
 from .models import ProjectionTrigger, SagaDeadline
@@ -53,6 +55,27 @@ BUDGET_SHARE = 0.5
 BATCH_ROOM_SECONDS = 5.0
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def task(func: F) -> F:
+    """A task runs for no command, even when django-q2 runs it inline after a commit.
+
+    With ``Q_CLUSTER["sync"]`` a catch-up queued by a command's ``on_commit`` hook runs
+    while that command's dispatch context is still active: without this, the commands a
+    saga sends there would count as the committed command's own (its ``CQRS-Position``,
+    its versions, its correlation id).
+    """
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with detached():
+            return func(*args, **kwargs)
+
+    return cast(F, run)
+
+
+@task
 def catch_up_task(name: str) -> int:
     """django-q2 task: clear the trigger flag, then catch ``name`` up; return events read.
 
@@ -63,6 +86,7 @@ def catch_up_task(name: str) -> int:
     return follow_up(name, run_catch_up(name, deadline=_deadline()))
 
 
+@task
 def catch_up_all() -> dict[str, int]:
     """django-q2 task: catch every async projection up (the periodic safety net).
 
@@ -86,6 +110,7 @@ def catch_up_all() -> dict[str, int]:
     return read
 
 
+@task
 def fire_deadlines_task() -> int:
     """django-q2 task: fire the saga deadlines that are due; return how many fired.
 

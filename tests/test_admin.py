@@ -31,9 +31,17 @@ from demo_project.orders.commands import (
     OrderItem,
     PlaceOrder,
     RegisterCustomer,
+    SetGatewayMode,
     ShipOrder,
 )
-from demo_project.orders.models import Customer, CustomerSummary, Order, OrderView, Product
+from demo_project.orders.models import (
+    Customer,
+    CustomerSummary,
+    GatewayMode,
+    Order,
+    OrderView,
+    Product,
+)
 from django_cqrs import command_bus, store
 from django_cqrs.admin import AggregateAdmin, ReadModelAdmin, autoregister_read_models
 from django_cqrs.exceptions import AppendOnlyError
@@ -806,6 +814,8 @@ def test_no_demo_admin_page_shows_an_object_id_for_a_name(
     from django_cqrs.projections.catchup import catch_up
 
     catch_up(SUMMARY)
+    catch_up("orders.CheckoutSaga")  # checkouts and payments
+    command_bus.dispatch(SetGatewayMode(mode=GatewayMode.HOLD))  # the gateway's row
     for model in apps.get_app_config("orders").get_models():
         if not admin.site.is_registered(model):
             continue

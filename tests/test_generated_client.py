@@ -3,8 +3,10 @@
 The test asks the running server for ``/api/schema/``, generates a Python client from it
 (no hand edits: ``openapi-python-client generate``, no post-hooks), imports it and uses
 it as a client developer would: a token, a customer and a product, an order placed,
-read back (typed: enums, decimal strings, datetimes, ``ETag``), cancelled with
-``If-Match``, listed by status; an order over the credit limit is a typed ``Problem``.
+read back (typed: enums, decimal strings, datetimes, ``ETag``), its checkout read (it
+ran inline after the commit: the order is confirmed), cancelled with ``If-Match`` (the
+checkout gives the stock and the payment back), listed by status; an order over the
+credit limit is a typed ``Problem``.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def test_a_generated_client_places_reads_cancels_and_lists_an_order(
     add_product = part(generated, "api.products.add_product")
     place_order = part(generated, "api.orders.place_order")
     get_order = part(generated, "api.orders.get_order")
+    get_checkout = part(generated, "api.checkouts.get_checkout")
+    get_product = part(generated, "api.products.get_product")
     cancel_order = part(generated, "api.orders.cancel_order")
     list_orders = part(generated, "api.orders.list_orders")
     queries_get_order = part(generated, "api.queries.queries_get_order")
@@ -113,7 +117,7 @@ def test_a_generated_client_places_reads_cancels_and_lists_an_order(
     read = get_order.sync_detailed(client=api, id=order_id)
     order = read.parsed
     assert isinstance(order, models.OrderView)
-    assert order.status is models.StatusEnum.PLACED
+    assert order.status is models.StatusEnum.CONFIRMED  # its checkout ran after the commit
     assert (order.total, order.currency) == ("25.00", models.CurrencyEnum.USD)
     assert order.customer_id == customer.customer_id
     assert isinstance(order.placed_at, datetime)
@@ -123,13 +127,27 @@ def test_a_generated_client_places_reads_cancels_and_lists_an_order(
     unchanged = get_order.sync_detailed(client=api, id=order_id, if_none_match=read.headers["ETag"])
     assert unchanged.status_code == 304
 
+    checkout = get_checkout.sync(client=api, id=order_id)
+    assert isinstance(checkout, models.Checkout)
+    assert (checkout.order_id, checkout.state) == (order_id, models.StateEnum.COMPLETED)
+    assert [(step.name, step.outcome) for step in checkout.steps] == [
+        ("place order", models.OutcomeEnum.SUCCEEDED),
+        ("reserve stock", models.OutcomeEnum.SUCCEEDED),
+        ("request payment", models.OutcomeEnum.SUCCEEDED),
+        ("payment approved", models.OutcomeEnum.SUCCEEDED),
+        ("confirm order", models.OutcomeEnum.SUCCEEDED),
+    ]
+    assert get_product.sync(client=api, id=product.product_id).stock == 98
+
     stale = cancel_order.sync_detailed(client=api, id=order_id, if_match='"7"')
     assert stale.status_code == 412
     assert isinstance(stale.parsed, models.Problem)
     assert stale.parsed.code == "stale_version"
     cancelled = cancel_order.sync_detailed(client=api, id=order_id, if_match=read.headers["ETag"])
     assert cancelled.status_code == 204
-    assert cancelled.headers["ETag"] == '"2"'
+    assert cancelled.headers["ETag"] == '"3"'  # placed, confirmed, cancelled
+    assert get_checkout.sync(client=api, id=order_id).state is models.StateEnum.COMPENSATED
+    assert get_product.sync(client=api, id=product.product_id).stock == 100
 
     page = list_orders.sync(client=api, status=models.ListOrdersStatus.CANCELLED)
     assert [o.id for o in page.results] == [order_id]

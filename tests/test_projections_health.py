@@ -142,7 +142,14 @@ def deposits(count: int, *, recorded_at: dt.datetime | None = None) -> int:
 
 def caught_up() -> None:
     """Catch every async consumer up: the projections and the test app's saga."""
-    for name in (TOTALS, MOVEMENTS, "orders.CustomerSummaryProjection", "testapp.TransferSaga"):
+    names = (
+        TOTALS,
+        MOVEMENTS,
+        "orders.CustomerSummaryProjection",
+        "orders.CheckoutSaga",
+        "testapp.TransferSaga",
+    )
+    for name in names:
         catch_up(name)
 
 

@@ -121,7 +121,11 @@ def test_the_handlers_refusal_is_kept(client: APIClient, order_id: str) -> None:
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_concurrency_conflict_gives_the_key_back(
-    client: APIClient, order_id: str, product_id: str, monkeypatch: pytest.MonkeyPatch
+    no_trigger: None,  # first: the order stays placed (no checkout confirms it) ...
+    client: APIClient,
+    order_id: str,
+    product_id: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     real_cancel = Order.cancel
     interleaved: list[BaseException | None] = []
@@ -145,7 +149,8 @@ def test_a_concurrency_conflict_gives_the_key_back(
     monkeypatch.setattr(Order, "cancel", cancel_while_another_request_adds_an_item)
     path = f"/api/orders/{order_id}/cancel/"
 
-    with override_settings(DJANGO_CQRS={"CONCURRENCY_RETRIES": 0}):
+    # ... so that another request can add an item to it.
+    with override_settings(DJANGO_CQRS={"CONCURRENCY_RETRIES": 0, "TRIGGER_ON_COMMIT": False}):
         assert_problem(post(client, path, **keyed("conflict")), 409, "concurrency_conflict")
     assert interleaved == [None]
     assert not IdempotencyRecord.objects.exists()

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 from django.test import override_settings
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
 from django_cqrs.checks import check_settings
-from django_cqrs.rest_framework.exceptions import NestingTooDeep
+from django_cqrs.rest_framework.exceptions import NestingTooDeep, problem_exception_handler
 from django_cqrs.rest_framework.models import IdempotencyRecord
 from django_cqrs.rest_framework.parsers import JSONParser, check_depth
 from django_cqrs.rest_framework.preconditions import IfMatch, parse_if_match, parse_if_none_match
@@ -43,6 +44,21 @@ def raw_post(client: APIClient, path: str, body: bytes, **headers: str) -> Any:
 
 
 # -- the body ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["\ud800", "\udfff\ud800", "a\ud83db"])
+def test_an_error_quoting_a_lone_surrogate_is_rendered(value: str) -> None:
+    """DRF's choice error quotes the value sent; UTF-8 cannot encode a lone surrogate."""
+    error = ValidationError({"mode": [f'"{value}" is not a valid choice.']})
+
+    response = problem_exception_handler(error, {"request": None})
+
+    assert response is not None
+    rendered = json.loads(JSONRenderer().render(response.data))  # no UnicodeEncodeError
+    [message] = rendered["errors"]["mode"]
+    shown = value.encode("utf-8", "backslashreplace").decode()
+    assert message == f'"{shown}" is not a valid choice.'
+    assert "\\ud" in message  # shown escaped
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,11 @@ from typing import Any
 
 from django.contrib import admin
 
-from django_cqrs.admin import AggregateAdmin, ReadModelAdmin
+from django_cqrs.admin import AggregateAdmin, ReadModelAdmin, ReadOnlyAdminMixin
 from django_cqrs.admin.events import compact_time
 
 from .models import (
+    Checkout,
     Customer,
     CustomerSummary,
     CustomerView,
@@ -22,6 +23,8 @@ from .models import (
     OrderCount,
     OrderLine,
     OrderView,
+    Payment,
+    PaymentGateway,
     Product,
     ProductView,
 )
@@ -75,7 +78,7 @@ class CustomerViewAdmin(ReadModelAdmin):
 @admin.register(ProductView)
 class ProductViewAdmin(ReadModelAdmin):
     aggregate_type = "orders.Product"
-    list_display = ["name", "price", "added"]
+    list_display = ["name", "price", "stock", "added"]
 
     @admin.display(description="added", ordering="added_at")
     def added(self, view: ProductView) -> str:
@@ -134,5 +137,46 @@ class CustomerAdmin(AggregateAdmin):
 
 @admin.register(Product)
 class ProductAdmin(AggregateAdmin):
-    list_display = ["name", "price", "version"]
+    list_display = ["name", "price", "stock", "version"]
     search_fields = ["name"]
+
+
+@admin.register(Payment)
+class PaymentAdmin(AggregateAdmin):
+    list_display = ["payment", "order", "status", "amount", "requested", "version"]
+    list_filter = ["status"]
+    search_fields = ["=id", "=order_id"]
+
+    @admin.display(description="payment", ordering="id")
+    def payment(self, payment: Payment) -> str:
+        return short_id(payment.id)
+
+    @admin.display(description="order", ordering="order_id")
+    def order(self, payment: Payment) -> str:
+        return short_id(payment.order_id)
+
+    @admin.display(description="requested", ordering="requested_at")
+    def requested(self, payment: Payment) -> str:
+        return compact_time(payment.requested_at)
+
+
+@admin.register(PaymentGateway)
+class PaymentGatewayAdmin(AggregateAdmin):
+    list_display = ["id", "mode", "version"]
+
+
+@admin.register(Checkout)
+class CheckoutAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The checkout saga's instances: one per order, with the steps it ran."""
+
+    list_display = ["order", "state", "amount_requested", "amount_approved", "started"]
+    list_filter = ["state"]
+    search_fields = ["=key"]
+
+    @admin.display(description="order", ordering="key")
+    def order(self, checkout: Checkout) -> str:
+        return short_id(checkout.key)
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, checkout: Checkout) -> str:
+        return compact_time(checkout.started_at)

@@ -5,7 +5,7 @@
     GET  /api/customers/?name=&page=&page_size=                           -> page of CustomerView
     GET  /api/customers/{id}/                                             -> CustomerView + ETag
     GET  /api/customers/{id}/summary/                                     -> CustomerSummary
-    POST /api/products/                  {name, price}                    -> 201 {product_id}
+    POST /api/products/                  {name, price, stock?}            -> 201 {product_id}
     GET  /api/products/?name=&max_price=&page=&page_size=                 -> page of ProductView
     GET  /api/products/{id}/                                              -> ProductView + ETag
     POST /api/orders/                    {customer_id, items: [{product_id, quantity}]}
@@ -15,6 +15,8 @@
     POST /api/orders/{id}/items/         {product_id, quantity}           -> 204
     POST /api/orders/{id}/cancel/                                         -> 204
     POST /api/orders/{id}/ship/          (staff only)                     -> 204
+    GET  /api/checkouts/{order_id}/                               -> {order_id, state, steps}
+    POST /api/payment-gateway/           {mode}  (staff only)             -> 204
     POST /api/auth/token/                {username, password}             -> 200 {token}
 
 Amounts are decimal strings ("1203.47") with a ``currency`` beside them, times ISO 8601:
@@ -52,9 +54,18 @@ from django_cqrs.rest_framework.viewsets import (
     query_route,
 )
 
-from .commands import AddItem, AddProduct, CancelOrder, PlaceOrder, RegisterCustomer, ShipOrder
+from .commands import (
+    AddItem,
+    AddProduct,
+    CancelOrder,
+    PlaceOrder,
+    RegisterCustomer,
+    SetGatewayMode,
+    ShipOrder,
+)
 from .models import (
     CURRENCY,
+    Checkout,
     Customer,
     CustomerSummary,
     CustomerView,
@@ -65,6 +76,7 @@ from .models import (
     ProductView,
 )
 from .queries import (
+    GetCheckout,
     GetCustomer,
     GetCustomerSummary,
     GetOrder,
@@ -74,10 +86,13 @@ from .queries import (
     ListProducts,
     Page,
 )
+from .sagas import CheckoutSaga
 
 NAME: dict[str, Any] = {"max_length": 200}
 MONEY: dict[str, Any] = {"max_digits": 12, "decimal_places": 2, "min_value": Decimal("0")}
 QUANTITY: dict[str, Any] = {"min_value": 1, "max_value": 10_000}
+STOCK: dict[str, Any] = {"min_value": 0, "max_value": 1_000_000}
+PRODUCT_FIELDS: dict[str, Any] = {"name": NAME, "price": MONEY, "stock": STOCK}
 PAGING: dict[str, Any] = {
     "page": {"min_value": 1, "max_value": 1_000_000},
     "page_size": {"min_value": 1, "max_value": 100},
@@ -151,8 +166,11 @@ class ProductViewSerializer(serializers.ModelSerializer[ProductView]):
 
     class Meta:
         model = ProductView
-        fields = ["id", "name", "price", "currency", "added_at", "version"]
-        extra_kwargs = {"price": {"help_text": 'Unit price, a decimal string ("12.50").'}}
+        fields = ["id", "name", "price", "currency", "stock", "added_at", "version"]
+        extra_kwargs = {
+            "price": {"help_text": 'Unit price, a decimal string ("12.50").'},
+            "stock": {"help_text": "Units available: in stock and not reserved by a checkout."},
+        }
 
 
 class CustomerSummarySerializer(serializers.ModelSerializer[CustomerSummary]):
@@ -165,6 +183,41 @@ class CustomerSummarySerializer(serializers.ModelSerializer[CustomerSummary]):
         fields = ["customer_id", "customer_name", "order_count", "lifetime_value", "currency"]
         extra_kwargs = {
             "lifetime_value": {"help_text": "Total of the orders not cancelled, a decimal string."}
+        }
+
+
+#: What a checkout step's ``outcome`` can be (the library's words).
+STEP_OUTCOMES = ["succeeded", "failed", "compensated", "compensation failed"]
+
+
+class CheckoutStepSerializer(serializers.Serializer[dict[str, Any]]):
+    """One step of a checkout: what ran, and how it went."""
+
+    name = serializers.CharField(
+        source="step", read_only=True, help_text='"reserve stock", "request payment", ...'
+    )
+    outcome = serializers.ChoiceField(
+        choices=STEP_OUTCOMES,
+        read_only=True,
+        help_text="failed: the step that stopped the checkout; compensated: a step undone.",
+    )
+
+
+class CheckoutSerializer(serializers.ModelSerializer[Checkout]):
+    """An order's checkout: its state and the steps it ran, oldest first."""
+
+    order_id = serializers.UUIDField(source="key", read_only=True, help_text="The order.")
+    steps = CheckoutStepSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Checkout
+        fields = ["order_id", "state", "steps"]
+        extra_kwargs = {
+            "state": {
+                "read_only": True,
+                "help_text": "awaiting_payment until the gateway answers; completed: the "
+                "order is confirmed; compensated: what ran was undone (the order cancelled).",
+            }
         }
 
 
@@ -199,9 +252,7 @@ class ProductViewSet(CQRSViewSet):
     id_field = "product_id"
     read_models = [ProductView]
 
-    create = command_route(
-        AddProduct, result_field="product_id", fields={"name": NAME, "price": MONEY}
-    )
+    create = command_route(AddProduct, result_field="product_id", fields=PRODUCT_FIELDS)
     list = query_route(
         ListProducts,
         serializer_class=ProductViewSerializer,
@@ -232,14 +283,31 @@ class OrderViewSet(CQRSViewSet):
     ship = command_action(ShipOrder, permission_classes=[IsAdminUser])
 
 
+class CheckoutViewSet(CQRSViewSet):
+    """Read an order's checkout (placing the order starts it)."""
+
+    id_field = "order_id"
+    read_models = [CheckoutSaga]  # what CQRS-Min-Position waits for: the saga's checkpoint
+
+    retrieve = query_route(GetCheckout, serializer_class=CheckoutSerializer)
+
+
+class PaymentGatewayViewSet(CQRSViewSet):
+    """Set how the fake payment gateway answers new payment requests (staff only)."""
+
+    create = command_route(SetGatewayMode, permission_classes=[IsAdminUser])
+
+
 # GET /api/ lists the resources, the exposed commands and queries, and these links.
 router = CQRSRouter(root_links={"docs": "swagger-ui", "schema": "schema"})
 router.register("customers", CustomerViewSet, basename="customer")
 router.register("products", ProductViewSet, basename="product")
 router.register("orders", OrderViewSet, basename="order")
+router.register("checkouts", CheckoutViewSet, basename="checkout")
+router.register("payment-gateway", PaymentGatewayViewSet, basename="payment-gateway")
 # Opt-in generic endpoints: only these messages are served under commands/ and queries/.
 router.expose_command(RegisterCustomer, fields={"name": NAME, "credit_limit": MONEY})
-router.expose_command(AddProduct, fields={"name": NAME, "price": MONEY})
+router.expose_command(AddProduct, fields=PRODUCT_FIELDS)
 router.expose_command(PlaceOrder, fields={"items.quantity": QUANTITY})
 # Served with the serializer of the resource routes that answer them: one representation.
 router.expose_query(GetOrder)

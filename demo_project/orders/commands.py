@@ -11,6 +11,8 @@ from uuid import UUID
 
 from django_cqrs import Command
 
+from .models import GatewayMode
+
 
 def doc(text: str) -> dict[str, str]:
     """Field metadata read by the API's serializers and schema."""
@@ -33,6 +35,7 @@ class AddProduct(Command[UUID]):
 
     name: str = field(metadata=doc("The product's name."))
     price: Decimal = field(metadata=doc('Unit price, a decimal string in USD ("12.50").'))
+    stock: int = field(default=100, metadata=doc("Units in stock, from 0 to 1,000,000."))
 
 
 @dataclass(frozen=True)
@@ -62,13 +65,78 @@ class AddItem(Command[None]):
 
 @dataclass(frozen=True)
 class CancelOrder(Command[None]):
-    """Cancel a placed order; a shipped order cannot be cancelled."""
+    """Cancel a placed or confirmed order; a shipped order cannot be cancelled.
+
+    A checkout still running, or completed, gives back what it took: the stock reserved
+    and the payment (voided if the gateway has not answered, else refunded).
+    """
 
     order_id: UUID
 
 
 @dataclass(frozen=True)
 class ShipOrder(Command[None]):
-    """Ship a placed order (staff only); a cancelled order cannot be shipped."""
+    """Ship a placed or confirmed order (staff only); a cancelled order cannot be shipped."""
 
     order_id: UUID
+
+
+@dataclass(frozen=True)
+class ConfirmOrder(Command[None]):
+    """Confirm a placed order: its checkout reserved the stock and took the payment."""
+
+    order_id: UUID
+
+
+# -- stock and payments: what the checkout (sagas.py) sends ----------------------------
+
+
+@dataclass(frozen=True)
+class StockLine:
+    """Units of one product."""
+
+    product_id: UUID
+    quantity: int
+
+
+@dataclass(frozen=True)
+class ReserveStock(Command[None]):
+    """Set stock aside for an order: every line, or none when one product has too little."""
+
+    order_id: UUID
+    lines: list[StockLine]
+
+
+@dataclass(frozen=True)
+class ReleaseStock(Command[None]):
+    """Give back stock reserved for an order."""
+
+    order_id: UUID
+    lines: list[StockLine]
+
+
+@dataclass(frozen=True)
+class RequestPayment(Command[UUID]):
+    """Ask the payment gateway for ``amount``; its answer is recorded as it comes."""
+
+    payment_id: UUID
+    order_id: UUID
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class RefundPayment(Command[None]):
+    """Give a payment back: refunded through the gateway if approved, else withdrawn."""
+
+    payment_id: UUID
+
+
+@dataclass(frozen=True)
+class SetGatewayMode(Command[None]):
+    """Set how the demo's fake payment gateway answers new payment requests (staff only).
+
+    ``approve`` (the default) and ``decline`` answer at once; ``hold`` never answers, so
+    the checkout gives up after ``DEMO_PAYMENT_TIMEOUT`` seconds.
+    """
+
+    mode: GatewayMode = field(metadata=doc("approve, decline or hold."))

@@ -21,6 +21,28 @@ class ProductAdded(Event, name="orders.ProductAdded"):
     product_id: UUID
     name: str
     price: Decimal
+    #: Units in stock (events recorded before products had stock say nothing: 100).
+    stock: int = 100
+
+
+@dataclass(frozen=True)
+class StockReserved(Event, name="orders.StockReserved"):
+    """Units of a product set aside for an order by its checkout; ``stock`` is what is left."""
+
+    product_id: UUID
+    order_id: UUID
+    quantity: int
+    stock: int
+
+
+@dataclass(frozen=True)
+class StockReleased(Event, name="orders.StockReleased"):
+    """Units reserved for an order given back (its checkout failed or it was cancelled)."""
+
+    product_id: UUID
+    order_id: UUID
+    quantity: int
+    stock: int
 
 
 @dataclass(frozen=True)
@@ -50,13 +72,76 @@ class ItemAdded(Event, name="orders.ItemAdded"):
 
 
 @dataclass(frozen=True)
+class OrderConfirmed(Event, name="orders.OrderConfirmed"):
+    """The order's checkout reserved its stock and took its payment."""
+
+    order_id: UUID
+    customer_id: UUID
+
+
+@dataclass(frozen=True)
 class OrderCancelled(Event, name="orders.OrderCancelled"):
     order_id: UUID
     customer_id: UUID
     total: Decimal
+    #: The status it left (events recorded before orders could be confirmed: placed).
+    previous_status: str = "placed"
 
 
 @dataclass(frozen=True)
 class OrderShipped(Event, name="orders.OrderShipped"):
     order_id: UUID
     customer_id: UUID
+    #: The status it left (events recorded before orders could be confirmed: placed).
+    previous_status: str = "placed"
+
+
+# -- payments (the demo's fake payment gateway) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentRequested(Event, name="orders.PaymentRequested"):
+    payment_id: UUID
+    order_id: UUID
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class PaymentApproved(Event, name="orders.PaymentApproved"):
+    payment_id: UUID
+    order_id: UUID
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class PaymentDeclined(Event, name="orders.PaymentDeclined"):
+    payment_id: UUID
+    order_id: UUID
+    amount: Decimal
+    reason: str
+
+
+@dataclass(frozen=True)
+class PaymentRefunded(Event, name="orders.PaymentRefunded"):
+    """An approved payment given back through the gateway."""
+
+    payment_id: UUID
+    order_id: UUID
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class PaymentVoided(Event, name="orders.PaymentVoided"):
+    """A payment request withdrawn before the gateway answered: nothing was captured."""
+
+    payment_id: UUID
+    order_id: UUID
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class GatewayModeSet(Event, name="orders.GatewayModeSet"):
+    """How the fake payment gateway answers new payment requests from now on."""
+
+    mode: str
+    previous_mode: str

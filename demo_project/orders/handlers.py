@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TypeVar
 from uuid import UUID
 
@@ -9,20 +10,41 @@ from django.db.models import Model, QuerySet, Sum
 
 from django_cqrs import command_handler, query_handler
 from django_cqrs.aggregates import Aggregate
+from django_cqrs.db.transactions import lock_rows
 from django_cqrs.exceptions import AggregateNotFoundError, InvariantViolationError
 
-from .commands import AddItem, AddProduct, CancelOrder, PlaceOrder, RegisterCustomer, ShipOrder
+from . import gateway
+from .commands import (
+    AddItem,
+    AddProduct,
+    CancelOrder,
+    ConfirmOrder,
+    PlaceOrder,
+    RefundPayment,
+    RegisterCustomer,
+    ReleaseStock,
+    RequestPayment,
+    ReserveStock,
+    SetGatewayMode,
+    ShipOrder,
+    StockLine,
+)
 from .models import (
+    Checkout,
     Customer,
     CustomerSummary,
     CustomerView,
     Order,
     OrderCount,
     OrderView,
+    Payment,
+    PaymentGateway,
+    PaymentStatus,
     Product,
     ProductView,
 )
 from .queries import (
+    GetCheckout,
     GetCustomer,
     GetCustomerSummary,
     GetOrder,
@@ -45,7 +67,7 @@ def register_customer(command: RegisterCustomer) -> UUID:
 
 @command_handler(AddProduct)
 def add_product(command: AddProduct) -> UUID:
-    product = Product.add(command.name, command.price)
+    product = Product.add(command.name, command.price, command.stock)
     product.save()
     return product.id
 
@@ -106,6 +128,93 @@ def ship_order(command: ShipOrder) -> None:
     order.save()
 
 
+@command_handler(ConfirmOrder)
+def confirm_order(command: ConfirmOrder) -> None:
+    order = _load_order(command.order_id)
+    order.confirm()
+    order.save()
+
+
+# -- stock and payments ---------------------------------------------------------------
+
+
+def _locked_products(lines: list[StockLine]) -> tuple[list[Product], Counter[UUID]]:
+    """The products of ``lines``, their rows locked in id order, and the units of each."""
+    wanted: Counter[UUID] = Counter()
+    for line in lines:
+        if line.quantity <= 0:
+            raise InvariantViolationError("quantities must be positive", field="lines")
+        wanted[line.product_id] += line.quantity
+    if not wanted:
+        raise InvariantViolationError("there is no line to reserve", field="lines")
+    # One order for every locker: two checkouts of the same products cannot deadlock.
+    products = list(lock_rows(Product.objects.filter(pk__in=list(wanted)).order_by("pk")))
+    missing = set(wanted) - {product.id for product in products}
+    if missing:
+        raise _not_found(Product, min(missing))
+    return products, wanted
+
+
+@command_handler(ReserveStock)
+def reserve_stock(command: ReserveStock) -> None:
+    products, wanted = _locked_products(command.lines)
+    short = [product for product in products if product.stock < wanted[product.id]]
+    if short:  # all lines or none: nothing is reserved
+        raise InvariantViolationError(
+            "not enough stock: "
+            + ", ".join(f"{p.name} ({p.stock} available, {wanted[p.id]} wanted)" for p in short),
+            field="lines",
+        )
+    for product in products:
+        product.reserve(command.order_id, wanted[product.id])
+        product.save()
+
+
+@command_handler(ReleaseStock)
+def release_stock(command: ReleaseStock) -> None:
+    products, wanted = _locked_products(command.lines)
+    for product in products:
+        product.release(command.order_id, wanted[product.id])
+        product.save()
+
+
+@command_handler(RequestPayment)
+def request_payment(command: RequestPayment) -> UUID:
+    if Payment.objects.filter(pk=command.payment_id).exists():
+        raise InvariantViolationError(f"payment {command.payment_id} was requested already")
+    payment = Payment.request(command.payment_id, command.order_id, command.amount)
+    answer = gateway.charge(payment.id, payment.amount)
+    if answer == gateway.APPROVED:
+        payment.approve()
+    elif answer == gateway.DECLINED:
+        payment.decline(gateway.DECLINE_REASON)
+    payment.save()  # held: only the request is recorded; no answer will come
+    return payment.id
+
+
+@command_handler(RefundPayment)
+def refund_payment(command: RefundPayment) -> None:
+    payment = lock_rows(Payment.objects.filter(pk=command.payment_id)).first()
+    if payment is None:
+        raise _not_found(Payment, command.payment_id)
+    if payment.status == PaymentStatus.APPROVED:
+        gateway.refund(payment.id, payment.amount)
+        payment.refund()
+    elif payment.status == PaymentStatus.REQUESTED:
+        payment.void()  # nothing was captured: the request is withdrawn
+    else:
+        raise InvariantViolationError(f"a {payment.status} payment cannot be refunded")
+    payment.save()
+
+
+@command_handler(SetGatewayMode)
+def set_gateway_mode(command: SetGatewayMode) -> None:
+    row = lock_rows(PaymentGateway.objects.filter(pk=PaymentGateway.FAKE)).first()
+    row = row or PaymentGateway(id=PaymentGateway.FAKE)
+    row.set_mode(command.mode)
+    row.save()
+
+
 @query_handler(GetOrder)
 def get_order(query: GetOrder) -> OrderView:
     return _one(OrderView.objects.all(), query.order_id, Order)
@@ -164,6 +273,17 @@ def list_customers(query: ListCustomers) -> Page[CustomerView]:
     if query.name:
         customers = customers.filter(name__icontains=query.name)
     return _page(customers, query.page, query.page_size)
+
+
+@query_handler(GetCheckout)
+def get_checkout(query: GetCheckout) -> Checkout:
+    checkout = Checkout.objects.filter(key=str(query.order_id)).first()
+    if checkout is not None:
+        return checkout
+    if not OrderView.objects.filter(pk=query.order_id).exists():
+        raise _not_found(Order, query.order_id)
+    # Placed, and the checkout has not run its first step yet (it runs after the commit).
+    return Checkout(key=str(query.order_id))
 
 
 @query_handler(GetProduct)

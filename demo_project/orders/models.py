@@ -11,15 +11,25 @@ from django.db import models
 from django_cqrs.aggregates import Aggregate
 from django_cqrs.exceptions import InvariantViolationError
 from django_cqrs.read_models import ReadModel
+from django_cqrs.sagas import SagaInstance
 
 from .events import (
     CustomerRegistered,
+    GatewayModeSet,
     ItemAdded,
     OrderCancelled,
+    OrderConfirmed,
     OrderLineData,
     OrderPlaced,
     OrderShipped,
+    PaymentApproved,
+    PaymentDeclined,
+    PaymentRefunded,
+    PaymentRequested,
+    PaymentVoided,
     ProductAdded,
+    StockReleased,
+    StockReserved,
 )
 
 # -- write side ---------------------------------------------------------------------
@@ -56,19 +66,48 @@ class Product(Aggregate):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200)
     price = models.DecimalField(max_digits=12, decimal_places=2)
+    #: Units available: in stock and not reserved by a checkout.
+    stock = models.PositiveIntegerField(default=100)
 
     def __str__(self) -> str:
         return f"{self.name} ({self.price})"
 
     @classmethod
-    def add(cls, name: str, price: Decimal) -> Product:
-        product = cls(id=uuid.uuid4(), name=name, price=price)
-        product.record_event(ProductAdded(product_id=product.id, name=name, price=price))
+    def add(cls, name: str, price: Decimal, stock: int = 100) -> Product:
+        product = cls(id=uuid.uuid4(), name=name, price=price, stock=stock)
+        product.record_event(
+            ProductAdded(product_id=product.id, name=name, price=price, stock=stock)
+        )
         return product
+
+    def reserve(self, order_id: uuid.UUID, quantity: int) -> None:
+        if quantity > self.stock:
+            raise InvariantViolationError(
+                f"not enough stock of {self.name}: {self.stock} available, {quantity} wanted",
+                field="lines",
+            )
+        self.stock -= quantity
+        self.record_event(
+            StockReserved(
+                product_id=self.id, order_id=order_id, quantity=quantity, stock=self.stock
+            )
+        )
+
+    def release(self, order_id: uuid.UUID, quantity: int) -> None:
+        self.stock += quantity
+        self.record_event(
+            StockReleased(
+                product_id=self.id, order_id=order_id, quantity=quantity, stock=self.stock
+            )
+        )
 
     def check_price_positive(self) -> None:
         if self.price <= 0:
             raise InvariantViolationError("a price must be positive", field="price")
+
+    def check_stock_not_negative(self) -> None:
+        if self.stock < 0:
+            raise InvariantViolationError("stock cannot be negative", field="stock")
 
 
 #: The one currency of the demo's shop (ISO 4217). Amounts are decimals in it; how to
@@ -78,6 +117,8 @@ CURRENCY = "USD"
 
 class OrderStatus(models.TextChoices):
     PLACED = "placed", "placed"
+    #: Its checkout reserved the stock and took the payment (see sagas.py).
+    CONFIRMED = "confirmed", "confirmed"
     CANCELLED = "cancelled", "cancelled"
     SHIPPED = "shipped", "shipped"
 
@@ -126,14 +167,25 @@ class Order(Aggregate):
             )
         )
 
+    def confirm(self) -> None:
+        if self.status != OrderStatus.PLACED:
+            raise InvariantViolationError(f"a {self.status} order cannot be confirmed")
+        self.status = OrderStatus.CONFIRMED
+        self.record_event(OrderConfirmed(order_id=self.id, customer_id=self.customer_id))
+
     def cancel(self) -> None:
         if self.status == OrderStatus.SHIPPED:
             raise InvariantViolationError("a shipped order cannot be cancelled")
         if self.status == OrderStatus.CANCELLED:
             raise InvariantViolationError("the order is already cancelled")
-        self.status = OrderStatus.CANCELLED
+        previous, self.status = self.status, OrderStatus.CANCELLED
         self.record_event(
-            OrderCancelled(order_id=self.id, customer_id=self.customer_id, total=self.total)
+            OrderCancelled(
+                order_id=self.id,
+                customer_id=self.customer_id,
+                total=self.total,
+                previous_status=str(previous),
+            )
         )
 
     def ship(self) -> None:
@@ -141,8 +193,12 @@ class Order(Aggregate):
             raise InvariantViolationError("a cancelled order cannot be shipped")
         if self.status == OrderStatus.SHIPPED:
             raise InvariantViolationError("the order is already shipped")
-        self.status = OrderStatus.SHIPPED
-        self.record_event(OrderShipped(order_id=self.id, customer_id=self.customer_id))
+        previous, self.status = self.status, OrderStatus.SHIPPED
+        self.record_event(
+            OrderShipped(
+                order_id=self.id, customer_id=self.customer_id, previous_status=str(previous)
+            )
+        )
 
     # -- lines ----------------------------------------------------------------------
 
@@ -202,6 +258,119 @@ def _line_data(line: OrderLine) -> OrderLineData:
     return OrderLineData(
         product_id=line.product_id, quantity=line.quantity, unit_price=line.unit_price
     )
+
+
+class PaymentStatus(models.TextChoices):
+    REQUESTED = "requested", "requested"  # the gateway has not answered (yet)
+    APPROVED = "approved", "approved"
+    DECLINED = "declined", "declined"
+    REFUNDED = "refunded", "refunded"  # approved, then given back
+    VOIDED = "voided", "voided"  # withdrawn before the gateway answered
+
+
+class Payment(Aggregate):
+    """A payment asked of the fake gateway for an order (by its checkout)."""
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    order_id = models.UUIDField(db_index=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    status = models.CharField(max_length=20, choices=PaymentStatus.choices)
+    requested_at = models.DateTimeField(auto_now_add=True)
+
+    currency = CURRENCY
+
+    def __str__(self) -> str:
+        return f"Payment {str(self.id)[:8]} ({self.status}, {self.amount})"
+
+    @classmethod
+    def request(cls, payment_id: uuid.UUID, order_id: uuid.UUID, amount: Decimal) -> Payment:
+        payment = cls(id=payment_id, order_id=order_id, amount=amount)
+        payment.status = PaymentStatus.REQUESTED
+        payment.record_event(
+            PaymentRequested(payment_id=payment_id, order_id=order_id, amount=amount)
+        )
+        return payment
+
+    def approve(self) -> None:
+        self._leave(PaymentStatus.REQUESTED, PaymentStatus.APPROVED)
+        self.record_event(PaymentApproved(**self._facts()))
+
+    def decline(self, reason: str) -> None:
+        self._leave(PaymentStatus.REQUESTED, PaymentStatus.DECLINED)
+        self.record_event(PaymentDeclined(**self._facts(), reason=reason))
+
+    def refund(self) -> None:
+        self._leave(PaymentStatus.APPROVED, PaymentStatus.REFUNDED)
+        self.record_event(PaymentRefunded(**self._facts()))
+
+    def void(self) -> None:
+        self._leave(PaymentStatus.REQUESTED, PaymentStatus.VOIDED)
+        self.record_event(PaymentVoided(**self._facts()))
+
+    def _leave(self, expected: str, new: str) -> None:
+        if self.status != expected:
+            raise InvariantViolationError(f"a {self.status} payment cannot become {new}")
+        self.status = new
+
+    def _facts(self) -> dict[str, object]:
+        return {"payment_id": self.id, "order_id": self.order_id, "amount": self.amount}
+
+    def check_amount_positive(self) -> None:
+        if self.amount <= 0:
+            raise InvariantViolationError("a payment's amount must be positive", field="amount")
+
+
+class GatewayMode(models.TextChoices):
+    """How the fake payment gateway answers a payment request."""
+
+    APPROVE = "approve", "approve"
+    DECLINE = "decline", "decline"
+    HOLD = "hold", "hold"  # never answers
+
+
+class PaymentGateway(Aggregate):
+    """The fake payment gateway's settings: one row, shared by every process of the demo."""
+
+    FAKE = "fake"
+
+    id = models.CharField(max_length=20, primary_key=True, default=FAKE, editable=False)
+    mode = models.CharField(max_length=20, choices=GatewayMode.choices, default="approve")
+
+    def __str__(self) -> str:
+        return f"Payment gateway ({self.mode})"
+
+    def set_mode(self, mode: str) -> None:
+        previous, self.mode = self.mode, mode
+        self.record_event(GatewayModeSet(mode=str(mode), previous_mode=str(previous)))
+
+
+class CheckoutState(models.TextChoices):
+    STARTED = "started", "started"
+    AWAITING_PAYMENT = "awaiting_payment", "awaiting payment"
+    COMPLETED = "completed", "completed"
+    COMPENSATED = "compensated", "compensated"
+    FAILED = "failed", "failed"
+
+
+class Checkout(SagaInstance):
+    """One order's checkout (``orders.CheckoutSaga``); ``key`` is the order id."""
+
+    state = models.CharField(
+        max_length=40, choices=CheckoutState.choices, default=CheckoutState.STARTED, db_index=True
+    )
+    #: What the checkout asked the gateway for, and what it approved, so far.
+    amount_requested = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal(0))
+    amount_approved = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal(0))
+    #: Items added to the order while its checkout ran (each is reserved and paid for).
+    added_items = models.PositiveIntegerField(default=0)
+
+    currency = CURRENCY
+
+    class Meta:
+        ordering = ["-started_at", "key"]
+
+    def __str__(self) -> str:
+        return f"Checkout of order {self.key[:8]} ({self.state})"
 
 
 # -- read side ----------------------------------------------------------------------
@@ -279,6 +448,8 @@ class ProductView(ReadModel):
     id = models.UUIDField(primary_key=True)
     name = models.CharField(max_length=200, db_index=True)
     price = models.DecimalField(max_digits=12, decimal_places=2)
+    #: Units available: in stock and not reserved by a checkout.
+    stock = models.PositiveIntegerField(default=100)
     version = models.PositiveIntegerField()
     added_at = models.DateTimeField()
 

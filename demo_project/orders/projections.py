@@ -9,9 +9,12 @@ from .events import (
     CustomerRegistered,
     ItemAdded,
     OrderCancelled,
+    OrderConfirmed,
     OrderPlaced,
     OrderShipped,
     ProductAdded,
+    StockReleased,
+    StockReserved,
 )
 from .models import CustomerSummary, CustomerView, OrderCount, OrderView, ProductView
 
@@ -48,10 +51,20 @@ class ProductViewProjection(Projection):
                 id=event.product_id,
                 name=event.name,
                 price=event.price,
+                stock=event.stock,
                 version=envelope.aggregate_version,
                 added_at=envelope.recorded_at,
             )
         )
+
+    @handles(StockReserved, StockReleased)
+    def stock_changed(self, event: StockReserved | StockReleased, envelope: EventEnvelope) -> None:
+        view = self.get(ProductView, event.product_id)
+        if view is None:
+            raise LookupError(f"ProductView {event.product_id} missing at {envelope.position}")
+        view.stock = event.stock
+        view.version = envelope.aggregate_version
+        self.put(view)
 
 
 class OrderViewProjection(Projection):
@@ -78,6 +91,10 @@ class OrderViewProjection(Projection):
     @handles(ItemAdded)
     def item_added(self, event: ItemAdded, envelope: EventEnvelope) -> None:
         self._update(event.order_id, envelope, item_count=event.item_count, total=event.total)
+
+    @handles(OrderConfirmed)
+    def confirmed(self, event: OrderConfirmed, envelope: EventEnvelope) -> None:
+        self._update(event.order_id, envelope, status="confirmed")
 
     @handles(OrderCancelled)
     def cancelled(self, event: OrderCancelled, envelope: EventEnvelope) -> None:
@@ -107,14 +124,19 @@ class OrderCountProjection(Projection):
     def placed(self, event: OrderPlaced, envelope: EventEnvelope) -> None:
         self._add(event.customer_id, "placed", 1)
 
+    @handles(OrderConfirmed)
+    def confirmed(self, event: OrderConfirmed, envelope: EventEnvelope) -> None:
+        self._add(event.customer_id, "placed", -1)  # only placed orders are confirmed
+        self._add(event.customer_id, "confirmed", 1)
+
     @handles(OrderCancelled)
     def cancelled(self, event: OrderCancelled, envelope: EventEnvelope) -> None:
-        self._add(event.customer_id, "placed", -1)  # only placed orders can be cancelled
+        self._add(event.customer_id, event.previous_status, -1)  # placed or confirmed
         self._add(event.customer_id, "cancelled", 1)
 
     @handles(OrderShipped)
     def shipped(self, event: OrderShipped, envelope: EventEnvelope) -> None:
-        self._add(event.customer_id, "placed", -1)  # only placed orders can be shipped
+        self._add(event.customer_id, event.previous_status, -1)  # placed or confirmed
         self._add(event.customer_id, "shipped", 1)
 
     def _add(self, customer_id: object, status: str, change: int) -> None:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from django_cqrs import Query
 
-from .models import CustomerSummary, CustomerView, OrderStatus, OrderView, ProductView
+from .models import Checkout, CustomerSummary, CustomerView, OrderStatus, OrderView, ProductView
 
 T = TypeVar("T")
 
@@ -67,8 +67,19 @@ class ListCustomers(Query[Page[CustomerView]]):
 
 
 @dataclass(frozen=True)
+class GetCheckout(Query[Checkout]):
+    """The checkout of an order: its state and the steps it ran, in order.
+
+    Placing an order starts it: stock reserved, payment requested, order confirmed; a
+    refused step, a declined payment or no answer in time compensates what ran.
+    """
+
+    order_id: UUID = field(metadata={"help_text": "The order."})
+
+
+@dataclass(frozen=True)
 class GetProduct(Query[ProductView]):
-    """One product of the catalogue, with its price."""
+    """One product of the catalogue, with its price and the units available."""
 
     product_id: UUID
 

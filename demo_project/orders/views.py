@@ -10,6 +10,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
+from .sagas import payment_timeout
+
 #: (title, URL name, what it is), in the order the page lists them.
 LINKS = [
     ("API", "api-root", "GET lists every route: resources, commands and queries (JSON)."),
@@ -24,4 +26,5 @@ LINKS = [
 def home(request: HttpRequest) -> HttpResponse:
     links = [{"title": title, "url": reverse(name), "about": about} for title, name, about in LINKS]
     api = request.build_absolute_uri(reverse("api-root"))
-    return render(request, "orders/home.html", {"links": links, "api": api})
+    context = {"links": links, "api": api, "payment_timeout": f"{payment_timeout():g}"}
+    return render(request, "orders/home.html", context)

@@ -197,9 +197,30 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     if response is None:
         return None
     request = context.get("request")
-    response.data = problem_details(exc, response.status_code, response.data, request)
+    body = problem_details(exc, response.status_code, response.data, request)
+    response.data = encodable(body)
     response.content_type = PROBLEM_CONTENT_TYPE
     return response
+
+
+def encodable(data: Any) -> Any:
+    """``data`` with every string UTF-8 can encode: a lone surrogate becomes ``\\ud800``.
+
+    Error messages may quote what the client sent (DRF's ``'"\\ud800" is not a valid
+    choice.'``), and a lone surrogate, valid in JSON text, cannot be encoded as UTF-8:
+    the answer would be a 500.
+    """
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            return data.encode("utf-8", "backslashreplace").decode("utf-8")
+        return data
+    if isinstance(data, dict):
+        return {encodable(key): encodable(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [encodable(value) for value in data]
+    return data
 
 
 def problem_details(exc: Exception, status_code: int, data: Any, request: Any) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""Seed the demo through the command bus: customers, products and orders."""
+"""Seed the demo through the command bus: customers, products (100 units each) and orders.
+
+Each order's checkout (orders/sagas.py) runs later, in the django-q2 cluster: the
+catch-up tasks the commands queued wait in the database until it starts.
+"""
 
 from __future__ import annotations
 
@@ -124,7 +128,8 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Seeded {len(customers)} customers, {len(products)} products and {placed} "
-                f"orders through the command bus ({rejected} rejected by the credit limit)."
+                f"orders through the command bus ({rejected} rejected by the credit limit); "
+                "the django-q2 cluster runs their checkouts."
             )
         )
 
