@@ -21,6 +21,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from demo_project.orders.models import Checkout
 from django_cqrs import command_bus
 from django_cqrs.admin import SagaDeadlineAdmin, SagaInstanceAdmin, autoregister_sagas
 from django_cqrs.models import ParkedEvent, SagaDeadline
@@ -175,12 +176,14 @@ def test_autoregistration_keeps_an_explicit_admin() -> None:
         pass
 
     site = admin.AdminSite(name="sagas")
+    site.register(Checkout, MyAdmin)  # an app's admin.py registered its own
     assert autoregister_sagas(site) == [TransferRun]
+    assert type(site.get_model_admin(Checkout)) is MyAdmin
     assert autoregister_sagas(site) == []
 
     other = admin.AdminSite(name="other")
     other.register(TransferRun, MyAdmin)
-    assert autoregister_sagas(other) == []
+    assert autoregister_sagas(other) == [Checkout]
     assert type(other.get_model_admin(TransferRun)) is MyAdmin
 
 
