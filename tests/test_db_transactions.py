@@ -199,7 +199,7 @@ def test_lock_rows_locks_where_the_database_can_and_returns_the_same_rows() -> N
 
     sql = captured.captured_queries[-1]["sql"]
     if connection.vendor == "postgresql":
-        assert sql.endswith("FOR UPDATE")
+        assert sql.endswith("FOR NO KEY UPDATE")
     else:
         assert "FOR UPDATE" not in sql  # SQLite has no row locks: its write lock is enough
 
@@ -218,3 +218,33 @@ def test_a_locked_row_makes_a_second_connection_wait_until_commit() -> None:
         assert in_second_connection(lambda: Account.objects.get(pk=account.pk))[0] == "ok"
 
     assert in_second_connection(lock_it)[0] == "ok"
+
+
+@pytest.mark.postgres
+def test_a_locked_row_lets_a_row_that_points_at_it_be_inserted() -> None:
+    """An order line for a product whose row a checkout holds does not wait, nor the
+    other way round: ``FOR NO KEY UPDATE``, not ``FOR UPDATE``, which conflicts with
+    the ``KEY SHARE`` lock the foreign key check takes. Placing orders deadlocked with
+    the checkout's stock reservations (bench/sagas.py) before."""
+    from demo_project.orders.commands import (
+        AddProduct,
+        OrderItem,
+        PlaceOrder,
+        RegisterCustomer,
+    )
+    from demo_project.orders.models import OrderLine, Product
+
+    customer = command_bus.dispatch(RegisterCustomer(name="Ada", credit_limit=Decimal(99))).value
+    product = command_bus.dispatch(AddProduct(name="Lamp", price=Decimal(1))).value
+    items = [OrderItem(product_id=product, quantity=1)]
+    order = command_bus.dispatch(PlaceOrder(customer_id=customer, items=items)).value
+
+    def lock_product() -> None:
+        lock_rows(Product.objects.filter(pk=product)).get()
+
+    with transaction.atomic():  # a line being added: KEY SHARE on the product's row
+        OrderLine.objects.create(
+            order_id=order, product_id=product, quantity=1, unit_price=Decimal(1)
+        )
+        connection.check_constraints()  # the deferred check, as at commit: KEY SHARE now
+        assert in_second_connection(lock_product)[0] == "ok"

@@ -87,12 +87,21 @@ def pending_on_commit(alias: str) -> set[int]:
 
 
 def lock_rows(queryset: Q) -> Q:
-    """``queryset.select_for_update()`` where the database has it.
+    """Lock the rows against other lockers and writers until the transaction ends.
 
-    SQLite has none and needs none: a transaction that writes holds the database's one
-    write lock until it ends.
+    PostgreSQL: ``SELECT ... FOR NO KEY UPDATE``, the lock an ``UPDATE`` that keeps the
+    key takes itself. It excludes other lockers and writers of the rows, but not the
+    ``KEY SHARE`` lock that the check of a foreign key to them takes (at commit, Django's
+    constraints being deferred): with ``FOR UPDATE``, a checkout reserving stock (its
+    products locked) and an order being placed (its lines point at those products)
+    deadlocked. SQLite has no row
+    locks and needs none: a transaction that writes holds the database's one write lock
+    until it ends.
     """
-    if connections[queryset.db].features.has_select_for_update:
+    features = connections[queryset.db].features
+    if features.has_select_for_no_key_update:
+        return queryset.select_for_update(no_key=True)
+    if features.has_select_for_update:
         return queryset.select_for_update()
     return queryset
 

@@ -205,6 +205,10 @@ class Saga(Projection):
     on_failure = "skip"
     #: Never rebuilt: replaying would send the commands again.
     rebuildable = False
+    #: Events per catch-up batch. A saga's batch runs commands and holds the rows they
+    #: lock (stock, counters) until it commits: small batches keep those waits short
+    #: for the commands users send meanwhile.
+    batch_size = 20
     #: The SagaInstance subclass holding the instances.
     instance_model: ClassVar[type[SagaInstance]]
     #: Event class -> how it reaches an instance.
