@@ -1,10 +1,13 @@
-"""Settings for the real ``qcluster`` processes started by ``tests/test_async_workers.py``.
+"""Settings for the real ``qcluster`` processes of ``tests/test_async_workers.py`` and
+``tests/test_sagas_workers.py``.
 
 The test passes the name of its (PostgreSQL) test database in ``CQRS_QCLUSTER_DB_NAME``
 so that the cluster sees the data of the transactional test, and a cluster name of its
 own in ``CQRS_QCLUSTER_NAME``. With ``CQRS_TEST_REDIS_URL`` set, tasks go through Redis.
 ``CQRS_QCLUSTER_TIMEOUT``, ``CQRS_QCLUSTER_RETRY`` and ``CQRS_QCLUSTER_BATCH_SIZE`` change
-the task timeout, the broker's retry and the catch-up batch size.
+the task timeout, the broker's retry and the catch-up batch size; ``CQRS_QCLUSTER_MODULES``
+the modules autodiscovered (comma-separated; the saga tests run ``sagas`` and no async
+projection).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ else:
     Q_CLUSTER["orm"] = "default"
 
 DJANGO_CQRS = {
-    "AUTODISCOVER_MODULES": ["handlers", "projections", "async_projections"],
+    "AUTODISCOVER_MODULES": os.environ.get(
+        "CQRS_QCLUSTER_MODULES", "handlers,projections,async_projections"
+    ).split(","),
     "CATCHUP_BATCH_SIZE": int(os.environ.get("CQRS_QCLUSTER_BATCH_SIZE", "1000")),
 }

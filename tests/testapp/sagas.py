@@ -4,10 +4,17 @@ withdraw from the source (compensated by a deposit back) -> deposit to the targe
 (compensated by a withdrawal) -> take the fee from the target -> wait for the transfer's
 confirmation, at most ``CONFIRM_SECONDS`` -> completed. A refused step or the deadline
 compensates what succeeded, newest first.
+
+The qcluster tests (``tests/test_sagas_workers.py``) set two knobs through the
+environment of the cluster: ``CQRS_TEST_CONFIRM_SECONDS`` (a window longer than the test,
+so no deadline fires while it runs) and ``CQRS_TEST_SAGA_STEP_DELAY`` (seconds between
+the withdrawal and the deposit: a kill lands between the steps, whatever the machine).
 """
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 from django_cqrs.events import EventEnvelope
@@ -17,7 +24,9 @@ from .commands import Deposit, Withdraw
 from .events import TransferConfirmed, TransferRequested
 from .models import TransferRun
 
-CONFIRM_SECONDS = 30
+CONFIRM_SECONDS = int(os.environ.get("CQRS_TEST_CONFIRM_SECONDS", "30"))
+#: Seconds the handler waits between the withdrawal and the deposit.
+STEP_DELAY = float(os.environ.get("CQRS_TEST_SAGA_STEP_DELAY", "0"))
 #: Source account ids whose transfer the handler cannot process (a poison event).
 POISON_SOURCES: set[int] = set()
 
@@ -35,6 +44,8 @@ class TransferSaga(Saga):
             step="withdraw",
             compensation=Deposit(account_id=event.source_id, amount=event.amount),
         )
+        if STEP_DELAY:
+            time.sleep(STEP_DELAY)
         self.dispatch(
             Deposit(account_id=event.target_id, amount=event.amount),
             step="deposit",
