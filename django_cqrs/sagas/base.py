@@ -313,7 +313,7 @@ class Saga(Projection):
 
     def hold(self, instance: SagaInstance, envelope: EventEnvelope) -> None:
         """Keep an event of a parked instance for its retry: parked too, in order."""
-        ParkedEvent.objects.get_or_create(
+        ParkedEvent.objects.using(cqrs_settings.DATABASE).get_or_create(
             projection=self.name,
             position=envelope.position,
             defaults={
