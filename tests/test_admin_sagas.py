@@ -577,3 +577,21 @@ def test_the_saga_page_links_its_instances_and_refuses_projection_wide_fixes(
     ]
     assert ParkedEvent.objects.get(position=transfers["held_at"]).resolution == "parked"
     assert not LogEntry.objects.exists()
+
+
+def test_a_saga_offers_no_rebuild_and_refuses_one(
+    admin_client: Any, transfers: dict[str, Any]
+) -> None:
+    from django_cqrs.models import StoredEvent
+
+    dashboard = admin_client.get(url("django_cqrs_projectionstate_changelist")).content.decode()
+    detail = admin_client.get(url("django_cqrs_projectionstate_change", SAGA)).content.decode()
+    rebuild_of = url("django_cqrs_projectionstate_rebuild", SAGA)
+    assert rebuild_of not in dashboard
+    assert rebuild_of not in detail
+    assert url("django_cqrs_projectionstate_rebuild", "testapp.AccountViewProjection") in dashboard
+
+    events = StoredEvent.objects.count()
+    response = admin_client.post(rebuild_of, {"cqrs-confirm": "yes"}, follow=True)
+    assert response.status_code in (200, 403, 404)
+    assert StoredEvent.objects.count() == events  # nothing replayed, no command sent

@@ -30,9 +30,10 @@ from demo_project.orders.commands import (
     OrderItem,
     PlaceOrder,
     RegisterCustomer,
+    SetGatewayMode,
     ShipOrder,
 )
-from demo_project.orders.models import CustomerSummary, OrderView
+from demo_project.orders.models import CustomerSummary, GatewayMode, OrderView
 from demo_project.orders.projections import CustomerSummaryProjection
 from django_cqrs import command_bus, projections
 from django_cqrs.models import ProjectionState, SagaDeadline
@@ -375,6 +376,8 @@ def test_every_admin_list_fits_a_1280_px_screen(
     console: Console, shop: dict[str, Any], saga_rows: None
 ) -> None:
     catch_up(SUMMARY)  # the summaries too have rows to show
+    catch_up("orders.CheckoutSaga")  # and the checkouts, their payments
+    command_bus.dispatch(SetGatewayMode(mode=GatewayMode.APPROVE))  # the gateway's row
     console.browser.set_window_size(WIDE_SCREEN, 900)
     console.log_in()
     assert console.browser.execute_script("return window.innerWidth") == WIDE_SCREEN

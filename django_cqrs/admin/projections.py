@@ -183,7 +183,10 @@ ACTIONS: dict[str, ProjectionAction] = {
             lambda row: row.parked > 0,
             per_event=True,
         ),
-        ProjectionAction("rebuild", "Rebuild", REBUILD, _rebuild, lambda row: True, confirm=True),
+        # A saga is never rebuilt: replaying it would send its commands again.
+        ProjectionAction(
+            "rebuild", "Rebuild", REBUILD, _rebuild, lambda row: row.saga is None, confirm=True
+        ),
     )
 }
 
