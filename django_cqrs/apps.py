@@ -60,6 +60,9 @@ class DjangoCQRSConfig(AppConfig):
         connection_created.connect(apply_lock_timeout, dispatch_uid="django_cqrs.lock_timeout")
         if apps.is_installed("django_q"):
             post_migrate.connect(ensure_schedule, sender=self, dispatch_uid="django_cqrs.schedule")
+        from .sagas.base import start_new_sagas
+
+        post_migrate.connect(start_new_sagas, sender=self, dispatch_uid="django_cqrs.sagas.start")
         if apps.is_installed("django.contrib.admin"):
             from . import admin as cqrs_admin
 

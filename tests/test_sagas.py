@@ -18,11 +18,12 @@ import pytest
 from django.utils import timezone
 
 from django_cqrs import command_bus
-from django_cqrs.exceptions import ProjectionError
+from django_cqrs.exceptions import ConfigurationError, ProjectionError
 from django_cqrs.models import ParkedEvent, ProjectionState, SagaDeadline, StoredEvent
 from django_cqrs.projections.catchup import catch_up
 from django_cqrs.projections.rebuild import rebuild
 from django_cqrs.sagas import fire_due, retry_instance, skip_instance
+from django_cqrs.sagas.base import all_sagas
 from tests.testapp import sagas
 from tests.testapp.commands import ConfirmTransfer, Deposit, OpenAccount, RequestTransfer
 from tests.testapp.models import Account, TransferRun
@@ -375,3 +376,39 @@ def test_cqrs_retry_and_cqrs_skip_resolve_parked_instances(settings: Any, poison
     assert (run(second).parked, balance(carol)) == (False, Decimal("100"))
     with pytest.raises(CommandError, match="has no parked instance"):
         call_command("cqrs_retry", SAGA, "--instance", str(first), stdout=StringIO())
+
+
+def test_a_saga_met_at_migrate_starts_at_the_head_not_at_history() -> None:
+    """Adding a saga to a running system must not act on every past event."""
+    from django_cqrs.sagas.base import start_new_sagas
+
+    alice, bob = account("alice", "100"), account("bob")
+    old, _ = transfer(alice, bob, "30")  # before the saga was deployed
+    ProjectionState.objects.filter(name=SAGA).delete()
+
+    assert SAGA in start_new_sagas(using="default")  # what `migrate` runs
+    assert start_new_sagas(using="default") == []  # once
+
+    new, _ = transfer(alice, bob, "20")
+    catch_up(SAGA)
+    assert not TransferRun.objects.filter(key=str(old)).exists()
+    assert run(new).state == "awaiting_confirmation"
+    assert balance(alice) == Decimal("80")
+
+    class FromTheStart(TransferSaga):
+        name = "tests.FromTheStart"
+        start_from = "beginning"
+
+    from django_cqrs.projections import unregister
+
+    try:
+        assert "tests.FromTheStart" not in start_new_sagas(using="default")
+    finally:
+        unregister(FromTheStart)
+    with pytest.raises(ConfigurationError, match="start_from must be"):
+
+        class Nowhere(TransferSaga):
+            name = "tests.Nowhere"
+            start_from = "yesterday"
+
+    assert all(cls.name != "tests.Nowhere" for cls in all_sagas())

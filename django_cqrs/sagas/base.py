@@ -64,8 +64,8 @@ from ..exceptions import (
     LockTimeoutError,
     TransactionConflictError,
 )
-from ..models import ParkedEvent
-from ..projections.base import Projection, get_projection
+from ..models import ParkedEvent, ProjectionState
+from ..projections.base import Projection, all_projections, get_projection
 from ..projections.checkpoints import ensure_state, lock_state
 from ..projections.registry import ASYNC
 from ..serialization import from_json_dict
@@ -205,6 +205,10 @@ class Saga(Projection):
     on_failure = "skip"
     #: Never rebuilt: replaying would send the commands again.
     rebuildable = False
+    #: Where a saga met for the first time starts: "now" (the log's head when the
+    #: database is migrated with it: a saga added to a running system acts on what
+    #: happens from then on, not on years of history) or "beginning".
+    start_from: ClassVar[str] = "now"
     #: Events per catch-up batch. A saga's batch runs commands and holds the rows they
     #: lock (stock, counters) until it commits: small batches keep those waits short
     #: for the commands users send meanwhile.
@@ -230,6 +234,11 @@ class Saga(Projection):
                     deadlines[deadline] = attr
         cls.routes = routes
         cls.deadline_handlers = deadlines
+        if cls.start_from not in ("now", "beginning"):  # before it is registered
+            raise ConfigurationError(
+                f"{cls.__qualname__}.start_from must be 'now' or 'beginning', "
+                f"not {cls.start_from!r}"
+            )
         super().__init_subclass__(**kwargs)
         if cls.abstract:
             return
@@ -509,3 +518,33 @@ def _resolve_instance(saga: str | type[Saga], key: str, *, retry: bool) -> int:
                 resolution=resolution.SKIPPED, resolved_at=now
             )
     return len(apply)
+
+
+def start_new_sagas(using: str | None = None, **kwargs: Any) -> list[str]:
+    """``post_migrate`` receiver: a saga with ``start_from = "now"`` and no state yet
+    starts at the log's head; return the names started.
+
+    Runs where ``migrate`` runs, which a saga needs anyway (its instance table). On a new
+    database the head is the log's start: nothing is passed over.
+    """
+    alias = cqrs_settings.DATABASE
+    if using is not None and using != alias:
+        return []
+    started = []
+    for cls in all_sagas():
+        if cls.start_from != "now":
+            continue
+        if ProjectionState.objects.using(alias).filter(name=cls.name).exists():
+            continue
+        head = store.last_point(using=alias)
+        ProjectionState.objects.using(alias).get_or_create(
+            name=cls.name,
+            defaults={"position": head.position, "transaction_id": head.transaction_id},
+        )
+        started.append(cls.name)
+    return started
+
+
+def all_sagas() -> list[type[Saga]]:
+    """Every registered saga class."""
+    return [cls for cls in all_projections() if isinstance(cls, type) and issubclass(cls, Saga)]
