@@ -34,7 +34,11 @@ from tests.test_projections_catchup import (
 )
 from tests.testapp.async_projections import AccountTotalsProjection
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.xdist_group("horizon"),  # long transactions: see test_projections_health
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 

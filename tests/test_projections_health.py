@@ -28,7 +28,10 @@ from tests.testapp.async_projections import AccountMovementCountProjection, Acco
 from tests.testapp.commands import Deposit, OpenAccount
 from tests.testapp.events import Deposited
 
-pytestmark = pytest.mark.django_db
+#: PostgreSQL's horizon is the whole cluster's: a long transaction in another test
+#: database holds these lags up. Under ``pytest -n 2 --dist loadgroup`` (.ci/run) the
+#: tests that hold long transactions run in this group, on the same worker, not beside.
+pytestmark = [pytest.mark.django_db, pytest.mark.xdist_group("horizon")]
 
 TOTALS = AccountTotalsProjection.name
 MOVEMENTS = AccountMovementCountProjection.name

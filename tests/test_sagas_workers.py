@@ -42,7 +42,11 @@ from tests.testapp.commands import ConfirmTransfer, Deposit, OpenAccount, Reques
 from tests.testapp.models import Account, TransferRun
 from tests.testapp.sagas import TransferSaga
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.xdist_group("horizon"),  # long transactions: see test_projections_health
+]
 
 # The real qcluster's fixtures, shared with tests/test_async_workers.py.
 cluster_env = test_async_workers.cluster_env
