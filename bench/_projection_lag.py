@@ -231,14 +231,19 @@ def dispatch_paced(
     args: argparse.Namespace, customers: list[uuid.UUID], products: list[uuid.UUID]
 ) -> dict[str, Any]:
     """PlaceOrder at ``--lag-rate``/s for ``--lag-seconds`` from ``--lag-threads`` threads."""
-    from django.db import connection
-
-    from demo_project.orders.commands import OrderItem, PlaceOrder
-    from django_cqrs import command_bus
-
     total = int(args.lag_rate * args.lag_seconds)
-    rng = random.Random(args.seed)
-    commands = [
+    commands = place_order_commands(total, customers, products, args.seed)
+    return dispatch_at_rate(commands, args.lag_rate, args.lag_threads)
+
+
+def place_order_commands(
+    total: int, customers: list[uuid.UUID], products: list[uuid.UUID], seed: int
+) -> list[Any]:
+    """``total`` PlaceOrder commands of 1-4 random products, 1-5 units each."""
+    from demo_project.orders.commands import OrderItem, PlaceOrder
+
+    rng = random.Random(seed)
+    return [
         PlaceOrder(
             customer_id=rng.choice(customers),
             items=[
@@ -248,8 +253,18 @@ def dispatch_paced(
         )
         for _ in range(total)
     ]
-    interval = 1.0 / args.lag_rate
-    threads = max(1, args.lag_threads)
+
+
+def dispatch_at_rate(commands: list[Any], rate: float, threads: int) -> dict[str, Any]:
+    """Dispatch ``commands`` through the bus at ``rate``/s on a common schedule from
+    ``threads`` threads; how fast, how late and how long each dispatch took."""
+    from django.db import connection
+
+    from django_cqrs import command_bus
+
+    total = len(commands)
+    interval = 1.0 / rate
+    threads = max(1, threads)
     late: list[list[float]] = [[] for _ in range(threads)]
     durations: list[list[float]] = [[] for _ in range(threads)]
     errors: list[BaseException] = []

@@ -29,19 +29,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import _common
-from _projection_lag import Cluster, lag_environment, percentile
+from _projection_lag import (
+    Cluster,
+    dispatch_at_rate,
+    lag_environment,
+    percentile,
+    place_order_commands,
+)
 
 SAGA = "orders.CheckoutSaga"
 TARGET_RATE = 100.0
@@ -98,49 +102,10 @@ def seed(args: argparse.Namespace, orders: int) -> tuple[list[uuid.UUID], list[u
 def place_orders(
     args: argparse.Namespace, customers: list[uuid.UUID], products: list[uuid.UUID]
 ) -> dict[str, Any]:
-    from django.db import connection
-
-    from demo_project.orders.commands import OrderItem, PlaceOrder
-    from django_cqrs import command_bus
-
     total = int(args.rate * args.seconds)
-    rng = random.Random(args.seed)
-    commands = [
-        PlaceOrder(
-            customer_id=rng.choice(customers),
-            items=[
-                OrderItem(product_id=p, quantity=rng.randint(1, 5))
-                for p in rng.sample(products, rng.randint(1, 4))
-            ],
-        )
-        for _ in range(total)
-    ]
-    interval = 1.0 / args.rate
-    threads = max(1, args.threads)
-    errors: list[BaseException] = []
-    start = time.perf_counter() + 0.05
-
-    def worker(k: int) -> None:
-        try:
-            for i in range(k, total, threads):
-                wait = start + i * interval - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-                command_bus.dispatch(commands[i])
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    pool = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    if errors:
-        raise errors[0]
-    elapsed = time.perf_counter() - start
-    return {"orders": total, "order_seconds": elapsed, "order_rate": total / elapsed}
+    commands = place_order_commands(total, customers, products, args.seed)
+    sent = dispatch_at_rate(commands, args.rate, args.threads)
+    return {"orders": total, "order_seconds": sent["seconds"], "order_rate": sent["rate"]}
 
 
 def wait_finished(orders: int, clusters: list[Cluster], timeout: float) -> None:

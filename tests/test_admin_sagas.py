@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from django.contrib import admin
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -26,6 +25,7 @@ from django_cqrs import command_bus
 from django_cqrs.admin import SagaDeadlineAdmin, SagaInstanceAdmin, autoregister_sagas
 from django_cqrs.models import ParkedEvent, SagaDeadline
 from django_cqrs.projections.catchup import catch_up
+from tests.test_admin import staff
 from tests.testapp import sagas
 from tests.testapp.commands import ConfirmTransfer, Deposit, OpenAccount, RequestTransfer
 from tests.testapp.models import Account, TransferRun
@@ -53,18 +53,6 @@ def change_url(run: TransferRun) -> str:
 
 def action_url(run: TransferRun, action: str) -> str:
     return url(f"testapp_transferrun_{action}", run.pk)
-
-
-def staff(django_user_model: Any, username: str, *perms: str) -> Client:
-    user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
-    for perm in perms:
-        app_label, codename = perm.split(".")
-        user.user_permissions.add(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        )
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture
