@@ -91,19 +91,23 @@ class UserFilter(InputFilter):
     json_key = "user"
 
 
-class EventTypeFilter(admin.SimpleListFilter):
+class ExactFilter(admin.SimpleListFilter):
+    """A choice list filter: the rows whose column ``parameter_name`` is the value chosen."""
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        value = self.value()
+        return queryset.filter(**{str(self.parameter_name): value}) if value else queryset
+
+
+class EventTypeFilter(ExactFilter):
     title = "event type"
     parameter_name = "event_type"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [(name, name) for name in sorted(registered_event_types())]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        value = self.value()
-        return queryset.filter(event_type=value) if value else queryset
 
-
-class AggregateTypeFilter(admin.SimpleListFilter):
+class AggregateTypeFilter(ExactFilter):
     title = "aggregate type"
     parameter_name = "aggregate_type"
 
@@ -112,7 +116,3 @@ class AggregateTypeFilter(admin.SimpleListFilter):
             model._meta.label for model in apps.get_models() if issubclass(model, Aggregate)
         )
         return [(label, label) for label in labels]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        value = self.value()
-        return queryset.filter(aggregate_type=value) if value else queryset

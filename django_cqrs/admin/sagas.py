@@ -39,7 +39,6 @@ from django.views.decorators.http import require_http_methods
 
 from ..exceptions import CQRSError
 from ..models import ParkedEvent, SagaDeadline
-from ..projections import all_projections
 from ..projections.status import overdue_cutoff
 from ..sagas.base import (
     COMPENSATED,
@@ -51,10 +50,12 @@ from ..sagas.base import (
     SUCCEEDED,
     Saga,
     SagaInstance,
+    all_sagas,
     retry_instance,
     skip_instance,
 )
 from .events import breakable, compact_time, shorten
+from .filters import ExactFilter
 from .mixins import ReadOnlyAdminMixin
 from .pagination import EstimatedCountPaginator
 from .projections import OPERATE
@@ -75,15 +76,9 @@ _BADGES = {
 _STEP_COLUMNS = ("step", "command", "outcome", "error", "at", "compensated")
 
 
-def _sagas() -> list[type[Saga]]:
-    """The registered sagas, by name."""
-    found = [cls for cls in all_projections() if isinstance(cls, type) and issubclass(cls, Saga)]
-    return sorted(found, key=lambda cls: cls.name)
-
-
 def saga_of(model: type[models.Model]) -> type[Saga] | None:
     """The registered saga whose instances ``model`` holds (None: no such saga)."""
-    return next((cls for cls in _sagas() if cls.instance_model is model), None)
+    return next((cls for cls in all_sagas() if cls.instance_model is model), None)
 
 
 def _when(value: dt.datetime) -> str:
@@ -563,33 +558,25 @@ class SagaDeadlineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return format_html('<pre class="cqrs-traceback">{}</pre>', obj.last_error)
 
 
-class SagaFilter(admin.SimpleListFilter):
+class SagaFilter(ExactFilter):
     """The deadlines of one saga; the choices are the registered sagas."""
 
     title = "saga"
     parameter_name = "saga"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(cls.name, cls.name) for cls in _sagas()]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        value = self.value()
-        return queryset.filter(saga=value) if value else queryset
+        return [(cls.name, cls.name) for cls in all_sagas()]
 
 
-class DeadlineNameFilter(admin.SimpleListFilter):
+class DeadlineNameFilter(ExactFilter):
     """The deadlines of one name; the choices are the sagas' ``@on_deadline`` names."""
 
     title = "name"
     parameter_name = "name"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        names = sorted({name for cls in _sagas() for name in cls.deadline_handlers})
+        names = sorted({name for cls in all_sagas() for name in cls.deadline_handlers})
         return [(name, name) for name in names]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        value = self.value()
-        return queryset.filter(name=value) if value else queryset
 
 
 class DeadlineStateFilter(admin.SimpleListFilter):
@@ -623,7 +610,7 @@ class DeadlineStateFilter(admin.SimpleListFilter):
 
 def _instance_url(site: admin.AdminSite, saga_name: str, key: str) -> str:
     """The admin page of the instance ``key`` of the saga ``saga_name`` ("" if none)."""
-    saga = next((cls for cls in _sagas() if cls.name == saga_name), None)
+    saga = next((cls for cls in all_sagas() if cls.name == saga_name), None)
     if saga is None:
         return ""
     opts = saga.instance_model._meta

@@ -546,5 +546,6 @@ def start_new_sagas(using: str | None = None, **kwargs: Any) -> list[str]:
 
 
 def all_sagas() -> list[type[Saga]]:
-    """Every registered saga class."""
-    return [cls for cls in all_projections() if isinstance(cls, type) and issubclass(cls, Saga)]
+    """Every registered saga class, by name."""
+    found = [cls for cls in all_projections() if isinstance(cls, type) and issubclass(cls, Saga)]
+    return sorted(found, key=lambda cls: cls.name)

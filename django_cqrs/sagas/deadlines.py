@@ -62,22 +62,9 @@ def cancel_all(saga: str, key: str) -> int:
     return _pending(saga, key).update(cancelled_at=timezone.now())
 
 
-def pending(saga: str, key: str) -> list[SagaDeadline]:
-    """The instance's deadlines that have neither fired nor been cancelled."""
-    return list(_pending(saga, key))
-
-
 def _pending(saga: str, key: str) -> Any:
     using = cqrs_settings.DATABASE
     return SagaDeadline.objects.using(using).filter(_PENDING, saga=saga, instance_key=key)
-
-
-def next_due(saga: str | None = None) -> dt.datetime | None:
-    """When the earliest pending deadline is due (None: none is pending)."""
-    rows = SagaDeadline.objects.using(cqrs_settings.DATABASE).filter(_PENDING)
-    if saga is not None:
-        rows = rows.filter(saga=saga)
-    return rows.order_by("due_at").values_list("due_at", flat=True).first()
 
 
 def fire_due(now: dt.datetime | None = None, *, saga: str | None = None, limit: int = 1000) -> int:
