@@ -30,6 +30,7 @@ from django_cqrs.projections.catchup import catch_up, retry
 from django_cqrs.projections.health import health_report
 from django_cqrs.projections.status import projection_status
 from django_cqrs.sagas import retry_instance, skip_instance
+from django_cqrs.sagas.base import all_sagas
 from tests.testapp import sagas
 from tests.testapp.commands import ConfirmTransfer, Deposit, OpenAccount, RequestTransfer
 from tests.testapp.models import TransferRun
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.django_db
 
 SAGA = TransferSaga.name
 #: Every saga of the installed apps (the demo's checkout too): a "saga" section each.
-SAGAS = {cls.name for cls in all_projections() if not cls.rebuildable}
+SAGAS = {cls.name for cls in all_sagas()}
 #: The JSON keys of every projection's entry, before sagas (they keep them).
 STATUS_KEYS = [
     *("name", "mode", "position", "head", "lag_events", "lag_seconds", "status"),
