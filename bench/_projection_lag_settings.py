@@ -47,3 +47,19 @@ Q_CLUSTER = {
     "log_level": "WARNING",  # not a line per enqueued and processed task
 }
 DJANGO_CQRS: dict[str, object] = {}
+
+#: Seconds a checkout waits for the payment (the demo's setting; bench/sagas.py sets it).
+DEMO_PAYMENT_TIMEOUT = float(os.environ.get("DEMO_PAYMENT_TIMEOUT", "30"))
+
+#: BENCH_LOG_LEVEL=INFO shows what the workers' catch-ups do (in the cluster's log).
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "django_cqrs": {
+            "handlers": ["console"],
+            "level": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        }
+    },
+}

@@ -128,6 +128,7 @@ class ProjectionApplyError(ProjectionError):
         event_type: str,
         transaction_id: int = 0,
         retryable: bool = True,
+        transient: bool = False,
     ):
         super().__init__(message)
         self.projection = projection
@@ -137,6 +138,10 @@ class ProjectionApplyError(ProjectionError):
         self.transaction_id = transaction_id
         #: False when trying again cannot succeed until the code changes.
         self.retryable = retryable
+        #: The database, not the event: a lock wait that timed out or a transaction the
+        #: database aborted (a deadlock with a concurrent one). Run again at once, it
+        #: usually succeeds; it says nothing about the event, so it is not counted.
+        self.transient = transient
 
 
 class RebuildSwitchError(ProjectionError):

@@ -39,6 +39,7 @@ from .events import Event, EventEnvelope
 from .models import ProjectionTrigger, SagaDeadline
 from .projections import ASYNC, all_projections
 from .projections.catchup import CatchUp, run_catch_up
+from .sagas.base import all_sagas
 from .sagas.deadlines import fire_due
 
 logger = logging.getLogger("django_cqrs")
@@ -46,6 +47,10 @@ logger = logging.getLogger("django_cqrs")
 CATCH_UP_TASK = "django_cqrs.tasks.catch_up_task"
 CATCH_UP_ALL_TASK = "django_cqrs.tasks.catch_up_all"
 FIRE_DEADLINES_TASK = "django_cqrs.tasks.fire_deadlines_task"
+#: Seconds a catch-up task waits for events an open transaction holds back (a saga's
+#: batch records events while it runs) before it leaves them to a scheduled retry, which
+#: django-q2's scheduler starts up to half a minute late.
+HELD_BACK_WAIT_SECONDS = 2.0
 SCHEDULE_NAME = "django_cqrs: catch up async projections"
 
 
@@ -83,7 +88,9 @@ def catch_up_task(name: str) -> int:
     runs into the cluster's ``timeout`` however long the backlog.
     """
     ProjectionTrigger.objects.using(cqrs_settings.DATABASE).filter(name=name).update(queued_at=None)
-    return follow_up(name, run_catch_up(name, deadline=_deadline()))
+    return follow_up(
+        name, run_catch_up(name, deadline=_deadline(), wait_held_back=HELD_BACK_WAIT_SECONDS)
+    )
 
 
 @task
@@ -123,9 +130,14 @@ def fire_deadlines_task() -> int:
         .filter(fired_at__isnull=True, cancelled_at__isnull=True, due_at__lte=timezone.now())
         .values_list("saga", flat=True)
     }
+    sagas = {cls.name: cls for cls in all_sagas()}
     for name in sorted(due):
-        if any(cls.name == name and cls.mode == ASYNC for cls in all_projections()):
-            follow_up(name, run_catch_up(name, deadline=_deadline()))
+        saga = sagas.get(name)
+        for part in saga.partition_classes if saga is not None and saga.mode == ASYNC else ():
+            outcome = run_catch_up(
+                part, deadline=_deadline(), wait_held_back=HELD_BACK_WAIT_SECONDS
+            )
+            follow_up(part.name, outcome)
     return fire_due()
 
 

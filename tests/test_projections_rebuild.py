@@ -28,7 +28,7 @@ from tests.testapp.events import AccountOpened, Deposited, Withdrawn
 from tests.testapp.models import Account, AccountLedger, AccountView
 
 #: Sagas: `migrate` started them at the head (their state rows exist in every test).
-SAGAS = [cls.name for cls in all_sagas()]
+SAGAS = [part.name for cls in all_sagas() for part in cls.partition_classes]
 
 VIEW = "testapp.AccountViewProjection"
 LEDGER = "testapp.AccountLedgerProjection"

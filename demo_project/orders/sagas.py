@@ -72,6 +72,8 @@ class CheckoutSaga(Saga):
     """An order's checkout (one ``Checkout`` row per order, keyed by its id)."""
 
     instance_model = Checkout
+    #: As many as the demo's qcluster has workers: both can run checkouts at once.
+    partitions = 2
 
     @starts(OrderPlaced, key="order_id")
     def placed(self, instance: Checkout, event: OrderPlaced, envelope: EventEnvelope) -> None:

@@ -223,13 +223,12 @@ class SagaInstanceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         saga = saga_of(type(obj))
         if saga is None:
             return "-"
+        name = saga.partition_for(obj.key).name  # the partition whose checkpoint it is on
         try:
-            url = reverse(
-                f"{self.admin_site.name}:django_cqrs_projectionstate_change", args=[saga.name]
-            )
+            url = reverse(f"{self.admin_site.name}:django_cqrs_projectionstate_change", args=[name])
         except NoReverseMatch:
-            return saga.name
-        return format_html('<a href="{}">{}</a>', url, breakable(saga.name))
+            return name
+        return format_html('<a href="{}">{}</a>', url, breakable(name))
 
     @admin.display(description="error")
     def error_text(self, obj: SagaInstance) -> str:
@@ -307,7 +306,7 @@ class SagaInstanceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             found = {
                 event.position: event
                 for event in ParkedEvent.objects.filter(
-                    projection=saga.name, position__in=positions
+                    projection=saga.partition_for(obj.key).name, position__in=positions
                 )
             }
         rows = []

@@ -69,6 +69,9 @@ class Projection:
     #: False for consumers whose handlers have effects beyond read models (sagas): a
     #: rebuild would repeat them, so it is refused.
     rebuildable: ClassVar[bool] = True
+    #: The classes that share this one's events between them, each on a checkpoint of its
+    #: own, this class first (a saga's partitions); empty: it runs alone.
+    partition_classes: ClassVar[tuple[type[Projection], ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -24,7 +24,12 @@ from django.db import DatabaseError, transaction
 
 from ..db.errors import is_lock_timeout, is_transaction_conflict
 from ..events import Event, EventEnvelope, event_class
-from ..exceptions import ProjectionApplyError, ProjectionError
+from ..exceptions import (
+    LockTimeoutError,
+    ProjectionApplyError,
+    ProjectionError,
+    TransactionConflictError,
+)
 from ..store import EventRow, decode_row
 from .base import Projection
 
@@ -70,7 +75,7 @@ def apply_rows(
         try:
             projection.apply(event, envelope)
         except Exception as exc:
-            raise _failure(projection, row, exc, retryable=True) from exc
+            raise _failure(projection, row, exc, retryable=True, transient=_transient(exc)) from exc
     return last
 
 
@@ -105,7 +110,10 @@ def apply_batch(
     return last
 
 
-def _transient(exc: Exception) -> bool:
+def _transient(exc: BaseException) -> bool:
+    """A lock wait that timed out or a transaction the database aborted: not the event's."""
+    if isinstance(exc, LockTimeoutError | TransactionConflictError):
+        return True  # what the command bus makes of them, in a command a handler sent
     return isinstance(exc, DatabaseError) and (is_lock_timeout(exc) or is_transaction_conflict(exc))
 
 
@@ -166,7 +174,12 @@ def _newer_than_code(row: EventRow) -> bool:
 
 
 def _failure(
-    projection: Projection, row: EventRow, exc: Exception, *, retryable: bool
+    projection: Projection,
+    row: EventRow,
+    exc: Exception,
+    *,
+    retryable: bool,
+    transient: bool = False,
 ) -> ProjectionApplyError:
     return ProjectionApplyError(
         f"{projection.name} failed on {row.event_type} at position {row.position}: "
@@ -176,4 +189,5 @@ def _failure(
         event_type=row.event_type,
         transaction_id=row.transaction_id,
         retryable=retryable,
+        transient=transient,
     )

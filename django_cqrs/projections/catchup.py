@@ -65,6 +65,12 @@ State = ProjectionState.State
 HELD_BACK = "held back"
 #: Seconds until the next catch-up when events are held back.
 HELD_BACK_RETRY_SECONDS = 1.0
+#: How often a catch-up that waits for held-back events looks again: first, at most.
+HELD_BACK_POLL_SECONDS = 0.005
+HELD_BACK_POLL_MAX_SECONDS = 0.1
+#: Batches run again at once, in a row, after a transient failure (a deadlock with a
+#: concurrent transaction, a lock wait past LOCK_TIMEOUT) before it counts as a failure.
+TRANSIENT_RETRIES = 5
 
 
 class _CheckpointMoved(Exception):
@@ -159,6 +165,7 @@ def run_catch_up(
     batch_size: int | None = None,
     max_batches: int = 0,
     deadline: float | None = None,
+    wait_held_back: float = 0.0,
 ) -> CatchUp:
     """Apply every event after the checkpoint, batch by batch; say what was read and retried.
 
@@ -167,14 +174,22 @@ def run_catch_up(
     ``time.monotonic()`` value, checked after each batch: one batch always runs) has
     passed: then the outcome says ``more`` and the caller goes on later
     (``django_cqrs.tasks`` queues a task).
+
+    Committed events held back by an older open transaction (a saga's batch, which
+    records events while it runs) are waited for here, polling, for up to
+    ``wait_held_back`` seconds (within ``deadline``): such a transaction usually ends in
+    milliseconds, and a retry queued for later would wait for the task queue's scheduler.
+    Past that wait, the outcome's ``retry_at`` asks for another catch-up soon.
     """
     cls = resolve(projection)
     if cls.mode != ASYNC:
         raise ProjectionError(f"{cls.name} is a sync projection; it needs no catch-up")
     ensure_state(cls.name)
-    total = batches = 0
+    total = batches = transient = 0
     retry_at = None
     ran = False
+    held_until = None  # when the wait for held-back events ends
+    pause = HELD_BACK_POLL_SECONDS
     while True:
         if ran and deadline is not None and time.monotonic() >= deadline:
             logger.info("%s: time budget spent after %s events; more to do", cls.name, total)
@@ -186,6 +201,13 @@ def run_catch_up(
             logger.warning("%s: checkpoint moved by another worker; batch rolled back", cls.name)
             continue
         except ProjectionApplyError as exc:
+            if exc.transient and transient < TRANSIENT_RETRIES:
+                # The database, not the event: the batch rolled back; run it again (the
+                # concurrent transaction it met has gone on), without counting a failure.
+                transient += 1
+                logger.info("%s: batch rolled back (%s); running it again", cls.name, exc)
+                continue
+            transient = 0
             retry_at = record_failure(cls, exc, batch_size=batch_size) or retry_at
             continue
         except DatabaseError as exc:
@@ -197,7 +219,19 @@ def run_catch_up(
             return CatchUp(total, retry_at)
         total += outcome.read
         batches += 1
-        if outcome.reason == HELD_BACK:
+        transient = 0
+        if outcome.reason == HELD_BACK and wait_held_back > 0:
+            now = time.monotonic()
+            held_until = held_until or now + wait_held_back
+            if deadline is not None:
+                held_until = min(held_until, deadline)
+            if now + pause < held_until:
+                time.sleep(pause)
+                pause = min(pause * 2, HELD_BACK_POLL_MAX_SECONDS)
+                continue
+        if outcome.reason != HELD_BACK:
+            held_until, pause = None, HELD_BACK_POLL_SECONDS
+        else:
             soon = timezone.now() + dt.timedelta(seconds=HELD_BACK_RETRY_SECONDS)
             retry_at = min(retry_at, soon) if retry_at else soon
         if outcome.done:
@@ -214,9 +248,14 @@ def catch_up(
     A failed event waiting for its retry is tried again by the next catch-up after its
     backoff (the periodic schedule runs one); :func:`run_catch_up` also says when that is
     due, and ``django_cqrs.tasks.follow_up(name, run_catch_up(name))`` schedules it with
-    django-q2, as the tasks, the admin and the management commands do.
+    django-q2, as the tasks, the admin and the management commands do. A projection whose
+    events are shared by partitions (a saga's) catches them all up, one after the other.
     """
-    return run_catch_up(projection, batch_size=batch_size, max_batches=max_batches).read
+    cls = resolve(projection)
+    parts = cls.partition_classes if cls.partition_classes[:1] == (cls,) else (cls,)
+    return sum(
+        run_catch_up(part, batch_size=batch_size, max_batches=max_batches).read for part in parts
+    )
 
 
 def backoff_delay(attempts: int) -> float:

@@ -146,7 +146,7 @@ def projection_status() -> list[ProjectionStatus]:
     )
     now = timezone.now()
     classes = sorted(all_projections(), key=lambda c: c.name)
-    sagas = saga_status([cls for cls in classes if issubclass(cls, Saga)], now)
+    sagas = saga_status([c for c in classes if issubclass(c, Saga) and c.saga_class is c], now)
     rows = []
     for cls in classes:
         state = states.get(cls.name)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import zlib
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -192,6 +193,16 @@ def _mark(
     return mark
 
 
+class _PartitionName:
+    """The name of a saga's partition ``index``: ``"<saga name>#<index>"``, on first access."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __get__(self, instance: Any, owner: type[Saga]) -> str:
+        return f"{owner.saga_class.name}#{self.index}"
+
+
 class StepFailed(Exception):
     """A dispatched command failed: the saga compensated; the handler stops here."""
 
@@ -213,6 +224,20 @@ class Saga(Projection):
     #: lock (stock, counters) until it commits: small batches keep those waits short
     #: for the commands users send meanwhile.
     batch_size = 20
+    #: Partitions of the instances, each caught up on its own checkpoint, so that as many
+    #: workers can run the saga at once. An instance belongs to one partition (a stable
+    #: hash of its key), so its events are still handled one at a time, in log order.
+    #: Partition 0 is the saga's class, with its name; the others are classes made for
+    #: it, named ``"<name>#1"`` and so on. Change the number only with the saga drained
+    #: (paused and caught up): keys would move between checkpoints.
+    partitions: ClassVar[int] = 1
+    #: The partition this class runs (0: the saga's own class).
+    partition: ClassVar[int] = 0
+    #: The saga this class runs a partition of (the class itself for partition 0): its
+    #: name is the one commands, deadlines and the admin know the saga by.
+    saga_class: ClassVar[type[Saga]]
+    #: Partition 0 (the saga's class), then the classes made for the others.
+    partition_classes: ClassVar[tuple[type[Saga], ...]] = ()
     #: The SagaInstance subclass holding the instances.
     instance_model: ClassVar[type[SagaInstance]]
     #: Event class -> how it reaches an instance.
@@ -239,14 +264,28 @@ class Saga(Projection):
                 f"{cls.__qualname__}.start_from must be 'now' or 'beginning', "
                 f"not {cls.start_from!r}"
             )
+        made_for = cls.__dict__.get("saga_class")  # a partition made below
+        if made_for is None:
+            cls.saga_class = cls
+            cls.partition = 0
+            _check_partitions(cls)
         super().__init_subclass__(**kwargs)
-        if cls.abstract:
+        if cls.abstract or made_for is not None:
             return
         model = getattr(cls, "instance_model", None)
         if not (isinstance(model, type) and issubclass(model, SagaInstance)):
             raise ConfigurationError(
                 f"{cls.__qualname__}.instance_model must be a SagaInstance subclass"
             )
+        cls.partition_classes = (cls, *(_make_partition(cls, i) for i in range(1, cls.partitions)))
+
+    @classmethod
+    def partition_for(cls, key: str) -> type[Saga]:
+        """The partition class that handles the instance ``key``."""
+        parts = cls.saga_class.partition_classes
+        if len(parts) == 1:
+            return parts[0]
+        return parts[zlib.crc32(key.encode()) % len(parts)]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -286,8 +325,8 @@ class Saga(Projection):
         if route is None:
             return
         key = route.key_of(event, envelope)
-        if key is None:
-            return
+        if key is None or self.partition_for(key) is not type(self):
+            return  # no instance, or another partition's
         instance = self.load(key)
         if instance is None:
             if not route.starts:
@@ -393,11 +432,12 @@ class Saga(Projection):
     def command_metadata(self, step: str, extra: dict[str, Any] | None) -> dict[str, Any]:
         """Correlation carried on, the instance as causation, the step's idempotency key."""
         instance = self.current()
+        saga = self.saga_class.name
         meta: dict[str, Any] = {
-            "causation_id": f"saga:{self.name}:{instance.key}",
-            "saga": self.name,
+            "causation_id": f"saga:{saga}:{instance.key}",
+            "saga": saga,
             "saga_step": step,
-            "idempotency_key": f"{self.name}:{instance.key}:{step}",
+            "idempotency_key": f"{saga}:{instance.key}:{step}",
         }
         if self.envelope is not None:
             meta["saga_event"] = self.envelope.position  # the event that moved the saga
@@ -416,7 +456,7 @@ class Saga(Projection):
         instance = self.current()
         instance.state = state
         instance.finished_at = timezone.now()
-        deadlines.cancel_all(self.name, instance.key)
+        deadlines.cancel_all(self.saga_class.name, instance.key)
 
     def fail(self, reason: str) -> None:
         """The workflow failed: compensate the steps that succeeded, newest first; stop."""
@@ -462,11 +502,41 @@ class Saga(Projection):
             at = timezone.now() + dt.timedelta(seconds=seconds)
         if name not in self.deadline_handlers:
             raise ConfigurationError(f"{self.name} has no @on_deadline({name!r}) handler")
-        deadlines.schedule(self.name, self.current().key, name, at)
+        deadlines.schedule(self.saga_class.name, self.current().key, name, at)
 
     def cancel_deadline(self, name: str) -> None:
         """Cancel the pending deadline ``name`` of this instance (if any)."""
-        deadlines.cancel(self.name, self.current().key, name)
+        deadlines.cancel(self.saga_class.name, self.current().key, name)
+
+
+def _check_partitions(cls: type[Saga]) -> None:
+    partitions = cls.partitions
+    if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
+        raise ConfigurationError(
+            f"{cls.__qualname__}.partitions must be a whole number >= 1, not {partitions!r}"
+        )
+    if partitions > 1 and cls.mode != ASYNC:
+        raise ConfigurationError(
+            f"{cls.__qualname__} runs in the command's transaction (mode {cls.mode!r}): "
+            "it has no workers to share it, so it takes no partitions"
+        )
+
+
+def _make_partition(saga: type[Saga], index: int) -> type[Saga]:
+    """The class running partition ``index`` of ``saga`` (registered as it is made)."""
+    made: type[Saga] = type(
+        f"{saga.__name__}#{index}",
+        (saga,),
+        {
+            "__module__": saga.__module__,
+            "__qualname__": f"{saga.__qualname__}#{index}",
+            "__doc__": f"Partition {index} of {saga.__qualname__}.",
+            "saga_class": saga,
+            "partition": index,
+            "name": _PartitionName(index),
+        },
+    )
+    return made
 
 
 def _command_type(name: str) -> type:
@@ -492,7 +562,8 @@ def skip_instance(saga: str | type[Saga], key: str) -> int:
 
 
 def _resolve_instance(saga: str | type[Saga], key: str, *, retry: bool) -> int:
-    cls: Any = get_projection(saga) if isinstance(saga, str) else saga
+    named: Any = get_projection(saga) if isinstance(saga, str) else saga
+    cls = named.partition_for(key)
     using = cqrs_settings.DATABASE
     ensure_state(cls.name)
     with transaction.atomic(using=using):
@@ -531,7 +602,7 @@ def start_new_sagas(using: str | None = None, **kwargs: Any) -> list[str]:
     if using is not None and using != alias:
         return []
     started = []
-    for cls in all_sagas():
+    for cls in (part for saga in all_sagas() for part in saga.partition_classes):
         if cls.start_from != "now":
             continue
         if ProjectionState.objects.using(alias).filter(name=cls.name).exists():
@@ -546,6 +617,10 @@ def start_new_sagas(using: str | None = None, **kwargs: Any) -> list[str]:
 
 
 def all_sagas() -> list[type[Saga]]:
-    """Every registered saga class, by name."""
-    found = [cls for cls in all_projections() if isinstance(cls, type) and issubclass(cls, Saga)]
+    """Every registered saga class, by name (not the classes made for other partitions)."""
+    found = [
+        cls
+        for cls in all_projections()
+        if isinstance(cls, type) and issubclass(cls, Saga) and cls.saga_class is cls
+    ]
     return sorted(found, key=lambda cls: cls.name)

@@ -6,10 +6,10 @@
 
 A deadline is a row (``SagaDeadline``), written in the transaction of the handler that
 set it, so it exists exactly when the step that set it committed. Firing one locks the
-saga's state row (as a catch-up batch does, so events and deadlines of an instance never
-run at the same time), then the deadline's row, and marks it fired in the transaction
-that runs its handler and whatever the handler dispatched: a deadline fires at most
-once, and if that transaction fails it stays due and fires on a later pass. Moving on
+state row of the instance's partition (as a catch-up batch does, so events and deadlines
+of an instance never run at the same time), then the deadline's row, and marks it fired
+in the transaction that runs its handler and whatever the handler dispatched: a deadline
+fires at most once, and if that transaction fails it stays due and fires on a later pass. Moving on
 cancels it: ``cancel_deadline()`` in a handler, and every pending deadline of an
 instance when it finishes. ``saga_deadline_scheduled`` tells the queue adapter when the
 next one is due (``django_cqrs.tasks`` queues a one-off django-q2 task for that time);
@@ -93,29 +93,29 @@ def fire_due(now: dt.datetime | None = None, *, saga: str | None = None, limit: 
 
 
 def _fire(pk: int, saga_name: str, now: dt.datetime, using: str) -> int:
-    cls = get_projection(saga_name)
+    pending = SagaDeadline.objects.using(using).filter(_PENDING, pk=pk, due_at__lte=now)
+    key = pending.values_list("instance_key", flat=True).first()
+    if key is None:
+        return 0  # fired or cancelled meanwhile
+    cls: Any = get_projection(saga_name).partition_for(key)  # type: ignore[attr-defined]
     ensure_state(cls.name)
     with transaction.atomic(using=using):
-        lock_state(cls.name, using)  # one at a time with the saga's catch-up batches
-        rows = SagaDeadline.objects.using(using).filter(_PENDING, pk=pk, due_at__lte=now)
-        key = rows.values_list("instance_key", flat=True).first()
-        if key is None:
-            return 0  # fired or cancelled meanwhile
+        lock_state(cls.name, using)  # one at a time with the partition's catch-up batches
         saga = cls()
         # The instance's row before the deadline's: the order a handler locks them in.
-        instance = saga.load(key)  # type: ignore[attr-defined]
-        deadline = lock_rows(rows).first()
+        instance = saga.load(key)
+        deadline = lock_rows(pending).first()
         if deadline is None:
-            return 0
+            return 0  # fired or cancelled meanwhile
         if instance is None or instance.finished:
             deadline.cancelled_at = now
             deadline.save(update_fields=["cancelled_at"])
             return 0
         if instance.parked:
             return 0
-        method = cls.deadline_handlers[deadline.name]  # type: ignore[attr-defined]
+        method = cls.deadline_handlers[deadline.name]
         deadline.fired_at = now
         deadline.attempts += 1
         deadline.save(update_fields=["fired_at", "attempts"])
-        saga.run(instance, None, lambda: getattr(saga, method)(instance))  # type: ignore[attr-defined]
+        saga.run(instance, None, lambda: getattr(saga, method)(instance))
     return 1
