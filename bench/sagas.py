@@ -67,6 +67,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=15.0, help="Seconds of orders (15).")
     parser.add_argument("--threads", type=int, default=4, help="Ordering threads (4).")
     parser.add_argument("--workers", type=int, default=2, help="qcluster workers (2).")
+    parser.add_argument(
+        "--partitions", type=int, default=2, help="The checkout saga's partitions (2)."
+    )
     parser.add_argument("--customers", type=int, default=100)
     parser.add_argument("--products", type=int, default=40)
     parser.add_argument("--direct", type=int, default=300, help="Direct dispatches (300).")
@@ -192,6 +195,7 @@ def main(argv: list[str]) -> None:
     args = parse(argv)
     # A backlog is what the bench measures, not a reason to time checkouts out.
     os.environ.setdefault("DEMO_PAYMENT_TIMEOUT", "600")
+    os.environ["DEMO_CHECKOUT_PARTITIONS"] = str(args.partitions)
     info = _common.machine_info()
     tmpdir = Path(tempfile.mkdtemp(prefix="cqrs_bench_sagas_"))
     clusters: list[Cluster] = []
@@ -210,7 +214,7 @@ def main(argv: list[str]) -> None:
             first_position = store.head()
             print(
                 f"{SAGA}: {orders:,} orders at {args.rate:.0f}/s from {args.threads} threads, "
-                f"1 qcluster x {args.workers} workers on Redis ...",
+                f"1 qcluster x {args.workers} workers on Redis, {args.partitions} partition(s) ...",
                 flush=True,
             )
             placed = place_orders(args, customers, products)
@@ -232,11 +236,12 @@ def main(argv: list[str]) -> None:
             print(f"logs kept in {tmpdir}")
     if survivors:
         raise SystemExit(f"qcluster processes survived SIGKILL of their group: {survivors}")
-    result.update(server=server, workers=args.workers, machine=info)
+    result.update(server=server, workers=args.workers, partitions=args.partitions, machine=info)
     rate_ok = result["checkouts_per_s"] >= TARGET_RATE
     latency_ok = result["step_p95_ms"] < TARGET_P95_MS
     print(
-        f"\n== Checkout saga on {server}, Redis broker, {args.workers} workers "
+        f"\n== Checkout saga in {args.partitions} partition(s) on {server}, Redis broker, "
+        f"{args.workers} workers, {args.products} products "
         f"({info['nproc']} x {info['cpu']}, Python {info['python']}, Django {info['django']}) ==\n"
         + _common.table(
             ["measure", "value", "target"],

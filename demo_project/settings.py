@@ -148,6 +148,9 @@ def _seconds(name: str, default: str) -> float:
 #: Seconds a checkout waits for the payment gateway's answer before it cancels the order
 #: (orders/sagas.py); the gateway's "hold" mode never answers.
 DEMO_PAYMENT_TIMEOUT = _seconds("DEMO_PAYMENT_TIMEOUT", "30")
+#: Partitions of the checkout saga (orders/sagas.py): as many workers can run checkouts at
+#: once. Change it only with the saga drained (docs/sagas.md, "Partitions").
+DEMO_CHECKOUT_PARTITIONS = 2
 
 LOGGING = {
     "version": 1,

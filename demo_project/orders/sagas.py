@@ -72,19 +72,19 @@ class CheckoutSaga(Saga):
     """An order's checkout (one ``Checkout`` row per order, keyed by its id)."""
 
     instance_model = Checkout
-    #: As many as the demo's qcluster has workers: both can run checkouts at once.
-    partitions = 2
+    #: ``settings.DEMO_CHECKOUT_PARTITIONS`` (default 2, the demo cluster's workers: both
+    #: can run checkouts at once).
+    partitions = int(getattr(settings, "DEMO_CHECKOUT_PARTITIONS", 2))
 
     @starts(OrderPlaced, key="order_id")
     def placed(self, instance: Checkout, event: OrderPlaced, envelope: EventEnvelope) -> None:
         if instance.steps:
             return  # delivered again: it started already
         # The order is the first step: a failure later cancels it, after the rest.
-        undo = CancelOrder(order_id=event.order_id)
         self.record(
             ORDER_STEP,
             command=PlaceOrder.message_name(),
-            compensation={"command": CancelOrder.message_name(), "data": undo.to_dict()},
+            compensation=CancelOrder(order_id=event.order_id),
         )
         order = self.order_now(event.order_id)
         if order["status"] == OrderStatus.CANCELLED:

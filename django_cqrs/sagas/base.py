@@ -400,26 +400,14 @@ class Saga(Projection):
         done = next((s for s in instance.steps if s.get("step") == step), None)
         if done is not None and done.get("outcome") == SUCCEEDED:
             return done.get("result")
-        record: dict[str, Any] = {
-            "step": step,
-            "command": type(command).message_name(),
-            "at": timezone.now().isoformat(),
-        }
-        if compensation is not None:
-            record["compensation"] = {
-                "command": type(compensation).message_name(),
-                "data": compensation.to_dict(),
-            }
-        try:
-            result = command_bus.dispatch(command, metadata=self.command_metadata(step, metadata))
-        except (LockTimeoutError, TransactionConflictError):
-            raise  # the database, not the domain: the event is retried
-        except CQRSError as exc:
+        record = _step(step, type(command).message_name(), compensation)
+        result, refusal = self.send(command, step, metadata)
+        if refusal is not None:
             instance.steps = [
                 *instance.steps,
-                {**record, "outcome": STEP_FAILED, "error": str(exc)},
+                {**record, "outcome": STEP_FAILED, "error": str(refusal)},
             ]
-            self.fail(f"{step}: {exc}")
+            self.fail(f"{step}: {refusal}")
         value = result.value
         record["outcome"] = SUCCEEDED
         if value is None or isinstance(value, str | int | float | bool):
@@ -428,6 +416,23 @@ class Saga(Projection):
             record["result"] = str(value)
         instance.steps = [*instance.steps, record]
         return record["result"]
+
+    def send(
+        self, command: Any, step: str, metadata: dict[str, Any] | None = None
+    ) -> tuple[Any, CQRSError | None]:
+        """Dispatch ``command`` for ``step``: ``(result, None)``, or ``(None, refusal)``.
+
+        A refusal is the domain's (any ``CQRSError``); lock timeouts and transaction
+        conflicts are the database's and are raised: the event is retried.
+        """
+        try:
+            return command_bus.dispatch(
+                command, metadata=self.command_metadata(step, metadata)
+            ), None
+        except (LockTimeoutError, TransactionConflictError):
+            raise
+        except CQRSError as exc:
+            return None, exc
 
     def command_metadata(self, step: str, extra: dict[str, Any] | None) -> dict[str, Any]:
         """Correlation carried on, the instance as causation, the step's idempotency key."""
@@ -445,10 +450,23 @@ class Saga(Projection):
                 meta["correlation_id"] = self.envelope.metadata["correlation_id"]
         return {**meta, **(extra or {})}
 
-    def record(self, step: str, outcome: str = SUCCEEDED, **details: Any) -> None:
-        """Record a step that dispatched nothing (``record("payment requested")``)."""
+    def record(
+        self,
+        step: str,
+        outcome: str = SUCCEEDED,
+        *,
+        compensation: Any = None,
+        **details: Any,
+    ) -> None:
+        """Record a step that dispatched nothing (``record("payment requested")``).
+
+        ``compensation`` (a command) undoes it if the workflow fails later, as for a
+        dispatched step: a step someone else took (the order the customer placed).
+        """
         instance = self.current()
         entry = {"step": step, "outcome": outcome, "at": timezone.now().isoformat(), **details}
+        if compensation is not None:
+            entry["compensation"] = _step(step, "", compensation)["compensation"]
         instance.steps = [*instance.steps, entry]
 
     def complete(self, state: str = COMPLETED) -> None:
@@ -477,18 +495,14 @@ class Saga(Projection):
             command_type = _command_type(compensation["command"])
             command = from_json_dict(command_type, compensation["data"])
             name = f"compensate {entry['step']}"
-            outcome = {"step": name, "command": compensation["command"], "at": timezone.now()}
-            try:
-                command_bus.dispatch(command, metadata=self.command_metadata(name, None))
-            except (LockTimeoutError, TransactionConflictError):
-                raise
-            except CQRSError as exc:
+            outcome = _step(name, compensation["command"])
+            _, refusal = self.send(command, name)
+            if refusal is not None:
                 failures += 1
-                outcome.update(outcome=COMPENSATION_FAILED, error=str(exc))
+                outcome.update(outcome=COMPENSATION_FAILED, error=str(refusal))
             else:
                 outcome.update(outcome=COMPENSATION_SUCCEEDED)
             entry["compensated"] = True
-            outcome["at"] = outcome["at"].isoformat()
             instance.steps = [*instance.steps, outcome]
         self.complete(FAILED if failures else COMPENSATED)
 
@@ -507,6 +521,17 @@ class Saga(Projection):
     def cancel_deadline(self, name: str) -> None:
         """Cancel the pending deadline ``name`` of this instance (if any)."""
         deadlines.cancel(self.saga_class.name, self.current().key, name)
+
+
+def _step(step: str, command: str, compensation: Any = None) -> dict[str, Any]:
+    """A step's entry in ``SagaInstance.steps`` before its outcome."""
+    entry: dict[str, Any] = {"step": step, "command": command, "at": timezone.now().isoformat()}
+    if compensation is not None:
+        entry["compensation"] = {
+            "command": type(compensation).message_name(),
+            "data": compensation.to_dict(),
+        }
+    return entry
 
 
 def _check_partitions(cls: type[Saga]) -> None:
