@@ -57,7 +57,41 @@ _LAZY = {
     **dict.fromkeys(_ERRORS, "django_cqrs.exceptions"),
 }
 
-__all__ = sorted(_LAZY)
+#: Spelled out (not computed from ``_LAZY``): mypy reads a literal ``__all__`` to know
+#: what this package re-exports (``mypy --strict`` refuses implicit re-exports).
+__all__ = [
+    "Aggregate",
+    "AggregateNotFoundError",
+    "AppendOnlyError",
+    "CQRSError",
+    "Command",
+    "CommandResult",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "DuplicateHandlerError",
+    "Event",
+    "EventEnvelope",
+    "HandlerNotFoundError",
+    "InvariantViolationError",
+    "LockTimeoutError",
+    "PreconditionFailedError",
+    "Projection",
+    "ProjectionApplyError",
+    "ProjectionError",
+    "Query",
+    "QueryWriteError",
+    "ReadModel",
+    "RebuildSwitchError",
+    "RebuildWriteError",
+    "SerializationError",
+    "TransactionConflictError",
+    "UnknownEventTypeError",
+    "command_bus",
+    "command_handler",
+    "handles",
+    "query_bus",
+    "query_handler",
+]
 
 if TYPE_CHECKING:
     from .aggregates import Aggregate

@@ -45,7 +45,8 @@ class DispatchContext:
 
     @property
     def message_type(self) -> str:
-        return type(self.message).message_name()
+        name: str = type(self.message).message_name()
+        return name
 
     def event_metadata(self) -> dict[str, Any]:
         """Metadata stored with every event recorded in this context."""

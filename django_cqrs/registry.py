@@ -7,12 +7,17 @@
         ...
 
 A second handler for the same type raises :class:`DuplicateHandlerError` at once; the
-conflict is also kept so that the system check ``django_cqrs.E004`` reports it.
+conflict is also kept so that the system check ``django_cqrs.E004`` reports it. A handler
+whose return annotation cannot be what its message declares (``Command[UUID]``, a handler
+annotated ``-> str``) is refused at registration, as mypy refuses it with the typed
+decorators of :mod:`django_cqrs.bus`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -52,6 +57,7 @@ class Registry:
         ensure_frozen_dataclass(message_type)
         if not callable(handler):
             raise ConfigurationError(f"{self.kind} handler {handler!r} is not callable")
+        _check_result_type(self.kind, message_type, handler)
         existing = self._handlers.get(message_type)
         if existing is not None and not _same_function(existing, handler):
             self.conflicts.append(Conflict(message_type, existing, handler))
@@ -98,3 +104,62 @@ def _same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
         and getattr(a, "__qualname__", None) == getattr(b, "__qualname__", object())
         and "<locals>" not in getattr(a, "__qualname__", "")
     )
+
+
+def declared_result(message_type: type) -> Any:
+    """The ``R`` of the ``Command[R]`` or ``Query[R]`` that ``message_type`` subclasses.
+
+    ``Any`` when it declares none (a bare ``Command``) or a type variable (a generic base).
+    """
+    for klass in message_type.__mro__:
+        for base in getattr(klass, "__orig_bases__", ()):
+            args = typing.get_args(base)
+            origin = typing.get_origin(base)
+            if args and isinstance(origin, type) and issubclass(origin, Message):
+                return Any if isinstance(args[0], TypeVar) else args[0]
+    return Any
+
+
+def _check_result_type(kind: str, message_type: type, handler: Callable[..., Any]) -> None:
+    """Refuse a handler annotated to return what its message's ``R`` cannot be.
+
+    Cheap and certain cases only: both sides plain classes (``None`` included) or
+    generic aliases of them (``list[UUID]``: their origins); anything else (``Any``, a
+    union, a type variable, an annotation that cannot be resolved) is left to mypy.
+    """
+    try:
+        returns = typing.get_type_hints(handler).get("return", Any)
+    except Exception:
+        return  # a forward reference that does not resolve here: mypy's to check
+    declared = declared_result(message_type)
+    wanted, got = _plain(declared), _plain(returns)
+    if wanted is None or got is None or issubclass(got, wanted):
+        return
+    if (got, wanted) in _PROMOTIONS:
+        return  # what the typing rules accept: an int where a float is declared
+    raise ConfigurationError(
+        f"{describe(handler)} returns {_name(returns)}, but {message_type.__name__} is a "
+        f"{kind.capitalize()}[{_name(declared)}]: its handler must return {_name(declared)}"
+    )
+
+
+#: (returned, declared) pairs the typing rules accept without a subclass relation.
+_PROMOTIONS = {(int, float), (int, complex), (float, complex)}
+
+
+def _plain(annotation: Any) -> type | None:
+    """The class an annotation names (``None``: ``NoneType``), or None when it is not one."""
+    if annotation is Any:
+        return None  # a class itself since Python 3.11, and no constraint
+    if annotation is None or annotation is type(None):
+        return type(None)
+    origin = typing.get_origin(annotation)
+    if origin is not None:
+        return origin if isinstance(origin, type) and origin is not types.UnionType else None
+    return annotation if isinstance(annotation, type) else None
+
+
+def _name(annotation: Any) -> str:
+    if annotation is None or annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", None) or repr(annotation)

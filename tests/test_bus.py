@@ -244,19 +244,21 @@ def test_a_nested_command_rolled_back_by_its_caller_is_not_in_the_result():
     bus = fresh_command_bus([TransactionMiddleware])
 
     @bus.handler(Deposit)
-    def deposit(command: Deposit) -> None:
+    def deposit(command: Deposit) -> Decimal:
         account = Account.objects.get(pk=command.account_id)
         account.deposit(command.amount)
         account.save()
+        return account.balance
 
     @bus.handler(OpenAndFund)
-    def handle(command: OpenAndFund) -> None:
+    def handle(command: OpenAndFund) -> int:
         try:
             with transaction.atomic():
                 bus.dispatch(Deposit(account_id=kept, amount=command.amount))
                 raise RuntimeError("changed my mind")
         except RuntimeError:
             pass
+        return kept
 
     result = bus.dispatch(OpenAndFund(owner="ann", amount=Decimal("1")))
 

@@ -44,3 +44,9 @@ def test_every_error_is_exported() -> None:
     }
 
     assert errors <= set(django_cqrs.__all__)
+
+
+def test_the_spelled_out_all_is_exactly_what_the_namespace_loads() -> None:
+    # mypy reads the literal list (what `mypy --strict` users may import from here);
+    # the namespace loads from _LAZY: the two must not drift apart.
+    assert django_cqrs.__all__ == sorted(django_cqrs._LAZY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from decimal import Decimal
 
 import pytest
 
@@ -143,7 +144,7 @@ def test_autodiscovered_handlers_are_registered_on_the_global_buses():
 def test_global_decorator_refuses_a_second_handler_at_import_time():
     conflicts_before = list(command_bus.registry.conflicts)
 
-    def deposit(command: Deposit) -> None: ...
+    def deposit(command: Deposit) -> Decimal: ...
 
     try:
         with pytest.raises(DuplicateHandlerError, match=r"tests\.testapp\.handlers\.deposit"):

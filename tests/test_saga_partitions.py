@@ -29,7 +29,7 @@ from django_cqrs.models import ParkedEvent, ProjectionState, SagaDeadline
 from django_cqrs.projections import ASYNC, Projection, handles
 from django_cqrs.projections.base import register, unregister
 from django_cqrs.projections.catchup import HELD_BACK, catch_up, run_batch, run_catch_up
-from django_cqrs.projections.status import projection_status
+from django_cqrs.projections.status import projection_status, wait_for_position
 from django_cqrs.sagas import Saga, fire_due, retry_instance
 from django_cqrs.sagas.base import all_sagas, start_new_sagas
 from tests.helpers import Holding
@@ -261,3 +261,16 @@ def test_a_workers_catch_up_waits_for_events_an_open_transaction_holds_back(
         assert outcome.read == 1
         assert outcome.retry_at is None  # no retry left to the scheduler
         assert Flaky.applied == [later.position]
+
+
+def test_read_your_writes_waits_for_every_partition_of_a_saga(split: type[Saga]) -> None:
+    alice, bob = account("alice", "100"), account("bob")
+    ids = transfers_in_every_partition(split, alice, bob)
+    position = command_bus.dispatch(ConfirmTransfer(transfer_id=ids[-1])).position
+    for part in split.partition_classes[:-1]:
+        run_catch_up(part)  # all but the last partition
+
+    assert not wait_for_position(split, position, timeout=0)  # CQRS-Min-Position: not yet
+    assert not wait_for_position(split.name, position, timeout=0)
+    run_catch_up(split.partition_classes[-1])
+    assert wait_for_position(split, position, timeout=0)

@@ -7,12 +7,13 @@ and the "events" link have them whole).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 
 from django_cqrs.admin import AggregateAdmin, ReadModelAdmin, ReadOnlyAdminMixin
 from django_cqrs.admin.events import compact_time
+from django_cqrs.admin.mixins import AnyModelAdmin
 
 from .models import (
     Checkout,
@@ -28,6 +29,11 @@ from .models import (
     Product,
     ProductView,
 )
+
+if TYPE_CHECKING:  # django-stubs makes the inlines generic; Django's class is not subscriptable
+    AnyTabularInline = admin.TabularInline[Any, Any]
+else:
+    AnyTabularInline = admin.TabularInline
 
 
 def short_id(value: Any) -> str:
@@ -103,7 +109,7 @@ class OrderViewAdmin(ReadModelAdmin):
         return view.item_count
 
 
-class OrderLineInline(admin.TabularInline):
+class OrderLineInline(AnyTabularInline):
     model = OrderLine
     extra = 0
     can_delete = False
@@ -166,7 +172,7 @@ class PaymentGatewayAdmin(AggregateAdmin):
 
 
 @admin.register(Checkout)
-class CheckoutAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class CheckoutAdmin(ReadOnlyAdminMixin, AnyModelAdmin):
     """The checkout saga's instances: one per order, with the steps it ran."""
 
     list_display = ["order", "state", "amount_requested", "amount_approved", "started"]

@@ -111,7 +111,8 @@ def page_in_range(view: Any, request: Request, page: Page[Any]) -> dict[str, Any
             f"Page {page.page} is past the end: {page.count} results make {pages} "
             f"page(s) of {page.page_size}."
         )
-    return view.page_data(request, view.route(), page)
+    data: dict[str, Any] = view.page_data(request, view.route(), page)
+    return data
 
 
 class Currency(serializers.ChoiceField):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 from django.db import models
 
@@ -312,7 +313,7 @@ class Payment(Aggregate):
             raise InvariantViolationError(f"a {self.status} payment cannot become {new}")
         self.status = new
 
-    def _facts(self) -> dict[str, object]:
+    def _facts(self) -> dict[str, Any]:
         return {"payment_id": self.id, "order_id": self.order_id, "amount": self.amount}
 
     def check_amount_positive(self) -> None:

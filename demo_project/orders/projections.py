@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django_cqrs.events import EventEnvelope
 from django_cqrs.projections import Projection, handles
 
@@ -139,7 +141,7 @@ class OrderCountProjection(Projection):
         self._add(event.customer_id, event.previous_status, -1)  # placed or confirmed
         self._add(event.customer_id, "shipped", 1)
 
-    def _add(self, customer_id: object, status: str, change: int) -> None:
+    def _add(self, customer_id: uuid.UUID, status: str, change: int) -> None:
         key = OrderCount.key_of(customer_id, status)
         # One upsert that adds in the database (a new row starts at 0).
         self.add(OrderCount(key=key, customer_id=customer_id, status=status), orders=change)

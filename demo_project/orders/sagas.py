@@ -176,7 +176,7 @@ class CheckoutSaga(Saga):
         order = lock_rows(Order.objects.filter(pk=order_id)).values("status", "total").first()
         if order is None:
             raise LookupError(f"order {order_id} has a checkout but does not exist")
-        return order
+        return dict(order)
 
     @staticmethod
     def label_of(instance: Checkout, payment_id: uuid.UUID) -> str:

@@ -26,10 +26,10 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from .events import events_of, render_event_table
-from .mixins import EventStreamLinkMixin, event_stream_url
+from .mixins import AnyModelAdmin, EventStreamLinkMixin, event_stream_url
 
 
-class AggregateAdmin(EventStreamLinkMixin, admin.ModelAdmin):
+class AggregateAdmin(EventStreamLinkMixin, AnyModelAdmin):
     """Admin of an aggregate: every column incl. ``version``, and its latest events."""
 
     #: Allow add, change and delete through the admin (bypasses the command bus).

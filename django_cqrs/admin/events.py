@@ -40,7 +40,7 @@ from .filters import (
     EventTypeFilter,
     UserFilter,
 )
-from .mixins import ReadOnlyAdminMixin, event_stream_url
+from .mixins import AnyModelAdmin, ReadOnlyAdminMixin, event_stream_url
 from .pagination import EstimatedCountPaginator
 
 #: The largest position a search term is compared with (a bigint).
@@ -123,7 +123,7 @@ def aggregate_admin_url(site: admin.AdminSite, aggregate_type: str, aggregate_id
         return ""
 
 
-class StoredEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class StoredEventAdmin(ReadOnlyAdminMixin, AnyModelAdmin):
     """Read-only browser of the event log, with filters and per-aggregate streams."""
 
     # Short headers, short ids and names that may wrap after a dot: the list fits a

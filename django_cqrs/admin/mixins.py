@@ -9,7 +9,7 @@ class LedgerAdmin(ReadOnlyAdminMixin, EventStreamLinkMixin, admin.ModelAdmin):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.db import models
@@ -17,6 +17,11 @@ from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
+
+if TYPE_CHECKING:  # django-stubs makes ModelAdmin generic; Django's class is not subscriptable
+    AnyModelAdmin = admin.ModelAdmin[Any]
+else:
+    AnyModelAdmin = admin.ModelAdmin
 
 
 class ReadOnlyAdminMixin:

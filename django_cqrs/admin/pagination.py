@@ -15,7 +15,7 @@ the rows (a "deferred join").
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.db.models import QuerySet
@@ -34,7 +34,13 @@ DEFERRED_OFFSET = 1_000
 MAX_OFFSET = 2**62
 
 
-class EstimatedCountPaginator(Paginator):
+if TYPE_CHECKING:  # django-stubs makes Paginator generic; Django's class is not subscriptable
+    AnyPaginator = Paginator[Any]
+else:
+    AnyPaginator = Paginator
+
+
+class EstimatedCountPaginator(AnyPaginator):
     """``count`` estimated (whole table) or capped (filtered); ``exact`` says which."""
 
     count_cap = COUNT_CAP
@@ -74,21 +80,22 @@ class EstimatedCountPaginator(Paginator):
 
     def validate_number(self, number: Any) -> int:
         if self.exact:
-            return super().validate_number(number)
+            valid: int = super().validate_number(number)
+            return valid
         try:
             if isinstance(number, float) and not number.is_integer():
                 raise ValueError
-            number = int(number)
+            page = int(number)
         except (TypeError, ValueError) as error:
             raise PageNotAnInteger("That page number is not an integer") from error
-        if number < 1:
+        if page < 1:
             raise EmptyPage("That page number is less than 1")
-        if (number - 1) * self.per_page > MAX_OFFSET:
+        if (page - 1) * self.per_page > MAX_OFFSET:
             # Past any log there can be, and past what an SQL OFFSET takes (a bigint).
             raise EmptyPage("That page contains no results")
-        return number
+        return page
 
-    def page(self, number: Any) -> Page:
+    def page(self, number: Any) -> Page[Any]:
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
         top = bottom + self.per_page

@@ -47,7 +47,7 @@ from ..projections.status import ProjectionStatus, projection_status
 from ..sagas.base import Saga, SagaInstance
 from ..tasks import catch_up_now, follow_up
 from .events import shorten
-from .mixins import ReadOnlyAdminMixin
+from .mixins import AnyModelAdmin, ReadOnlyAdminMixin
 
 logger = logging.getLogger("django_cqrs")
 
@@ -205,7 +205,7 @@ def _health_url() -> str:
         return ""
 
 
-class ProjectionStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ProjectionStateAdmin(ReadOnlyAdminMixin, AnyModelAdmin):
     """The projections dashboard (changelist), detail pages (change) and actions.
 
     The state rows change only through the actions, never through a form.
@@ -474,7 +474,7 @@ class ProjectionStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return redirect
 
 
-class ParkedEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ParkedEventAdmin(ReadOnlyAdminMixin, AnyModelAdmin):
     """Events a projection gave up on, with their tracebacks (retry or skip: dashboard)."""
 
     list_display = (

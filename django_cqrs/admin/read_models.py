@@ -26,13 +26,13 @@ from django.db import models
 from django.http import HttpRequest
 
 from ..read_models import ReadModel
-from .mixins import EventStreamLinkMixin, ReadOnlyAdminMixin
+from .mixins import AnyModelAdmin, EventStreamLinkMixin, ReadOnlyAdminMixin
 
 _SEARCHABLE = (models.CharField, models.TextField, models.UUIDField)
 _FILTERABLE = (models.BooleanField, models.DateField)
 
 
-class ReadModelAdmin(ReadOnlyAdminMixin, EventStreamLinkMixin, admin.ModelAdmin):
+class ReadModelAdmin(ReadOnlyAdminMixin, EventStreamLinkMixin, AnyModelAdmin):
     """Read-only admin of a read model: every column, search, filters, ordering, events.
 
     Defaults, each overridden by setting the usual ``ModelAdmin`` attribute: every

@@ -56,7 +56,7 @@ from ..sagas.base import (
 )
 from .events import breakable, compact_time, shorten
 from .filters import ExactFilter
-from .mixins import ReadOnlyAdminMixin
+from .mixins import AnyModelAdmin, ReadOnlyAdminMixin
 from .pagination import EstimatedCountPaginator
 from .projections import OPERATE
 
@@ -111,7 +111,7 @@ class ParkedFilter(admin.SimpleListFilter):
         return queryset
 
 
-class SagaInstanceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SagaInstanceAdmin(ReadOnlyAdminMixin, AnyModelAdmin):
     """Read-only admin of a saga's instances, with retry and skip for a parked one.
 
     The list fits a 1280-px screen beside the navigation sidebar and the filters: short
@@ -469,7 +469,7 @@ def _step_row(number: int, step: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class SagaDeadlineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SagaDeadlineAdmin(ReadOnlyAdminMixin, AnyModelAdmin):
     """Every saga deadline: pending (and overdue), fired or cancelled, with its last error.
 
     The choices of the saga and name filters come from the registered sagas, not from a

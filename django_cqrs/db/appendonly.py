@@ -196,7 +196,7 @@ def prepare(connections: Any) -> None:
 
 def _flushing(connection: Any) -> _Flushing:
     """The connection's flush state; its ``ops.execute_sql_flush`` wrapped the first time."""
-    state = connection.__dict__.get(_STATE)
+    state: _Flushing | None = connection.__dict__.get(_STATE)
     if state is None:
         state = _Flushing()
         setattr(connection, _STATE, state)

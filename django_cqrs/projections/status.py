@@ -368,9 +368,11 @@ def _projections_behind(target: Any) -> list[type[Any]]:
             found.extend(p for p in _projections_behind(item) if p not in found)
         return found
     if isinstance(target, str):
-        return [get_projection(target)]
+        target = get_projection(target)
     if isinstance(target, type) and issubclass(target, Projection):
-        return [target]
+        # A saga in partitions is behind until every partition has passed the position.
+        parts = target.partition_classes
+        return list(parts) if parts[:1] == (target,) else [target]
     return projections_for(target)
 
 

@@ -102,12 +102,18 @@ class _RouteFactory:
         if route.kind == "command":
 
             def handler(self: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
-                return self.run_command(request, route, kwargs.get(self.lookup_url_kwarg))
+                response: Response = self.run_command(
+                    request, route, kwargs.get(self.lookup_url_kwarg)
+                )
+                return response
 
         else:
 
             def handler(self: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
-                return self.run_query(request, route, kwargs.get(self.lookup_url_kwarg))
+                response: Response = self.run_query(
+                    request, route, kwargs.get(self.lookup_url_kwarg)
+                )
+                return response
 
         handler.__name__ = name
         handler.__qualname__ = name

@@ -87,7 +87,7 @@ def _problems(codes: tuple[int, ...]) -> dict[Any, Any]:
 
 
 @functools.cache
-def _value_field(tp: Any) -> serializers.Field:
+def _value_field(tp: Any) -> serializers.Field[Any, Any, Any, Any]:
     if isinstance(tp, type):
         for klass, field in DataclassSerializer.serializer_field_mapping.items():
             if issubclass(tp, klass) and klass not in (list, dict):
@@ -181,11 +181,13 @@ class CQRSAutoSchema(AutoSchema):
     def _map_serializer_field(
         self, field: Any, direction: Any, bypass_extensions: bool = False
     ) -> Any:
-        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        schema = super()._map_serializer_field(  # type: ignore[no-untyped-call]
+            field, direction, bypass_extensions
+        )
         return without_int64_bounds(schema)
 
     def _insert_field_validators(self, field: Any, schema: Any) -> None:
-        super()._insert_field_validators(field, schema)  # a model field's range validators
+        super()._insert_field_validators(field, schema)  # type: ignore[no-untyped-call]
         cleaned = without_int64_bounds(schema)
         if cleaned is not schema:
             schema.clear()

@@ -45,7 +45,7 @@ class StrictDataclassSerializer(DataclassSerializer[Any]):
     """A dataclass serializer that rejects unknown fields and keeps integers in 64 bits."""
 
     @property
-    def serializer_dataclass_field(self) -> type[serializers.Field]:
+    def serializer_dataclass_field(self) -> type[serializers.Field[Any, Any, Any, Any]]:
         return StrictDataclassSerializer
 
     def build_standard_field(self, field_name: str, type_info: Any) -> tuple[Any, dict[str, Any]]:
@@ -272,7 +272,7 @@ class ResultDataclassSerializer(DataclassSerializer[Any]):
     """Serializes a dataclass result; read-model instances inside it come out whole."""
 
     @property
-    def serializer_dataclass_field(self) -> type[serializers.Field]:
+    def serializer_dataclass_field(self) -> type[serializers.Field[Any, Any, Any, Any]]:
         return ResultDataclassSerializer
 
     def build_relational_field(self, field_name: str, type_info: Any) -> tuple[Any, dict[str, Any]]:

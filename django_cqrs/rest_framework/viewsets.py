@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models, router, transaction
 from django.urls import NoReverseMatch
@@ -121,7 +121,8 @@ class CQRSViewMixin:
     #: The aggregate model behind detail routes; enables ``If-Match``.
     aggregate: type[models.Model] | None = None
     #: Read models behind the queries (None: wait for every projection).
-    read_models: Sequence[type[models.Model]] | None = None
+    #: Read-model classes, or projection classes (a saga: its checkpoints).
+    read_models: Sequence[type[Any]] | None = None
     lookup_url_kwarg: str | None = "pk"
     schema = _ViewSchema()
 
@@ -163,7 +164,8 @@ class CQRSViewMixin:
         route = self.route()
         if route is not None and route.permission_classes is not None:
             return [permission() for permission in route.permission_classes]
-        return super().get_permissions()  # type: ignore[misc]
+        permissions: list[Any] = super().get_permissions()  # type: ignore[misc]
+        return permissions
 
     def route_id_field(self, route: MessageRoute) -> str | None:
         return route.id_field or self.id_field
@@ -413,15 +415,21 @@ def check_body_size(request: Request) -> None:
 # -- concrete classes -------------------------------------------------------------------
 
 
-class CommandViewSet(CommandMixin, viewsets.GenericViewSet):
+if TYPE_CHECKING:  # the stubs make GenericViewSet generic; DRF's class is not subscriptable
+    AnyGenericViewSet = viewsets.GenericViewSet[Any]
+else:
+    AnyGenericViewSet = viewsets.GenericViewSet
+
+
+class CommandViewSet(CommandMixin, AnyGenericViewSet):
     """A viewset whose routes run commands."""
 
 
-class QueryViewSet(QueryMixin, viewsets.GenericViewSet):
+class QueryViewSet(QueryMixin, AnyGenericViewSet):
     """A viewset whose routes answer queries over read models."""
 
 
-class CQRSViewSet(CommandMixin, QueryMixin, viewsets.GenericViewSet):
+class CQRSViewSet(CommandMixin, QueryMixin, AnyGenericViewSet):
     """A viewset with command and query routes."""
 
 

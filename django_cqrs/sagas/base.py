@@ -153,7 +153,9 @@ class Route:
         return None if value is None else str(value)
 
 
-def starts(*event_types: type[Event], key: str | Callable[..., Any] = CORRELATION) -> Any:
+def starts(
+    *event_types: type[Event], key: str | Callable[..., Any] = CORRELATION
+) -> Callable[[F], F]:
     """The handler of events that start an instance (and move an existing one on)."""
     return _mark(event_types, key, starts=True, when_finished=False)
 
@@ -162,7 +164,7 @@ def on(
     *event_types: type[Event],
     key: str | Callable[..., Any] = CORRELATION,
     when_finished: bool = False,
-) -> Any:
+) -> Callable[[F], F]:
     """The handler of events that move an existing instance on (others are ignored)."""
     return _mark(event_types, key, starts=False, when_finished=when_finished)
 

@@ -54,12 +54,14 @@ def schedule(saga: str, key: str, name: str, at: dt.datetime) -> None:
 
 def cancel(saga: str, key: str, name: str) -> int:
     """Cancel the pending deadline ``name`` of the instance ``key``; return how many."""
-    return _pending(saga, key).filter(name=name).update(cancelled_at=timezone.now())
+    cancelled: int = _pending(saga, key).filter(name=name).update(cancelled_at=timezone.now())
+    return cancelled
 
 
 def cancel_all(saga: str, key: str) -> int:
     """Cancel every pending deadline of the instance ``key`` (it finished)."""
-    return _pending(saga, key).update(cancelled_at=timezone.now())
+    cancelled: int = _pending(saga, key).update(cancelled_at=timezone.now())
+    return cancelled
 
 
 def _pending(saga: str, key: str) -> Any:

@@ -143,7 +143,7 @@ class Command(BaseCommand):
         for projection in all_projections():
             if not projection.name.startswith("orders.") or projection.mode != "sync":
                 continue
-            empty = not any(model.objects.exists() for model in projection.read_models)
+            empty = not any(model._default_manager.exists() for model in projection.read_models)
             events = StoredEvent.objects.filter(event_type__in=projection.handled_event_types())
             if empty and events.exists():
                 applied = rebuild(projection)
