@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import connections
+from django.db.models import Count
 
 from .bus import command_bus, query_bus
 from .commands import Command
@@ -30,8 +32,16 @@ from .conf import (
     perform_import,
 )
 from .db.readonly import statements_only
-from .events import registered_event_types
+from .events import (
+    Event,
+    conflicts,
+    missing_upcast,
+    registered_event_types,
+    registered_upcasters,
+    versions_without_upcaster,
+)
 from .exceptions import CQRSError
+from .models import StoredEvent
 from .projections import ASYNC, all_projections
 from .projections.status import Activity
 from .queries import Query
@@ -243,7 +253,7 @@ def _name(cls: Any) -> str:
     return str(cls.message_name())
 
 
-def _in_installed_app(cls: type) -> bool:
+def _in_installed_app(cls: Any) -> bool:
     return apps.get_containing_app_config(cls.__module__) is not None
 
 
@@ -376,13 +386,21 @@ def check_read_model_references(app_configs: Any = None, **kwargs: Any) -> list[
     return messages
 
 
+def _event_classes() -> list[type[Event]]:
+    """Each event class of an installed app once (a class is registered under its aliases
+    too)."""
+    return [
+        cls
+        for cls in dict.fromkeys(registered_event_types().values())
+        if "__dataclass_fields__" in cls.__dict__ and _in_installed_app(cls)
+    ]
+
+
 @register(Tags.compatibility)
 def check_events(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E008 event fields whose types cannot be stored as JSON."""
     messages: list[CheckMessage] = []
-    for cls in registered_event_types().values():
-        if "__dataclass_fields__" not in cls.__dict__ or not _in_installed_app(cls):
-            continue
+    for cls in _event_classes():
         for problem in check_supported(cls):
             messages.append(
                 Error(
@@ -393,6 +411,147 @@ def check_events(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     id="django_cqrs.E008",
                 )
             )
+    return messages
+
+
+@register(Tags.compatibility)
+def check_upcasting(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E015 a stored name or an upcast step defined twice, W009 older schema versions no
+    upcaster starts from, W010 upcasters that never run."""
+    messages: list[CheckMessage] = [
+        Error(
+            f"{conflict.what[:1].upper()}{conflict.what[1:]} is defined twice: by "
+            f"{describe(conflict.first)} and {describe(conflict.second)} "
+            "(the second was refused when its module was imported).",
+            hint="A stored name (an event's name= or one of its aliases) decodes to one "
+            "class, and each upcast step has one function: rename or remove one of them.",
+            id="django_cqrs.E015",
+        )
+        for conflict in dict.fromkeys(conflicts)
+        if _in_installed_app(conflict.first) or _in_installed_app(conflict.second)
+    ]
+    for cls in _event_classes():
+        missing = versions_without_upcaster(cls)
+        if missing:
+            listed = ", ".join(map(str, missing))
+            messages.append(
+                Warning(
+                    f"Event {cls.event_type} is at schema version {cls.schema_version}, but "
+                    f"no upcaster starts from version {listed}: an event stored at "
+                    f"{'that version' if len(missing) == 1 else 'those versions'} cannot "
+                    "be read.",
+                    hint=f"Register @upcaster({cls.event_type!r}, {missing[0]}) (payload in, "
+                    "payload of the next version out) in the module that defines "
+                    f"{cls.__qualname__}. `manage.py check --database default` tells "
+                    "whether the log holds such events (django_cqrs.E016).",
+                    obj=cls,
+                    id="django_cqrs.W009",
+                )
+            )
+    known = registered_event_types()
+    for (name, version), func in registered_upcasters().items():
+        if not _in_installed_app(func):
+            continue
+        where = describe(func)
+        target = known.get(name)
+        if target is None:
+            why = f"no event class has the name or alias {name!r}"
+            hint = (
+                "Fix the name, or add it to the aliases=(...) of the class its events now "
+                "decode to."
+            )
+        elif version >= target.schema_version:
+            why = f"{target.event_type} is at schema version {target.schema_version}"
+            hint = (
+                f"Bump the class's version= to {version + 1}: new events are then stored "
+                "at that version, and older ones read through this upcaster."
+            )
+        else:
+            continue
+        messages.append(
+            Warning(
+                f"The upcaster {where} of {name!r} from schema version {version} never "
+                f"runs: {why}.",
+                hint=hint,
+                obj=func,
+                id="django_cqrs.W010",
+            )
+        )
+    return messages
+
+
+@register(Tags.database)
+def check_stored_events(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """E016 stored schema versions no upcaster brings to the current one, W011 stored names
+    no class has, W012 stored versions newer than the code; only with ``check --database``
+    (and ``migrate``) on ``DATABASE``, in one query grouping the log."""
+    try:
+        alias = cqrs_settings.DATABASE
+    except CQRSError:
+        return []  # check_settings reports it
+    if not databases or alias not in databases:
+        return []
+    table = StoredEvent._meta.db_table
+    if table not in connections[alias].introspection.table_names():
+        return []  # not migrated yet
+    stored = (
+        StoredEvent.objects.using(alias)
+        .order_by()
+        .values_list("event_type", "schema_version")
+        .annotate(count=Count("position"))
+    )
+    unknown: dict[str, list[tuple[int, int]]] = {}
+    known = registered_event_types()
+    messages: list[CheckMessage] = []
+    for name, version, count in sorted(stored):
+        cls = known.get(name)
+        if cls is None:
+            unknown.setdefault(name, []).append((version, count))
+            continue
+        missing = missing_upcast(name, version)
+        if missing is None:
+            continue
+        events = f"The log holds {count:,} event{'s' if count != 1 else ''} {name!r} at schema "
+        if version > cls.schema_version:
+            messages.append(
+                Warning(
+                    f"{events}version {version}, newer than {cls.message_name()}'s version "
+                    f"{cls.schema_version}: this code cannot read them.",
+                    hint="Newer code stored them (a deploy under way, or rolled back): "
+                    "projections retry them, then park them. Deploy the code that bumped "
+                    "the version.",
+                    obj=cls,
+                    id="django_cqrs.W012",
+                )
+            )
+            continue
+        messages.append(
+            Error(
+                f"{events}version {version}, which no upcaster brings to "
+                f"{cls.message_name()}'s version {cls.schema_version}: none starts from "
+                f"version {missing}. Reading them raises SerializationError.",
+                hint=f"Register @upcaster({name!r}, {missing}) in the module that defines "
+                f"{cls.__qualname__} (docs/concepts.md, Evolve an event).",
+                obj=cls,
+                id="django_cqrs.E016",
+            )
+        )
+    for name, versions in unknown.items():
+        count = sum(n for _, n in versions)
+        listed = ", ".join(str(version) for version, _ in versions)
+        messages.append(
+            Warning(
+                f"The log holds {count:,} event{'s' if count != 1 else ''} named {name!r} "
+                f"(schema version {listed}), and no event class has that name or alias: "
+                "reading them raises UnknownEventTypeError.",
+                hint="Import the module that defines its class (in an installed app), or "
+                f"add {name!r} to the aliases=(...) of the class its events now decode to. "
+                "If nothing reads them any more, silence django_cqrs.W011.",
+                id="django_cqrs.W011",
+            )
+        )
     return messages
 
 

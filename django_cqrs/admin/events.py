@@ -32,7 +32,9 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString, mark_safe
 
 from ..db.jsontext import KeyText
+from ..events import decode_event
 from ..models import StoredEvent
+from ..serialization import to_json_dict
 from .filters import (
     AggregateIdFilter,
     AggregateTypeFilter,
@@ -160,6 +162,7 @@ class StoredEventAdmin(ReadOnlyAdminMixin, AnyModelAdmin):
         "aggregate_version",
         "recorded_at",
         "pretty_payload",
+        "read_as",
         "pretty_metadata",
     )
     readonly_fields = fields
@@ -239,6 +242,28 @@ class StoredEventAdmin(ReadOnlyAdminMixin, AnyModelAdmin):
     @admin.display(description="payload")
     def pretty_payload(self, event: StoredEvent) -> str:
         return pretty_json(event.payload)
+
+    @admin.display(description="read as")
+    def read_as(self, event: StoredEvent) -> str:
+        """What the code reads at this event: the payload upcast to the class's current
+        version (or under its current name), or the error a reader of the log meets."""
+        try:
+            decoded = decode_event(event.event_type, event.schema_version, event.payload)
+        except Exception as exc:
+            return format_html('<span class="cqrs-problem">{}: {}</span>', type(exc).__name__, exc)
+        cls = type(decoded)
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        if (event.event_type, event.schema_version) == (cls.event_type, cls.schema_version):
+            return format_html("{} (the payload as stored)", where)
+        return format_html(
+            "{}, {} version {} (upcast from {} version {}){}",
+            where,
+            cls.event_type,
+            cls.schema_version,
+            event.event_type,
+            event.schema_version,
+            pretty_json(to_json_dict(decoded)),
+        )
 
     @admin.display(description="metadata")
     def pretty_metadata(self, event: StoredEvent) -> str:

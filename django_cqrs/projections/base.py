@@ -13,7 +13,7 @@ from django.apps import apps
 from django.db import models
 
 from ..db.upserts import add, add_amounts, number_fields, upsert
-from ..events import Event, EventEnvelope
+from ..events import Event, EventEnvelope, event_names
 from ..exceptions import ConfigurationError
 from .buffer import RowBuffer, delete_rows, load_row
 from .registry import MODES, SYNC, ProjectionRegistry
@@ -114,8 +114,8 @@ class Projection:
 
     @classmethod
     def handled_event_types(cls) -> list[str]:
-        """Stored names of the event types this projection handles."""
-        return sorted({event_type.event_type for event_type in cls.handlers})
+        """Stored names of the event types this projection handles (their aliases too)."""
+        return sorted({name for event_type in cls.handlers for name in event_names(event_type)})
 
     def apply(self, event: Event, envelope: EventEnvelope) -> None:
         """Apply one event (events this projection does not handle are ignored)."""

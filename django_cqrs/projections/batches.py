@@ -23,7 +23,7 @@ from typing import Any
 from django.db import DatabaseError, transaction
 
 from ..db.errors import is_lock_timeout, is_transaction_conflict
-from ..events import Event, EventEnvelope, event_class
+from ..events import Event, EventEnvelope, event_class, upcast_payload
 from ..exceptions import (
     LockTimeoutError,
     ProjectionApplyError,
@@ -47,8 +47,9 @@ def apply_rows(
     first, in bulk: those whose primary key is an event's aggregate id, or the value of
     the event field named in ``key_fields`` for that read model. Rows then cost no query
     per event (a rebuild or catch-up would otherwise be bound by them). The prefetch
-    reads stored payloads as they are: a payload of the wrong shape loads nothing and
-    fails where it is decoded, like any other.
+    reads payloads in their current shape (a payload stored at an older schema version
+    is upcast for it): a payload of the wrong shape loads nothing and fails where it is
+    decoded, like any other.
 
     A stored event that cannot be decoded (a payload that is not an object, unknown or
     missing fields, a value its field cannot read, a schema version the code does not
@@ -62,7 +63,7 @@ def apply_rows(
             field = projection.key_fields.get(model)
             keys: Iterable[Any] = aggregate_ids if field is None else _field_values(rows, field)
             projection.buffer.prefetch(model, keys)
-    handled = {event_type.event_type for event_type in projection.handlers}
+    handled = set(projection.handled_event_types())
     last = None
     for row in rows:
         last = row.position
@@ -147,10 +148,21 @@ def _field_values(rows: list[EventRow], field: str) -> list[Hashable]:
     return [
         value
         for row in rows
-        if isinstance(row.payload, dict)
-        and isinstance(value := row.payload.get(field), Hashable)
+        if isinstance(payload := _current_payload(row), dict)
+        and isinstance(value := payload.get(field), Hashable)
         and value is not None
     ]
+
+
+def _current_payload(row: EventRow) -> Any:
+    """The row's payload in its class's current shape; as stored when it cannot be upcast
+    (decoding it then fails, and names the error)."""
+    try:
+        if row.schema_version != event_class(row.event_type).schema_version:
+            return upcast_payload(row.event_type, row.payload, row.schema_version)
+    except Exception:
+        pass
+    return row.payload
 
 
 def _decode(

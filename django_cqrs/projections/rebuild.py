@@ -65,6 +65,7 @@ from ..db.shadow import (
     shadows_match,
     swap_tables,
 )
+from ..events import event_names
 from ..exceptions import (
     ProjectionApplyError,
     ProjectionError,
@@ -158,7 +159,7 @@ def _refusal(
     cause = exc.__cause__
     if not isinstance(cause, RebuildWriteError):
         return refused
-    method = next((m for t, m in cls.handlers.items() if t.event_type == exc.event_type), "")
+    method = next((m for t, m in cls.handlers.items() if exc.event_type in event_names(t)), "")
     return cause.located(
         handler=f"{cls.__qualname__}.{method}", event_type=exc.event_type, position=exc.position
     )
