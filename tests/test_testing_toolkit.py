@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from demo_project.orders.sagas import CheckoutSaga
 from django_cqrs import command_bus
 from django_cqrs.events import Event, EventEnvelope
 from django_cqrs.exceptions import ConfigurationError, InvariantViolationError
@@ -38,6 +39,7 @@ from django_cqrs.testing import (
 )
 from django_cqrs.testing import scenarios as scenarios_module
 from django_cqrs.testing.diff import describe, diff
+from django_cqrs.testing.runner import async_consumers
 from tests.conftest import requires_postgres
 from tests.helpers import Holding
 from tests.testapp import async_projections
@@ -773,3 +775,12 @@ def test_describe_shows_one_field_a_line_and_long_values_over_lines() -> None:
     assert long[2].startswith("    owner=('xxx")
     assert long[3].startswith("           'yyy")
     assert diff([1], [1]) == "- expected\n+ recorded\n  1"
+
+
+def test_a_saga_named_runs_with_all_its_partitions() -> None:
+    assert CheckoutSaga.partitions == 2  # the demo's default
+    assert [cls.name for cls in async_consumers(["orders.CheckoutSaga"])] == [
+        "orders.CheckoutSaga",
+        "orders.CheckoutSaga#1",
+    ]
+    assert {cls.name for cls in async_consumers()} >= {"orders.CheckoutSaga#1", TOTALS.name}

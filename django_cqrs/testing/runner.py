@@ -6,10 +6,11 @@
     run_async_projections()              # summaries caught up, the checkout run to its end
     assert CustomerSummary.objects.get(pk=ada).order_count == 1
 
-Each round catches up every async projection and saga (by name, in the log's order, as
-the workers would) and fires the saga deadlines due at ``timezone.now()`` (a
-:class:`~django_cqrs.testing.FrozenClock`'s time while one runs); a saga's commands
-record new events, so rounds go on until one reads nothing and fires nothing.
+Each round catches up every async projection and saga (each partition of a saga; by
+name, in the log's order, as the workers would) and fires the saga deadlines due at
+``timezone.now()`` (a :class:`~django_cqrs.testing.FrozenClock`'s time while one runs);
+a saga's commands record new events, so rounds go on until one reads nothing and fires
+nothing.
 
 **The rule: it reads what the test's connection can read.** In a ``django_db`` test
 (the test in one transaction, rolled back at the end) that is everything the test did:
@@ -52,9 +53,15 @@ _PENDING = Q(fired_at__isnull=True, cancelled_at__isnull=True)
 
 
 def async_consumers(names: Iterable[str | type[Projection]] = ()) -> list[type[Projection]]:
-    """The async projections and sagas named (default: every one), by name."""
+    """The async projections and sagas named (default: every one), by name; a saga named
+    comes with all its partitions."""
     chosen = [get_projection(n) if isinstance(n, str) else n for n in names]
-    found = chosen or [cls for cls in all_projections() if cls.mode == ASYNC]
+    found = {
+        part
+        for cls in chosen
+        for part in (cls.partition_classes if cls.partition_classes[:1] == (cls,) else (cls,))
+    }
+    found = found or {cls for cls in all_projections() if cls.mode == ASYNC}
     return sorted(found, key=lambda cls: cls.name)
 
 
@@ -70,7 +77,8 @@ def run_async_projections(
     using = cqrs_settings.DATABASE
     for cls in consumers:
         ensure_state(cls.name, using)
-    sagas = [cls.name for cls in consumers if issubclass(cls, Saga)]
+    # Deadlines carry the saga's name, whichever partition runs the instance.
+    sagas = sorted({cls.saga_class.name for cls in consumers if issubclass(cls, Saga)})
     parked_before = set(ParkedEvent.objects.using(using).values_list("pk", flat=True))
     deadline_errors = _deadline_attempts(sagas)
     give_up = time.monotonic() + timeout
@@ -93,7 +101,7 @@ def run_async_projections(
             "do sagas dispatch commands whose events start them again?"
         )
     if raise_errors:
-        _raise_failures(consumers, parked_before, deadline_errors, using)
+        _raise_failures(consumers, sagas, parked_before, deadline_errors, using)
     return total
 
 
@@ -145,6 +153,7 @@ def _held_back_text(held: list[str], using: str, timeout: float) -> str:
 
 def _raise_failures(
     consumers: list[type[Projection]],
+    sagas: list[str],
     parked_before: set[int],
     deadline_errors: dict[int, int],
     using: str,
@@ -170,7 +179,7 @@ def _raise_failures(
             f"{event.projection} parked the event at position {event.position} "
             f"({event.event_type}): {event.error}\n{event.traceback}"
         )
-    pending = SagaDeadline.objects.using(using).filter(_PENDING, saga__in=names)
+    pending = SagaDeadline.objects.using(using).filter(_PENDING, saga__in=sagas)
     for deadline in pending.exclude(last_error=""):
         if deadline.attempts > deadline_errors.get(deadline.pk, 0):
             problems.append(
