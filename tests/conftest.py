@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+
+PLUGIN = "django_cqrs.testing.pytest_plugin"
 
 ON_POSTGRES = bool(os.environ.get("DATABASE_URL", "").startswith(("postgres", "postgresql")))
 REDIS_URL = os.environ.get("CQRS_TEST_REDIS_URL", "")
@@ -21,6 +24,15 @@ requires_redis = pytest.mark.skipif(
     not REDIS_URL,
     reason="needs Redis: set CQRS_TEST_REDIS_URL=redis://127.0.0.1:6379/0 (.ci/run does)",
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The toolkit's fixtures come from the package's pytest11 entry point (pyproject.toml),
+    # which pytest has loaded by now; an install made before the entry point existed
+    # (`pip install -e .` again adds it) gets the plugin here, under the same name, so it
+    # never loads twice and `-p no:django_cqrs` still turns it off.
+    if not config.pluginmanager.has_plugin("django_cqrs"):
+        config.pluginmanager.register(importlib.import_module(PLUGIN), "django_cqrs")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

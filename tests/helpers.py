@@ -16,6 +16,28 @@ from django_cqrs.models import StoredEvent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+#: The settings of a process with the core apps and the test app only (no DRF, no
+#: admin): ``CORE_SETTINGS.format(db=<SQLite database name>)``.
+CORE_SETTINGS = """
+SECRET_KEY = "core-only"
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django_q",
+    "django_cqrs",
+    "tests.testapp",
+]
+DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {db!r}}}}}
+Q_CLUSTER = {{"name": "core_only", "orm": "default", "timeout": 60, "retry": 120,
+              "max_attempts": 3, "sync": True}}
+DJANGO_CQRS = {{
+    "AUTODISCOVER_MODULES": ["handlers", "projections", "async_projections"],
+    "TRIGGER_ON_COMMIT": False,  # the script catches up itself
+}}
+"""
+
 
 def run_python(
     code: str, *, settings: str | None = None, timeout: float = 120

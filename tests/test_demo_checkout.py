@@ -4,8 +4,10 @@ Placing an order starts a checkout: reserve the stock of every line, request the
 from the fake gateway, confirm the order. A declined payment, no answer in time or too
 little stock compensates what ran, newest first; cancelling the order while its checkout
 runs (or after) gives the stock and the payment back. Most tests drive the saga's
-catch-up and its deadlines themselves (``no_trigger``), with a clock they choose; the
-transactional ones let the commands run it inline after their commit, as over HTTP.
+catch-up and its deadlines themselves (``no_trigger``), with a clock they choose; some
+state it as a saga scenario of the test toolkit (when an order is placed, then these
+commands; when the payment's time has passed, then these); the transactional ones let
+the commands run it inline after their commit, as over HTTP.
 """
 
 from __future__ import annotations
@@ -30,11 +32,28 @@ from demo_project.orders.commands import (
     AddItem,
     AddProduct,
     CancelOrder,
+    ConfirmOrder,
     OrderItem,
     PlaceOrder,
+    RefundPayment,
     RegisterCustomer,
+    ReleaseStock,
+    RequestPayment,
+    ReserveStock,
     SetGatewayMode,
     ShipOrder,
+    StockLine,
+)
+from demo_project.orders.events import (
+    OrderCancelled,
+    OrderConfirmed,
+    OrderPlaced,
+    PaymentApproved,
+    PaymentDeclined,
+    PaymentRequested,
+    PaymentVoided,
+    StockReleased,
+    StockReserved,
 )
 from demo_project.orders.models import (
     Checkout,
@@ -55,6 +74,7 @@ from django_cqrs.models import SagaDeadline, StoredEvent
 from django_cqrs.projections.catchup import catch_up
 from django_cqrs.projections.rebuild import rebuild
 from django_cqrs.sagas import fire_due
+from django_cqrs.testing import ANY, FrozenClock, SagaOutcome, SagaScenario
 
 SAGA = sagas.CheckoutSaga.name
 PROBLEM = "application/problem+json"
@@ -136,35 +156,95 @@ def deadline(order_id: UUID) -> SagaDeadline:
 # -- the happy path ------------------------------------------------------------------------
 
 
+def order_lines(*items: tuple[UUID, int]) -> list[OrderItem]:
+    return [OrderItem(product_id=pid, quantity=qty) for pid, qty in items]
+
+
+def stock_lines(*items: tuple[UUID, int]) -> list[StockLine]:
+    return [StockLine(product_id=pid, quantity=qty) for pid, qty in items]
+
+
+def by_product(*events: Any) -> list[Any]:
+    """Stock events in the order the handlers record them: by product id (the order in
+    which they lock the products)."""
+    return sorted(events, key=lambda event: event.product_id)
+
+
+def payment_of(order_id: UUID) -> UUID:
+    """The id of the order's first payment (the checkout derives it from the order's)."""
+    return uuid.uuid5(order_id, "payment")
+
+
+def check_out_pens_and_pads(shop: dict[str, UUID]) -> tuple[SagaScenario, SagaOutcome, UUID]:
+    """An order of 3 pens and 2 pads (17.50) placed and its checkout run to its end: the
+    scenario, what the checkout did, the order's id."""
+    scenario = SagaScenario(sagas.CheckoutSaga)
+    items = order_lines((shop["pen"], 3), (shop["pad"], 2))
+    outcome = scenario.when(PlaceOrder(customer_id=shop["ada"], items=items))
+    return scenario, outcome, scenario.value
+
+
+def taken(shop: dict[str, UUID], order_id: UUID) -> tuple[list[Any], list[Any]]:
+    """What the checkout of 3 pens and 2 pads does first: its commands, and their events."""
+    pen, pad = shop["pen"], shop["pad"]
+    payment_id = payment_of(order_id)
+    commands = [
+        ReserveStock(order_id=order_id, lines=stock_lines((pen, 3), (pad, 2))),
+        RequestPayment(payment_id=payment_id, order_id=order_id, amount=Decimal("17.50")),
+    ]
+    events = [
+        *by_product(
+            StockReserved(product_id=pen, order_id=order_id, quantity=3, stock=7),
+            StockReserved(product_id=pad, order_id=order_id, quantity=2, stock=3),
+        ),
+        PaymentRequested(payment_id=payment_id, order_id=order_id, amount=Decimal("17.50")),
+    ]
+    return commands, events
+
+
 def test_a_placed_order_is_confirmed_once_its_stock_is_reserved_and_its_payment_approved(
     shop: dict[str, UUID],
 ) -> None:
-    order_id, placed = place(shop["ada"], (shop["pen"], 3), (shop["pad"], 2))
-    assert status(order_id) == "placed"  # the checkout runs after the commit
-    assert query_bus.dispatch(GetCheckout(order_id=order_id)).steps == []
+    pen, pad = shop["pen"], shop["pad"]
 
-    catch_up(SAGA)
+    scenario, outcome, order_id = check_out_pens_and_pads(shop)
 
+    payment_id = payment_of(order_id)
+    commands, events = taken(shop, order_id)
+    outcome.then_commands(*commands, ConfirmOrder(order_id=order_id))
+    outcome.then_events(
+        OrderPlaced(
+            order_id=order_id,
+            customer_id=shop["ada"],
+            customer_name="Ada",
+            lines=ANY,
+            total=Decimal("17.50"),
+            item_count=5,
+        ),
+        *events,
+        PaymentApproved(payment_id=payment_id, order_id=order_id, amount=Decimal("17.50")),
+        OrderConfirmed(order_id=order_id, customer_id=shop["ada"]),
+    )
     assert status(order_id) == "confirmed"
-    assert (stock(shop["pen"]), stock(shop["pad"])) == (7, 3)
-    instance = checkout(order_id)
+    assert (stock(pen), stock(pad)) == (7, 3)
+    instance = scenario.instance(order_id)
     assert (instance.state, instance.finished_at is not None) == ("completed", True)
     assert steps(order_id) == HAPPY
-    assert events_after(placed) == [
-        "StockReserved",
-        "StockReserved",
-        "PaymentRequested",
-        "PaymentApproved",
-        "OrderConfirmed",
-    ]
     [payment] = Payment.objects.filter(order_id=order_id)
     assert (payment.status, payment.amount) == ("approved", Decimal("17.50"))
     assert deadline(order_id).cancelled_at is not None  # the payment came in time
     # The saga's commands carry the order's correlation id and the checkout as causation.
-    sent = StoredEvent.objects.filter(position__gt=placed)
+    placed = StoredEvent.objects.get(event_type="orders.OrderPlaced")
+    sent = StoredEvent.objects.filter(position__gt=placed.position)
     assert {e.metadata["causation_id"] for e in sent} == {f"saga:{SAGA}:{order_id}"}
-    correlation = StoredEvent.objects.get(position=placed).metadata["correlation_id"]
-    assert {e.metadata["correlation_id"] for e in sent} == {correlation}
+    assert {e.metadata["correlation_id"] for e in sent} == {placed.metadata["correlation_id"]}
+
+
+def test_a_placed_order_waits_for_its_checkout(shop: dict[str, UUID]) -> None:
+    order_id, _ = place(shop["ada"], (shop["pen"], 3))
+
+    assert status(order_id) == "placed"  # the checkout runs after the commit
+    assert query_bus.dispatch(GetCheckout(order_id=order_id)).steps == []
 
 
 def test_read_models_show_confirmed_orders(shop: dict[str, UUID]) -> None:
@@ -203,14 +283,37 @@ def test_confirmed_orders_ship_and_cancel_as_placed_ones_do(shop: dict[str, UUID
 def test_a_declined_payment_releases_the_stock_then_cancels_the_order(
     shop: dict[str, UUID],
 ) -> None:
+    pen, pad = shop["pen"], shop["pad"]
     gateway(GatewayMode.DECLINE)
-    order_id, placed = place(shop["ada"], (shop["pen"], 3), (shop["pad"], 2))
 
-    catch_up(SAGA)
+    scenario, outcome, order_id = check_out_pens_and_pads(shop)
 
+    payment_id = payment_of(order_id)
+    commands, events = taken(shop, order_id)
+    # The stock is given back first, then the order is cancelled: newest step first.
+    outcome.then_commands(
+        *commands,
+        ReleaseStock(order_id=order_id, lines=stock_lines((pen, 3), (pad, 2))),
+        CancelOrder(order_id=order_id),
+    )
+    outcome.then_events(
+        ANY,  # OrderPlaced
+        *events,
+        PaymentDeclined(
+            payment_id=payment_id,
+            order_id=order_id,
+            amount=Decimal("17.50"),
+            reason="declined by the payment gateway",
+        ),
+        *by_product(
+            StockReleased(product_id=pen, order_id=order_id, quantity=3, stock=10),
+            StockReleased(product_id=pad, order_id=order_id, quantity=2, stock=5),
+        ),
+        OrderCancelled(order_id=order_id, customer_id=shop["ada"], total=Decimal("17.50")),
+    )
     assert status(order_id) == "cancelled"
-    assert (stock(shop["pen"]), stock(shop["pad"])) == (10, 5)  # where it was
-    instance = checkout(order_id)
+    assert (stock(pen), stock(pad)) == (10, 5)  # where it was
+    instance = scenario.instance(order_id)
     assert instance.state == "compensated"
     assert instance.error == "payment declined: declined by the payment gateway"
     assert steps(order_id) == [
@@ -221,43 +324,45 @@ def test_a_declined_payment_releases_the_stock_then_cancels_the_order(
         ("compensate reserve stock", "compensated"),
         ("compensate place order", "compensated"),
     ]
-    # The stock is given back first, then the order is cancelled: newest step first.
-    assert events_after(placed) == [
-        "StockReserved",
-        "StockReserved",
-        "PaymentRequested",
-        "PaymentDeclined",
-        "StockReleased",
-        "StockReleased",
-        "OrderCancelled",
-    ]
     assert Payment.objects.get(order_id=order_id).status == "declined"
     assert deadline(order_id).cancelled_at is not None
 
 
 def test_no_payment_within_the_timeout_compensates_the_same_way(
-    shop: dict[str, UUID], settings: Any
+    shop: dict[str, UUID], settings: Any, clock: FrozenClock
 ) -> None:
     settings.DEMO_PAYMENT_TIMEOUT = 30
     gateway(GatewayMode.HOLD)
-    order_id, placed = place(shop["ada"], (shop["pen"], 4))
-    catch_up(SAGA)
-    assert (checkout(order_id).state, status(order_id), stock(shop["pen"])) == (
+    pen = shop["pen"]
+    scenario = SagaScenario(sagas.CheckoutSaga, clock=clock)
+    placed_at = clock.now()
+    scenario.when(PlaceOrder(customer_id=shop["ada"], items=order_lines((pen, 4))))
+    order_id = scenario.value
+    payment_id = payment_of(order_id)
+    assert (checkout(order_id).state, status(order_id), stock(pen)) == (
         "awaiting_payment",
         "placed",
         6,
     )
-    due = deadline(order_id).due_at
-    assert abs((due - timezone.now()).total_seconds() - 30) < 5
+    assert deadline(order_id).due_at == placed_at + dt.timedelta(seconds=30)
 
-    assert fire_due(now=due - dt.timedelta(seconds=1)) == 0
+    scenario.when_time_passes(seconds=29).then_no_commands()
     assert checkout(order_id).state == "awaiting_payment"
-    assert fire_due(now=due + dt.timedelta(seconds=1)) == 1
-    assert fire_due(now=due + dt.timedelta(minutes=5)) == 0  # at most once
+    late = scenario.when_time_passes(seconds=1)
+    scenario.when_time_passes(minutes=5).then_no_commands()  # at most once
 
+    late.then_commands(  # the payment request withdrawn, the stock released, then the order
+        RefundPayment(payment_id=payment_id),
+        ReleaseStock(order_id=order_id, lines=stock_lines((pen, 4))),
+        CancelOrder(order_id=order_id),
+    )
+    late.then_events(
+        PaymentVoided(payment_id=payment_id, order_id=order_id, amount=Decimal("10.00")),
+        StockReleased(product_id=pen, order_id=order_id, quantity=4, stock=10),
+        OrderCancelled(order_id=order_id, customer_id=shop["ada"], total=Decimal("10.00")),
+    )
     assert status(order_id) == "cancelled"
-    assert stock(shop["pen"]) == 10
-    instance = checkout(order_id)
+    instance = scenario.instance(order_id)
     assert (instance.state, instance.error) == ("compensated", "no payment within 30 s")
     assert steps(order_id) == [
         ("place order", "succeeded"),
@@ -268,25 +373,28 @@ def test_no_payment_within_the_timeout_compensates_the_same_way(
         ("compensate reserve stock", "compensated"),
         ("compensate place order", "compensated"),
     ]
-    assert events_after(placed) == [
-        "StockReserved",
-        "PaymentRequested",
-        "PaymentVoided",  # nothing was captured: the request is withdrawn
-        "StockReleased",
-        "OrderCancelled",
-    ]
 
 
 def test_too_little_stock_cancels_the_order_without_asking_for_payment(
     shop: dict[str, UUID],
 ) -> None:
-    order_id, placed = place(shop["ada"], (shop["pen"], 2), (shop["pad"], 6))  # 5 pads
+    pen, pad = shop["pen"], shop["pad"]
+    scenario = SagaScenario(sagas.CheckoutSaga)
 
-    catch_up(SAGA)
+    outcome = scenario.when(  # 5 pads in stock
+        PlaceOrder(customer_id=shop["ada"], items=order_lines((pen, 2), (pad, 6)))
+    )
 
+    order_id = scenario.value
+    outcome.then_commands(
+        ReserveStock(order_id=order_id, lines=stock_lines((pen, 2), (pad, 6))),  # refused
+        CancelOrder(order_id=order_id),
+    )
+    assert outcome.steps == [("reserve stock", "failed"), ("compensate place order", "succeeded")]
+    outcome.then_events(ANY, OrderCancelled(order_id=order_id, customer_id=shop["ada"], total=ANY))
     assert status(order_id) == "cancelled"
-    assert (stock(shop["pen"]), stock(shop["pad"])) == (10, 5)  # all lines or none
-    instance = checkout(order_id)
+    assert (stock(pen), stock(pad)) == (10, 5)  # all lines or none
+    instance = scenario.instance(order_id)
     assert instance.state == "compensated"
     assert "not enough stock: Notepad (5 available, 6 wanted)" in instance.error
     assert steps(order_id) == [
@@ -294,7 +402,6 @@ def test_too_little_stock_cancels_the_order_without_asking_for_payment(
         ("reserve stock", "failed"),
         ("compensate place order", "compensated"),
     ]
-    assert events_after(placed) == ["OrderCancelled"]
     assert not Payment.objects.filter(order_id=order_id).exists()
     assert not SagaDeadline.objects.filter(saga=SAGA).exists()
 

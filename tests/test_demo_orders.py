@@ -1,4 +1,9 @@
-"""The orders demo through the buses: commands, invariants, read models, queries, rebuild."""
+"""The orders demo through the buses: commands, invariants, read models, queries, rebuild.
+
+Commands are checked with the test toolkit's scenarios (``django_cqrs.testing``): the
+events a command recorded, or its refusal and that it wrote nothing to any table; the
+order counts with a projection scenario, given events, then rows, also after a rebuild.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,6 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from django.apps import apps
 from django.core.management import call_command
 from django.db import transaction
 
@@ -22,6 +26,14 @@ from demo_project.orders.commands import (
     PlaceOrder,
     RegisterCustomer,
     ShipOrder,
+)
+from demo_project.orders.events import (
+    ItemAdded,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderLineData,
+    OrderPlaced,
+    OrderShipped,
 )
 from demo_project.orders.models import (
     Customer,
@@ -35,16 +47,15 @@ from demo_project.orders.queries import GetCustomerSummary, GetOrder, ListOrders
 from django_cqrs import command_bus, query_bus, store
 from django_cqrs.exceptions import AggregateNotFoundError, InvariantViolationError
 from django_cqrs.models import StoredEvent
-from django_cqrs.projections.catchup import catch_up
+from django_cqrs.testing import (
+    ANY,
+    CommandScenario,
+    ProjectionScenario,
+    events_of,
+    run_async_projections,
+)
 
 pytestmark = pytest.mark.django_db
-
-
-def row_counts() -> dict[str, int]:
-    """Rows in every table of the demo and of django_cqrs."""
-    models = [*apps.get_app_config("orders").get_models()]
-    models += apps.get_app_config("django_cqrs").get_models()
-    return {model._meta.label: model._base_manager.count() for model in models}
 
 
 def register(name: str = "Ada", credit_limit: str = "100.00") -> UUID:
@@ -62,8 +73,8 @@ def place(customer_id: UUID, *items: tuple[UUID, int]) -> UUID:
 
 
 def caught_up_summary(customer_id: UUID) -> Any:
-    """The customer's summary once the async projection caught up (as the workers do)."""
-    catch_up("orders.CustomerSummaryProjection")
+    """The customer's summary once the async projections caught up (as the workers do)."""
+    run_async_projections()
     return query_bus.dispatch(GetCustomerSummary(customer_id=customer_id))
 
 
@@ -107,7 +118,7 @@ def test_add_product_is_stored_with_its_event() -> None:
 
 
 def test_place_order_builds_a_display_ready_order_view(shop: dict[str, UUID]) -> None:
-    result = command_bus.dispatch(
+    outcome = CommandScenario().when(
         PlaceOrder(
             customer_id=shop["ada"],
             items=[
@@ -117,6 +128,21 @@ def test_place_order_builds_a_display_ready_order_view(shop: dict[str, UUID]) ->
         )
     )
 
+    outcome.then_events(
+        OrderPlaced(
+            order_id=outcome.value,
+            customer_id=shop["ada"],
+            customer_name="Ada",
+            lines=[
+                OrderLineData(product_id=shop["pen"], quantity=2, unit_price=Decimal("2.50")),
+                OrderLineData(product_id=shop["pad"], quantity=4, unit_price=Decimal("5.00")),
+            ],
+            total=Decimal("25.00"),
+            item_count=6,
+        )
+    )
+    result = outcome.result
+    assert result is not None
     order = Order.objects.get(pk=result.value)
     assert order.total == Decimal("25.00")
     assert order.lines.count() == 2
@@ -144,7 +170,17 @@ def test_large_totals_are_formatted_with_thousands_separators() -> None:
 def test_add_item_updates_count_total_and_version(shop: dict[str, UUID]) -> None:
     order_id = place(shop["ada"], (shop["pen"], 2))
 
-    command_bus.dispatch(AddItem(order_id=order_id, product_id=shop["pad"], quantity=3))
+    CommandScenario().when(
+        AddItem(order_id=order_id, product_id=shop["pad"], quantity=3)
+    ).then_events(
+        ItemAdded(
+            order_id=order_id,
+            customer_id=shop["ada"],
+            line=OrderLineData(product_id=shop["pad"], quantity=3, unit_price=Decimal("5.00")),
+            total=Decimal("20.00"),
+            item_count=5,
+        )
+    )
 
     order = Order.objects.get(pk=order_id)
     assert order.version == 2
@@ -158,7 +194,9 @@ def test_add_item_updates_count_total_and_version(shop: dict[str, UUID]) -> None
 def test_ship_order_marks_the_view_shipped(shop: dict[str, UUID]) -> None:
     order_id = place(shop["ada"], (shop["pad"], 1))
 
-    command_bus.dispatch(ShipOrder(order_id=order_id))
+    CommandScenario().when(ShipOrder(order_id=order_id)).then_events(
+        OrderShipped(order_id=order_id, customer_id=shop["ada"], previous_status="placed")
+    )
 
     assert Order.objects.get(pk=order_id).status == "shipped"
     view = OrderView.objects.get(pk=order_id)
@@ -171,7 +209,9 @@ def test_cancel_order_removes_it_from_the_customer_summary(shop: dict[str, UUID]
     kept = place(shop["ada"], (shop["pen"], 1))
     cancelled = place(shop["ada"], (shop["pad"], 2))
 
-    command_bus.dispatch(CancelOrder(order_id=cancelled))
+    CommandScenario().when(CancelOrder(order_id=cancelled)).then_events(
+        OrderCancelled(order_id=cancelled, customer_id=shop["ada"], total=Decimal("10.00"))
+    )
 
     assert Order.objects.get(pk=cancelled).status == "cancelled"
     view = OrderView.objects.get(pk=cancelled)
@@ -255,17 +295,10 @@ INVARIANTS: dict[str, tuple[Scenario, str]] = {
 @pytest.mark.parametrize("case", list(INVARIANTS))
 def test_broken_invariant_is_refused_and_writes_nothing(case: str, shop: dict[str, UUID]) -> None:
     build, message = INVARIANTS[case]
-    command = build(shop)
-    before = row_counts()
-    views_before = list(OrderView.objects.values())
-    orders_before = list(Order.objects.values("id", "status", "total", "version"))
+    command = build(shop)  # after the orders it needs are placed
 
-    with pytest.raises(InvariantViolationError, match=message):
-        command_bus.dispatch(command)
-
-    assert row_counts() == before
-    assert list(OrderView.objects.values()) == views_before
-    assert list(Order.objects.values("id", "status", "total", "version")) == orders_before
+    # Refused, and no row added, removed or changed in any table.
+    CommandScenario().when(command).then_error(InvariantViolationError, match=message)
 
 
 def test_an_order_exactly_at_the_credit_limit_is_accepted(shop: dict[str, UUID]) -> None:
@@ -312,12 +345,10 @@ NOT_FOUND: dict[str, tuple[Scenario, str]] = {
 def test_unknown_id_raises_not_found_and_writes_nothing(case: str, shop: dict[str, UUID]) -> None:
     build, kind = NOT_FOUND[case]
     command = build(shop)
-    before = row_counts()
 
-    with pytest.raises(AggregateNotFoundError, match=f"{kind} {UNKNOWN} does not exist"):
-        command_bus.dispatch(command)
-
-    assert row_counts() == before
+    CommandScenario().when(command).then_error(
+        AggregateNotFoundError, match=f"{kind} {UNKNOWN} does not exist"
+    )
 
 
 # -- queries -------------------------------------------------------------------------
@@ -425,7 +456,7 @@ def test_rebuild_reproduces_the_incrementally_built_read_models(
 ) -> None:
     command_bus.dispatch(AddItem(order_id=orders["ada"][0], product_id=shop["pad"], quantity=2))
     register("Nobody yet", "10.00")
-    catch_up("orders.CustomerSummaryProjection")
+    run_async_projections()
     incremental = read_model_rows()
     assert len(incremental["orders"]) == 7
     assert len(incremental["summaries"]) == 3
@@ -452,3 +483,46 @@ def test_rebuild_reproduces_the_incrementally_built_read_models(
     assert "Rebuilt orders.OrderViewProjection" in out.getvalue()
     assert "Rebuilt orders.CustomerSummaryProjection" in out.getvalue()
     assert "Rebuilt orders.OrderCountProjection" in out.getvalue()
+
+
+def placed_event(order_id: UUID, customer_id: UUID, total: str) -> OrderPlaced:
+    line = OrderLineData(product_id=uuid.uuid4(), quantity=1, unit_price=Decimal(total))
+    return OrderPlaced(
+        order_id=order_id,
+        customer_id=customer_id,
+        customer_name="Ada",
+        lines=[line],
+        total=Decimal(total),
+        item_count=1,
+    )
+
+
+def test_order_counts_follow_each_order_from_status_to_status() -> None:
+    ada, bob = uuid.uuid4(), uuid.uuid4()
+    shipped, cancelled, confirmed, placed = (uuid.uuid4() for _ in range(4))
+
+    counts = ProjectionScenario("orders.OrderCountProjection").given(
+        *(
+            events_of(Order, order_id, placed_event(order_id, ada, "5.00"))
+            for order_id in (shipped, cancelled, confirmed)
+        ),
+        events_of(Order, placed, placed_event(placed, bob, "1.00")),
+        events_of(Order, confirmed, OrderConfirmed(order_id=confirmed, customer_id=ada)),
+        events_of(Order, shipped, OrderShipped(order_id=shipped, customer_id=ada)),
+        events_of(
+            Order,
+            cancelled,
+            OrderCancelled(order_id=cancelled, customer_id=ada, total=Decimal("5.00")),
+        ),
+    )
+
+    counts.then_rows(  # and the same rows when rebuilt from the log
+        OrderCount,
+        [
+            {"customer_id": ada, "status": "placed", "orders": 0},
+            {"customer_id": ada, "status": "confirmed", "orders": 1},
+            {"customer_id": ada, "status": "shipped", "orders": 1},
+            {"customer_id": ada, "status": "cancelled", "orders": 1},
+            {"customer_id": bob, "status": "placed", "orders": 1, "key": ANY},
+        ],
+    )

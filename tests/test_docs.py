@@ -3,7 +3,9 @@
 How a Markdown file is read (conventions for whoever writes the docs):
 
 - A ```python block whose first line is ``# todo/<module>.py`` is a module of the tutorial
-  app: it must equal ``tests/tutorial/<module>.py`` (the app installed as ``todo``).
+  app: it must equal ``tests/tutorial/<module>.py`` (the app installed as ``todo``). A
+  ``# todo/test_<name>.py`` block is the tutorial's tests: pytest runs that file where it
+  is, with the suite.
 - A ```python block whose first line starts with ``# settings.py`` holds settings. It runs
   on its own (``BASE_DIR`` is defined, as in a ``startproject`` settings file); a
   ``DJANGO_CQRS`` dict it defines must pass the django_cqrs system checks, and a SQLite
@@ -53,6 +55,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TUTORIAL = ROOT / "tests" / "tutorial"
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 TUTORIAL_MODULES = ["events", "commands", "models", "queries", "handlers", "projections"]
+#: The tutorial's test modules (collected by pytest under tests/tutorial/, not imported here).
+TUTORIAL_TESTS = ["test_tasks"]
 #: Docs whose code blocks are illustrations, not yet written to run; say why.
 NOT_RUN_DOCS = {
     "async-projections.md": "its blocks use the demo's names without imports, and its "
@@ -125,7 +129,7 @@ def test_each_tutorial_module_is_the_readme_block_verbatim() -> None:
         if block.tutorial_module
     }
 
-    assert sorted(shown) == sorted(TUTORIAL_MODULES)
+    assert sorted(shown) == sorted(TUTORIAL_MODULES + TUTORIAL_TESTS)
     for name, block in shown.items():
         module = TUTORIAL / f"{name}.py"
         assert block.code == module.read_text(), f"{block.where} differs from {module}"

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import django_cqrs
+import django_cqrs.testing
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -30,8 +31,11 @@ def test_every_name_the_tutorial_imports_from_a_django_cqrs_module_is_exported()
         value = getattr(importlib.import_module(module), name)
         if isinstance(value, type(django_cqrs)):
             continue  # a module (``from django_cqrs import store``), not an export
-        assert name in django_cqrs.__all__, f"{module}.{name} is not exported by django_cqrs"
-        assert getattr(django_cqrs, name) is value
+        # The test toolkit is a namespace of its own; the rest is the top-level one's.
+        toolkit = module == "django_cqrs.testing" or module.startswith("django_cqrs.testing.")
+        namespace = django_cqrs.testing if toolkit else django_cqrs
+        assert name in namespace.__all__, f"{module}.{name} is not exported by {namespace.__name__}"
+        assert getattr(namespace, name) is value
 
 
 def test_every_error_is_exported() -> None:

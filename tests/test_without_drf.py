@@ -18,27 +18,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import CORE_SETTINGS
 
-SETTINGS = """
-SECRET_KEY = "core-only"
-USE_TZ = True
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-INSTALLED_APPS = [
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "django_q",
-    "django_cqrs",
-    "tests.testapp",
-]
-DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {db!r}}}}}
-Q_CLUSTER = {{"name": "core_only", "orm": "default", "timeout": 60, "retry": 120,
-              "max_attempts": 3, "sync": True}}
-DJANGO_CQRS = {{
-    "AUTODISCOVER_MODULES": ["handlers", "projections", "async_projections"],
-    "TRIGGER_ON_COMMIT": False,  # the script catches up itself
-}}
-"""
+REPO = Path(__file__).resolve().parent.parent
 
 #: Runs in the child process: blocks DRF, migrates, runs every cqrs_* command.
 SCRIPT = """
@@ -91,7 +73,7 @@ print(json.dumps({"commands": ours, "ran": out,
 def run_core_only(tmp_path: Path, python: str = sys.executable) -> dict[str, object]:
     """Run :data:`SCRIPT` in a process with core-only settings; return what it printed."""
     (tmp_path / "core_only_settings.py").write_text(
-        textwrap.dedent(SETTINGS.format(db=str(tmp_path / "core.sqlite3")))
+        textwrap.dedent(CORE_SETTINGS.format(db=str(tmp_path / "core.sqlite3")))
     )
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DATABASE")},
