@@ -46,6 +46,9 @@ class Event(Message):
     event_type: ClassVar[str] = "django_cqrs.Event"
     #: Version of this event's payload schema; bump it and implement :meth:`upcast`.
     schema_version: ClassVar[int] = 1
+    #: Kept in the log for its history only (an audit trail): ``cqrs_inspect --check``
+    #: expects no projection, saga or receiver to read it.
+    history_only: ClassVar[bool] = False
 
     def __init_subclass__(
         cls, *, name: str | None = None, version: int | None = None, **kwargs: Any
