@@ -83,6 +83,9 @@ class Event(Message):
     schema_version: ClassVar[int] = 1
     #: Older stored names of this class (before a rename or a move): read, never written.
     aliases: ClassVar[tuple[str, ...]] = ()
+    #: Kept in the log for its history only (an audit trail): ``cqrs_inspect --check``
+    #: expects no projection, saga or receiver to read it.
+    history_only: ClassVar[bool] = False
 
     def __init_subclass__(
         cls,

@@ -69,7 +69,7 @@ A_FILE = re.compile(r"^# [\w./-]+\.py\b")
 REPOSITORY_FILE = re.compile(r"^# ((?:tests|demo_project)/[\w./-]+\.py)\n")
 MANAGE = "$ python manage.py "
 #: manage.py commands the docs may show in ```console blocks, and what the test runs.
-RUNNABLE = {"cqrs_rebuild", "cqrs_status", "makemigrations", "migrate"}
+RUNNABLE = {"cqrs_inspect", "cqrs_rebuild", "cqrs_status", "makemigrations", "migrate"}
 NOT_RUN = {"startapp", "shell", "runserver"}
 
 

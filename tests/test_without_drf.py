@@ -64,6 +64,8 @@ run("cqrs_retry", TOTALS)
 late = command_bus.dispatch(Deposit(account_id=account, amount=Decimal("7"))).position
 run("cqrs_skip", TOTALS, str(late))
 run("cqrs_rebuild", "--all", "--no-progress")
+run("cqrs_inspect")
+run("cqrs_inspect", "--json")
 ours = sorted(n for n, app in get_commands().items() if app == "django_cqrs")
 print(json.dumps({"commands": ours, "ran": out,
                   "drf_loaded": [m for m in sys.modules if m.split(".")[0] in BLOCKED]}))
@@ -107,6 +109,11 @@ def test_the_core_migrates_and_runs_every_cqrs_command_without_drf(tmp_path: Pat
     assert "Rebuilt testapp.AccountTotalsProjection" in ran["cqrs_rebuild"][0]
     status = {row["name"]: row for row in json.loads(ran["cqrs_status"][1])}
     assert status["testapp.AccountTotalsProjection"]["mode"] == "async"
+    assert "  tests.testapp.commands.Deposit -> tests.testapp.handlers.deposit" in (
+        ran["cqrs_inspect"][0].splitlines()
+    )
+    events = {event["name"]: event for event in json.loads(ran["cqrs_inspect"][1])["events"]}
+    assert events["testapp.Deposited"]["projections"]
 
 
 CORE_ONLY_PYTHON = os.environ.get("CQRS_CORE_ONLY_PYTHON", "")

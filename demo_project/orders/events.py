@@ -97,10 +97,17 @@ class OrderShipped(Event, name="orders.OrderShipped"):
 
 
 # -- payments (the demo's fake payment gateway) ----------------------------------------
+#
+# A payment's state is its row (``Payment``): no read model lists payments, and only the
+# gateway's answers move a checkout on. The request, the refund and the withdrawal are
+# kept in the log as the payment's history (the admin shows its event stream), so they
+# set ``history_only`` and ``cqrs_inspect --check`` expects no reader for them.
 
 
 @dataclass(frozen=True)
 class PaymentRequested(Event, name="orders.PaymentRequested"):
+    history_only = True
+
     payment_id: UUID
     order_id: UUID
     amount: Decimal
@@ -125,6 +132,8 @@ class PaymentDeclined(Event, name="orders.PaymentDeclined"):
 class PaymentRefunded(Event, name="orders.PaymentRefunded"):
     """An approved payment given back through the gateway."""
 
+    history_only = True
+
     payment_id: UUID
     order_id: UUID
     amount: Decimal
@@ -134,6 +143,8 @@ class PaymentRefunded(Event, name="orders.PaymentRefunded"):
 class PaymentVoided(Event, name="orders.PaymentVoided"):
     """A payment request withdrawn before the gateway answered: nothing was captured."""
 
+    history_only = True
+
     payment_id: UUID
     order_id: UUID
     amount: Decimal
@@ -141,7 +152,13 @@ class PaymentVoided(Event, name="orders.PaymentVoided"):
 
 @dataclass(frozen=True)
 class GatewayModeSet(Event, name="orders.GatewayModeSet"):
-    """How the fake payment gateway answers new payment requests from now on."""
+    """How the fake payment gateway answers new payment requests from now on.
+
+    The mode is the ``PaymentGateway`` row; the event is the record of who changed it
+    and when (history only).
+    """
+
+    history_only = True
 
     mode: str
     previous_mode: str

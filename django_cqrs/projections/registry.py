@@ -28,6 +28,9 @@ SYNC = "sync"
 #: Applied by django-q2 workers, after commit.
 ASYNC = "async"
 MODES = (SYNC, ASYNC)
+#: The ``dispatch_uid`` of every ``event_recorded`` receiver that applies a sync
+#: projection starts with this (``cqrs_inspect`` lists them as projections, not receivers).
+RECEIVER_UID_PREFIX = "django_cqrs.sync:"
 
 
 class ProjectionClass(Protocol):
@@ -99,7 +102,7 @@ def _path(cls: ProjectionClass) -> str:
 
 
 def _receiver_uid(cls: ProjectionClass, event_type: type[Event]) -> str:
-    return f"django_cqrs.sync:{_path(cls)}:{event_type.event_type}"
+    return f"{RECEIVER_UID_PREFIX}{_path(cls)}:{event_type.event_type}"
 
 
 def _connect(cls: ProjectionClass) -> None:
