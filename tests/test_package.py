@@ -54,3 +54,10 @@ def test_the_spelled_out_all_is_exactly_what_the_namespace_loads() -> None:
     # mypy reads the literal list (what `mypy --strict` users may import from here);
     # the namespace loads from _LAZY: the two must not drift apart.
     assert django_cqrs.__all__ == sorted(django_cqrs._LAZY)
+
+
+def test_the_testing_namespace_spells_out_what_it_loads() -> None:
+    from django_cqrs import events
+
+    assert django_cqrs.testing.__all__ == sorted(django_cqrs.testing._LAZY)
+    assert django_cqrs.testing.upcast_payload is events.upcast_payload

@@ -47,12 +47,36 @@ _LAZY = {
     "SagaScenario": "django_cqrs.testing.scenarios",
     "append_events": "django_cqrs.testing.scenarios",
     "events_of": "django_cqrs.testing.scenarios",
-    # Event upcasting (issue 14) adds its test helper here, from its own module.
+    # Run an upcaster chain on a stored payload: what an old event reads as today.
+    "upcast_payload": "django_cqrs.events",
 }
 
-__all__ = sorted(_LAZY)
+#: Spelled out for mypy, which reads a literal ``__all__`` (tests/test_package.py keeps it
+#: equal to the names loaded).
+__all__ = [
+    "ANY",
+    "CapturedCommands",
+    "CapturedEvents",
+    "CommandOutcome",
+    "CommandScenario",
+    "DispatchedCommand",
+    "FrozenClock",
+    "ProjectionScenario",
+    "SagaOutcome",
+    "SagaScenario",
+    "Snapshot",
+    "append_events",
+    "assert_messages",
+    "capture_commands",
+    "capture_events",
+    "events_of",
+    "instance_of",
+    "run_async_projections",
+    "upcast_payload",
+]
 
 if TYPE_CHECKING:
+    from ..events import upcast_payload
     from .capture import (
         CapturedCommands,
         CapturedEvents,
