@@ -51,7 +51,7 @@ DJANGO_CQRS: dict[str, object] = {}
 #: Seconds a checkout waits for the payment (the demo's setting; bench/sagas.py sets it).
 DEMO_PAYMENT_TIMEOUT = float(os.environ.get("DEMO_PAYMENT_TIMEOUT", "30"))
 #: The checkout saga's partitions (bench/sagas.py --partitions).
-DEMO_CHECKOUT_PARTITIONS = int(os.environ.get("DEMO_CHECKOUT_PARTITIONS", "2"))
+DEMO_CHECKOUT_PARTITIONS = int(os.environ.get("DEMO_CHECKOUT_PARTITIONS", "1"))
 
 #: BENCH_LOG_LEVEL=INFO shows what the workers' catch-ups do (in the cluster's log).
 LOGGING = {

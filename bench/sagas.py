@@ -68,7 +68,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=4, help="Ordering threads (4).")
     parser.add_argument("--workers", type=int, default=2, help="qcluster workers (2).")
     parser.add_argument(
-        "--partitions", type=int, default=2, help="The checkout saga's partitions (2)."
+        "--partitions", type=int, default=1, help="The checkout saga's partitions (1)."
     )
     parser.add_argument("--customers", type=int, default=100)
     parser.add_argument("--products", type=int, default=40)

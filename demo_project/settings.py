@@ -149,8 +149,9 @@ def _seconds(name: str, default: str) -> float:
 #: (orders/sagas.py); the gateway's "hold" mode never answers.
 DEMO_PAYMENT_TIMEOUT = _seconds("DEMO_PAYMENT_TIMEOUT", "30")
 #: Partitions of the checkout saga (orders/sagas.py): as many workers can run checkouts at
-#: once. Change it only with the saga drained (docs/sagas.md, "Partitions").
-DEMO_CHECKOUT_PARTITIONS = 2
+#: once, where their stock rows do not collide. Change it only with the saga drained
+#: (docs/sagas.md, "Partitions"); 1 measured faster for the demo (docs/benchmarks.md).
+DEMO_CHECKOUT_PARTITIONS = 1
 
 LOGGING = {
     "version": 1,

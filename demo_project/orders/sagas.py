@@ -72,9 +72,10 @@ class CheckoutSaga(Saga):
     """An order's checkout (one ``Checkout`` row per order, keyed by its id)."""
 
     instance_model = Checkout
-    #: ``settings.DEMO_CHECKOUT_PARTITIONS`` (default 2, the demo cluster's workers: both
-    #: can run checkouts at once).
-    partitions = int(getattr(settings, "DEMO_CHECKOUT_PARTITIONS", 2))
+    #: ``settings.DEMO_CHECKOUT_PARTITIONS`` (default 1). Checkouts of the demo's few
+    #: products lock the same stock rows, so two partitions wait for each other (and
+    #: deadlock): measured slower, not faster, here (docs/benchmarks.md).
+    partitions = int(getattr(settings, "DEMO_CHECKOUT_PARTITIONS", 1))
 
     @starts(OrderPlaced, key="order_id")
     def placed(self, instance: Checkout, event: OrderPlaced, envelope: EventEnvelope) -> None:
