@@ -63,3 +63,25 @@ def executor() -> Iterator[MigrationExecutor]:
     finally:
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+@pytest.fixture
+def split() -> Iterator[type[Any]]:
+    """``TransferSaga`` in three partitions, in place of ``TransferSaga`` for the test.
+
+    They share the instance table, so only one of them is registered at a time.
+    """
+    from django_cqrs.projections.base import register, unregister
+    from tests.testapp.sagas import TransferSaga
+
+    unregister(TransferSaga)
+
+    class SplitTransferSaga(TransferSaga):
+        partitions = 3
+
+    try:
+        yield SplitTransferSaga
+    finally:
+        for part in SplitTransferSaga.partition_classes:
+            unregister(part)
+        register(TransferSaga)

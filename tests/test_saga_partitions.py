@@ -27,7 +27,7 @@ from django_cqrs import command_bus
 from django_cqrs.exceptions import ConfigurationError, TransactionConflictError
 from django_cqrs.models import ParkedEvent, ProjectionState, SagaDeadline
 from django_cqrs.projections import ASYNC, Projection, handles
-from django_cqrs.projections.base import register, unregister
+from django_cqrs.projections.base import unregister
 from django_cqrs.projections.catchup import HELD_BACK, catch_up, run_batch, run_catch_up
 from django_cqrs.projections.status import projection_status, wait_for_position
 from django_cqrs.sagas import Saga, fire_due, retry_instance
@@ -46,22 +46,6 @@ postgres_only = pytest.mark.skipif(
     connection.vendor != "postgresql",
     reason="concurrent transactions: PostgreSQL only (set DATABASE_URL)",
 )
-
-
-@pytest.fixture
-def split() -> Iterator[type[Saga]]:
-    """``TransferSaga`` in three partitions, in place of ``TransferSaga`` for the test."""
-    unregister(TransferSaga)
-
-    class SplitTransferSaga(TransferSaga):
-        partitions = 3
-
-    try:
-        yield SplitTransferSaga
-    finally:
-        for part in SplitTransferSaga.partition_classes:
-            unregister(part)
-        register(TransferSaga)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from demo_project.orders.sagas import CheckoutSaga
 from django_cqrs import command_bus
 from django_cqrs.events import Event, EventEnvelope
 from django_cqrs.exceptions import ConfigurationError, InvariantViolationError
@@ -777,10 +776,9 @@ def test_describe_shows_one_field_a_line_and_long_values_over_lines() -> None:
     assert diff([1], [1]) == "- expected\n+ recorded\n  1"
 
 
-def test_a_saga_named_runs_with_all_its_partitions() -> None:
-    assert CheckoutSaga.partitions == 2  # the demo's default
-    assert [cls.name for cls in async_consumers(["orders.CheckoutSaga"])] == [
-        "orders.CheckoutSaga",
-        "orders.CheckoutSaga#1",
+def test_a_saga_named_runs_with_all_its_partitions(split: Any) -> None:
+    # ``split``: TransferSaga in three partitions (tests/test_saga_partitions.py).
+    assert [cls.name for cls in async_consumers([split.name])] == [
+        part.name for part in split.partition_classes
     ]
-    assert {cls.name for cls in async_consumers()} >= {"orders.CheckoutSaga#1", TOTALS.name}
+    assert {cls.name for cls in async_consumers()} >= {f"{split.name}#2", TOTALS.name}
