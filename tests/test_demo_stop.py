@@ -258,6 +258,10 @@ def test_the_supervisor_kills_a_child_that_ignores_sigterm_and_its_children() ->
         assert child.process.stdout.readline() == b"up\n"
         assert len(marked(token)) == 2
 
+    # SIGKILL to the group is delivered at once but a loaded machine may take a moment to
+    # tear the grandchild down (the supervisor reaps its child only): gone within the bound.
+    while marked(token) and time.monotonic() - started < STOP_WITHIN:
+        time.sleep(0.02)
     assert marked(token) == {}
     assert time.monotonic() - started < STOP_WITHIN
     assert child.process.returncode == -signal.SIGKILL
