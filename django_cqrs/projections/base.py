@@ -106,6 +106,13 @@ class Projection:
             RowBuffer(targets, owner=self.name) if buffered or targets else None
         )
 
+    @classmethod
+    def runs(cls) -> tuple[type[Projection], ...]:
+        """The classes that run this projection's events: its partitions, when this is the
+        first of them (a saga split over partitions); else the class itself."""
+        parts = cls.partition_classes
+        return parts if parts[:1] == (cls,) else (cls,)
+
     # -- applying events ------------------------------------------------------------
 
     @classmethod

@@ -251,10 +251,9 @@ def catch_up(
     django-q2, as the tasks, the admin and the management commands do. A projection whose
     events are shared by partitions (a saga's) catches them all up, one after the other.
     """
-    cls = resolve(projection)
-    parts = cls.partition_classes if cls.partition_classes[:1] == (cls,) else (cls,)
     return sum(
-        run_catch_up(part, batch_size=batch_size, max_batches=max_batches).read for part in parts
+        run_catch_up(part, batch_size=batch_size, max_batches=max_batches).read
+        for part in resolve(projection).runs()
     )
 
 

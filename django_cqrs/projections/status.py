@@ -371,8 +371,7 @@ def _projections_behind(target: Any) -> list[type[Any]]:
         target = get_projection(target)
     if isinstance(target, type) and issubclass(target, Projection):
         # A saga in partitions is behind until every partition has passed the position.
-        parts = target.partition_classes
-        return list(parts) if parts[:1] == (target,) else [target]
+        return list(target.runs())
     return projections_for(target)
 
 

@@ -56,11 +56,7 @@ def async_consumers(names: Iterable[str | type[Projection]] = ()) -> list[type[P
     """The async projections and sagas named (default: every one), by name; a saga named
     comes with all its partitions."""
     chosen = [get_projection(n) if isinstance(n, str) else n for n in names]
-    found = {
-        part
-        for cls in chosen
-        for part in (cls.partition_classes if cls.partition_classes[:1] == (cls,) else (cls,))
-    }
+    found = {part for cls in chosen for part in cls.runs()}
     found = found or {cls for cls in all_projections() if cls.mode == ASYNC}
     return sorted(found, key=lambda cls: cls.name)
 
