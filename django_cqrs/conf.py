@@ -100,6 +100,15 @@ DEFAULTS: dict[str, Any] = {
     # Health endpoint: who sees the figures ("permission": users with the permission
     # django_cqrs.view_projectionstate; "public": everyone). Others get the verdict only.
     "HEALTH_DETAILS": "permission",
+    # Relays: named consumers of the log that publish its events to a broker as
+    # CloudEvents (docs/relays.md), e.g. {"bus": {"BACKEND": "rabbitmq", "EXCHANGE": "x"}}.
+    "RELAYS": {},
+    # CloudEvents: the ``source`` of every event this service relays (None: "/" and the
+    # top-level package of the settings module, e.g. "/demo_project").
+    "EVENT_SOURCE": None,
+    # Relays: seconds a worker's claim on a relay's batch lasts while it publishes; a batch
+    # whose worker died is published again by another after this.
+    "RELAY_LEASE_SECONDS": 30.0,
 }
 
 #: The values ``HEALTH_DETAILS`` takes (check E014).

@@ -175,6 +175,10 @@ class ProjectionState(models.Model):
     failing_position = models.BigIntegerField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     next_retry_at = models.DateTimeField(null=True, blank=True)
+    #: Relays: the worker publishing a batch (outside the database transaction) and until
+    #: when its claim holds; another worker takes the batch over once it has passed.
+    lease_owner = models.CharField(max_length=100, blank=True, default="")
+    lease_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "django_cqrs_projection_state"

@@ -64,6 +64,8 @@ class Projection:
     batch_size: ClassVar[int | None] = None
     #: Async only: failed attempts on one event before it is parked.
     max_retries: ClassVar[int] = 3
+    #: Async only: longest retry delay in seconds (default: DJANGO_CQRS["RETRY_BACKOFF_MAX"]).
+    retry_backoff_max: ClassVar[float | None] = None
     #: Async only: after parking an event, "stop" (keep order) or "skip" it and go on.
     on_failure: ClassVar[str] = "stop"
     #: False for consumers whose handlers have effects beyond read models (sagas): a

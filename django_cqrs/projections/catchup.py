@@ -34,6 +34,8 @@ import datetime as dt
 import functools
 import logging
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from django.db import DatabaseError, transaction
 from django.utils import timezone
@@ -102,61 +104,123 @@ def resolve(projection: str | type[Projection]) -> type[Projection]:
     return get_projection(projection) if isinstance(projection, str) else projection
 
 
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """The events a batch read: its rows, the checkpoint it started from and the one it
+    reaches, and the positions an operator chose to skip."""
+
+    rows: list[store.EventRow]
+    start: LogPoint
+    end: LogPoint
+    skip: frozenset[int]
+
+
 def run_batch(
     cls: type[Projection], *, batch_size: int | None = None, before: LogPoint | None = None
 ) -> BatchOutcome:
     """Apply at most one batch after the checkpoint (before ``before``) and commit it."""
     using = cqrs_settings.DATABASE
-    size = int(batch_size or cls.batch_size or cqrs_settings.CATCHUP_BATCH_SIZE)
     with transaction.atomic(using=using):
         state = lock_state(cls.name, using)
-        if state.state != State.LIVE:
-            return BatchOutcome(0, state.position, True, str(state.state))
-        if before is None and state.next_retry_at and state.next_retry_at > timezone.now():
-            return BatchOutcome(0, state.position, True, "backoff")
-        checkpoint = state.point
-        horizon = store.horizon(using)
-        last = store.last_point(before=before, horizon=horizon, using=using)
-        if last <= checkpoint:
-            if horizon is not None and store.last_point(before=before, horizon=None) > checkpoint:
-                # Committed events wait behind an older open transaction, which may
-                # record no event for this projection when it ends: nothing would
-                # trigger a catch-up then, so ask for another soon.
-                return BatchOutcome(0, state.position, True, HELD_BACK)
-            return BatchOutcome(0, state.position, True, "caught up")
-        rows = store.read_rows(
-            after=checkpoint,
-            limit=size,
-            event_types=cls.handled_event_types(),
-            until=last,
-            horizon=horizon,
+        batch = read_batch(cls, state, batch_size=batch_size, before=before, using=using)
+        if isinstance(batch, BatchOutcome):
+            return batch
+        apply_batch(
+            functools.partial(cls, buffered=True),
+            batch.rows,
+            replaying=False,
+            skip=batch.skip,
             using=using,
         )
-        # A full batch may stop short of the last readable event; otherwise every handled
-        # event up to it was read and the checkpoint passes the unhandled ones too.
-        new = rows[-1].point if len(rows) == size else last
-        skip = skipped_positions(cls.name, 0, using)
-        apply_batch(
-            functools.partial(cls, buffered=True), rows, replaying=False, skip=skip, using=using
+        move_checkpoint(cls, batch.start, batch.end, batch.rows, using=using)
+        return BatchOutcome(len(batch.rows), batch.end.position, False)
+
+
+def read_batch(
+    cls: type[Projection],
+    state: ProjectionState,
+    *,
+    batch_size: int | None,
+    before: LogPoint | None,
+    using: str,
+) -> Batch | BatchOutcome:
+    """The next batch after the (locked) ``state``'s checkpoint, or why there is none."""
+    size = int(batch_size or cls.batch_size or cqrs_settings.CATCHUP_BATCH_SIZE)
+    if state.state != State.LIVE:
+        return BatchOutcome(0, state.position, True, str(state.state))
+    if before is None and state.next_retry_at and state.next_retry_at > timezone.now():
+        return BatchOutcome(0, state.position, True, "backoff")
+    checkpoint = state.point
+    horizon = store.horizon(using)
+    last = store.last_point(before=before, horizon=horizon, using=using)
+    if last <= checkpoint:
+        if horizon is not None and store.last_point(before=before, horizon=None) > checkpoint:
+            # Committed events wait behind an older open transaction, which may
+            # record no event for this projection when it ends: nothing would
+            # trigger a catch-up then, so ask for another soon.
+            return BatchOutcome(0, state.position, True, HELD_BACK)
+        return BatchOutcome(0, state.position, True, "caught up")
+    rows = store.read_rows(
+        after=checkpoint,
+        limit=size,
+        event_types=cls.handled_event_types(),
+        until=last,
+        horizon=horizon,
+        using=using,
+    )
+    # A full batch may stop short of the last readable event; otherwise every handled
+    # event up to it was read and the checkpoint passes the unhandled ones too.
+    new = rows[-1].point if len(rows) == size else last
+    return Batch(rows, checkpoint, new, skipped_positions(cls.name, 0, using))
+
+
+def move_checkpoint(
+    cls: type[Projection],
+    start: LogPoint,
+    end: LogPoint,
+    rows: Sequence[store.EventRow],
+    *,
+    using: str,
+    **changes: Any,
+) -> None:
+    """Move the checkpoint from ``start`` to ``end`` (compare-and-set), clearing the failure
+    being retried; raise ``_CheckpointMoved`` when another worker moved it first."""
+    recorded_at = rows[-1].recorded_at if rows and end == rows[-1].point else None
+    moved = (
+        ProjectionState.objects.using(using)
+        .filter(name=cls.name, position=start.position, transaction_id=start.transaction_id)
+        .update(
+            position=end.position,
+            transaction_id=end.transaction_id,
+            position_recorded_at=recorded_at or timezone.now(),
+            failing_position=None,
+            attempts=0,
+            next_retry_at=None,
+            last_error="",
+            updated_at=timezone.now(),
+            **changes,
         )
-        recorded_at = rows[-1].recorded_at if rows and new == rows[-1].point else None
-        moved = (
-            ProjectionState.objects.using(using)
-            .filter(name=cls.name, position=state.position, transaction_id=state.transaction_id)
-            .update(
-                position=new.position,
-                transaction_id=new.transaction_id,
-                position_recorded_at=recorded_at or timezone.now(),
-                failing_position=None,
-                attempts=0,
-                next_retry_at=None,
-                last_error="",
-                updated_at=timezone.now(),
-            )
-        )
-        if moved != 1:
-            raise _CheckpointMoved(cls.name)
-        return BatchOutcome(len(rows), new.position, False)
+    )
+    if moved != 1:
+        raise _CheckpointMoved(cls.name)
+
+
+#: Runs one batch of a consumer: ``run_batch``'s signature and outcome.
+BatchRunner = Callable[..., BatchOutcome]
+
+#: Consumers that run their batches their own way, by base class (relays publish theirs
+#: outside the database transaction); every other projection runs ``run_batch``.
+batch_runners: dict[type[Projection], BatchRunner] = {}
+
+
+def batch_runner(cls: type[Projection]) -> BatchRunner:
+    """What runs a batch of ``cls``: its base class's runner in ``batch_runners``, or
+    ``run_batch``."""
+    for klass in cls.__mro__:
+        runner = batch_runners.get(klass)
+        if runner is not None:
+            return runner
+    return run_batch
 
 
 def run_catch_up(
@@ -185,6 +249,7 @@ def run_catch_up(
     if cls.mode != ASYNC:
         raise ProjectionError(f"{cls.name} is a sync projection; it needs no catch-up")
     ensure_state(cls.name)
+    runner = batch_runner(cls)
     total = batches = transient = 0
     retry_at = None
     ran = False
@@ -196,7 +261,7 @@ def run_catch_up(
             return CatchUp(total, retry_at, more=True)
         ran = True
         try:
-            outcome = run_batch(cls, batch_size=batch_size)
+            outcome = runner(cls, batch_size=batch_size)
         except _CheckpointMoved:
             logger.warning("%s: checkpoint moved by another worker; batch rolled back", cls.name)
             continue
@@ -257,10 +322,13 @@ def catch_up(
     )
 
 
-def backoff_delay(attempts: int) -> float:
-    """Seconds to wait before attempt ``attempts + 1``: RETRY_BACKOFF doubled per attempt."""
+def backoff_delay(attempts: int, cls: type[Projection] | None = None) -> float:
+    """Seconds to wait before attempt ``attempts + 1``: RETRY_BACKOFF doubled per attempt,
+    up to ``cls.retry_backoff_max`` (default RETRY_BACKOFF_MAX)."""
     base = float(cqrs_settings.RETRY_BACKOFF)
-    return float(min(base * (2 ** max(attempts - 1, 0)), float(cqrs_settings.RETRY_BACKOFF_MAX)))
+    ceiling = cls.retry_backoff_max if cls is not None else None
+    ceiling = float(cqrs_settings.RETRY_BACKOFF_MAX if ceiling is None else ceiling)
+    return float(min(base * (2 ** max(attempts - 1, 0)), ceiling))
 
 
 def record_failure(
@@ -274,7 +342,8 @@ def record_failure(
     using = cqrs_settings.DATABASE
     try:
         failing = LogPoint(exc.transaction_id, exc.position)
-        while not run_batch(cls, batch_size=batch_size, before=failing).done:
+        runner = batch_runner(cls)
+        while not runner(cls, batch_size=batch_size, before=failing).done:
             pass
     except (ProjectionApplyError, _CheckpointMoved):
         return None  # an earlier event failed now (or a worker moved on): the next turn
@@ -288,7 +357,8 @@ def record_failure(
         state.attempts = attempts
         state.last_error = trace
         if exc.retryable and attempts <= cls.max_retries:
-            state.next_retry_at = timezone.now() + dt.timedelta(seconds=backoff_delay(attempts))
+            delay = backoff_delay(attempts, cls)
+            state.next_retry_at = timezone.now() + dt.timedelta(seconds=delay)
             state.save()
             logger.warning(
                 "%s failed on position %s (attempt %s of %s); retrying after %.1fs: %s",
@@ -296,7 +366,7 @@ def record_failure(
                 exc.position,
                 attempts,
                 cls.max_retries + 1,
-                backoff_delay(attempts),
+                delay,
                 error,
             )
             retry_at: dt.datetime = state.next_retry_at
