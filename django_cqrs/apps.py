@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import AppConfig, apps
+from django.core.signals import setting_changed
 from django.db import connections
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
@@ -48,6 +49,11 @@ class DjangoCQRSConfig(AppConfig):
             # Import `<app>.handlers` and `<app>.projections`: registering handlers and
             # connecting sync projections happens at import time.
             autodiscover_modules(*cqrs_settings.AUTODISCOVER_MODULES)
+        from .relays.base import configure as configure_relays
+
+        # After autodiscovery: a relay's EVENTS patterns match the event classes loaded.
+        configure_relays()
+        setting_changed.connect(_reconfigure_relays, dispatch_uid="django_cqrs.relays")
         event_recorded.connect(on_event_recorded, dispatch_uid="django_cqrs.tasks.trigger")
         saga_deadline_scheduled.connect(
             on_deadline_scheduled, dispatch_uid="django_cqrs.tasks.deadline"
@@ -70,3 +76,11 @@ class DjangoCQRSConfig(AppConfig):
                 cqrs_admin.autoregister_read_models()
             # Each saga's instances (SagaInstanceAdmin), unless an admin.py registered them.
             cqrs_admin.autoregister_sagas()
+
+
+def _reconfigure_relays(*, setting: str, **kwargs: Any) -> None:
+    """``DJANGO_CQRS["RELAYS"]`` changed (a test's override_settings): make them again."""
+    if setting == "DJANGO_CQRS":
+        from .relays.base import configure
+
+        configure()

@@ -40,13 +40,14 @@ from .events import (
     registered_upcasters,
     versions_without_upcaster,
 )
-from .exceptions import CQRSError
+from .exceptions import ConfigurationError, CQRSError
 from .models import StoredEvent
 from .projections import ASYNC, all_projections
 from .projections.status import Activity
 from .queries import Query
 from .read_models import ReadModel
 from .registry import Registry, describe
+from .relays.base import all_relays, check_configuration, matching_events
 from .serialization import check_supported
 from .tasks import BATCH_ROOM_SECONDS, catch_up_budget
 
@@ -409,6 +410,35 @@ def check_events(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     "dataclasses, list/tuple/dict of those, or X | None.",
                     obj=cls,
                     id="django_cqrs.E008",
+                )
+            )
+    return messages
+
+
+@register(Tags.compatibility)
+def check_relays(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E020 a relay's settings are wrong (it does not run); W013 its EVENTS match no event."""
+    try:
+        problems = check_configuration()
+    except (ConfigurationError, TypeError, ValueError):
+        problems = []  # DJANGO_CQRS itself is wrong: E001 and E003 say so
+    messages: list[CheckMessage] = [
+        Error(
+            f"{problem}; the relay does not run.",
+            hint="See docs/relays.md for each backend's options.",
+            id="django_cqrs.E020",
+        )
+        for problem in problems
+    ]
+    for cls in all_relays():
+        if not matching_events(cls.options):
+            messages.append(
+                Warning(
+                    f"Relay {cls.relay_name!r}: EVENTS {cls.options['EVENTS']!r} match no "
+                    "registered event; it sends nothing.",
+                    hint="List stored event names (Event.event_type) or fnmatch patterns "
+                    "of them, e.g. 'orders.*'.",
+                    id="django_cqrs.W013",
                 )
             )
     return messages

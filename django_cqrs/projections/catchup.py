@@ -87,6 +87,8 @@ class BatchOutcome:
     position: int
     done: bool
     reason: str = ""
+    #: When to look again (a relay's batch leased by another worker: when the lease ends).
+    retry_at: dt.datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,6 +296,8 @@ def run_catch_up(
                 time.sleep(pause)
                 pause = min(pause * 2, HELD_BACK_POLL_MAX_SECONDS)
                 continue
+        if outcome.retry_at is not None:
+            retry_at = min(retry_at, outcome.retry_at) if retry_at else outcome.retry_at
         if outcome.reason != HELD_BACK:
             held_until, pause = None, HELD_BACK_POLL_SECONDS
         else:
