@@ -279,7 +279,8 @@ def test_wrong_settings_are_a_system_check_error_and_the_relay_does_not_run(
 ) -> None:
     with override_settings(DJANGO_CQRS={"RELAYS": {"bad": config}}):
         errors = [m for m in check_relays() if m.id == "django_cqrs.E020"]
-        assert len(errors) == 1 and message in errors[0].msg, errors
+        assert len(errors) == 1, errors
+        assert message in errors[0].msg
         assert all_relays() == []
 
 
