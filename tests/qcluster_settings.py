@@ -7,11 +7,13 @@ own in ``CQRS_QCLUSTER_NAME``. With ``CQRS_TEST_REDIS_URL`` set, tasks go throug
 ``CQRS_QCLUSTER_TIMEOUT``, ``CQRS_QCLUSTER_RETRY`` and ``CQRS_QCLUSTER_BATCH_SIZE`` change
 the task timeout, the broker's retry and the catch-up batch size; ``CQRS_QCLUSTER_MODULES``
 the modules autodiscovered (comma-separated; the saga tests run ``sagas`` and no async
-projection).
+projection); ``CQRS_QCLUSTER_RELAYS`` (JSON) and ``CQRS_QCLUSTER_RELAY_LEASE`` the relays
+and their lease.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 from tests.settings import *  # noqa: F403
@@ -41,4 +43,8 @@ DJANGO_CQRS = {
         "CQRS_QCLUSTER_MODULES", "handlers,projections,async_projections"
     ).split(","),
     "CATCHUP_BATCH_SIZE": int(os.environ.get("CQRS_QCLUSTER_BATCH_SIZE", "1000")),
+    # The relay tests (test_relays_brokers.py): the relays as JSON, a short lease.
+    "RELAYS": json.loads(os.environ.get("CQRS_QCLUSTER_RELAYS", "{}")),
+    "RELAY_LEASE_SECONDS": float(os.environ.get("CQRS_QCLUSTER_RELAY_LEASE", "30")),
+    "EVENT_SOURCE": "/tests",
 }
