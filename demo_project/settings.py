@@ -8,7 +8,9 @@ django-q2 cluster): WAL journal, a busy timeout and immediate transactions.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -130,7 +132,43 @@ Q_CLUSTER = {
     "catch_up": False,
 }
 
-DJANGO_CQRS: dict[str, object] = {}
+
+def _answers(url: str, default_port: int) -> bool:
+    """Whether a broker listens at ``url`` (asked once, when the settings load)."""
+    parts = urlsplit(url)
+    address = (parts.hostname or "127.0.0.1", parts.port or default_port)
+    try:
+        with socket.create_connection(address, 0.5):
+            return True
+    except OSError:
+        return False
+
+
+#: The demo's brokers (docs/relays.md); DEMO_RELAYS=0 turns both relays off.
+DEMO_RABBITMQ_URL = os.environ.get("DEMO_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+DEMO_NATS_URL = os.environ.get("DEMO_NATS_URL", "nats://127.0.0.1:4222")
+_RELAYS_ON = os.environ.get("DEMO_RELAYS", "1") != "0"
+
+#: Every demo event to each broker that answers: RabbitMQ's topic exchange demo.events
+#: (routing key = the stored event name) and the JetStream stream DEMO_EVENTS (subjects
+#: demo.events.<stored event name>). The demo starts without either.
+DEMO_RELAYS: dict[str, dict[str, object]] = {}
+if _RELAYS_ON and _answers(DEMO_RABBITMQ_URL, 5672):
+    DEMO_RELAYS["rabbitmq"] = {
+        "BACKEND": "rabbitmq",
+        "URL": DEMO_RABBITMQ_URL,
+        "EXCHANGE": "demo.events",
+        "EXCHANGE_TYPE": "topic",
+    }
+if _RELAYS_ON and _answers(DEMO_NATS_URL, 4222):
+    DEMO_RELAYS["nats"] = {
+        "BACKEND": "nats",
+        "SERVERS": [DEMO_NATS_URL],
+        "STREAM": "DEMO_EVENTS",
+        "SUBJECT_PREFIX": "demo.events",
+    }
+
+DJANGO_CQRS: dict[str, object] = {"RELAYS": DEMO_RELAYS, "EVENT_SOURCE": "/demo_project"}
 
 
 def _seconds(name: str, default: str) -> float:

@@ -96,17 +96,22 @@ class RabbitQueue:
                 )
         return out
 
-    def delete(self) -> None:
-        run(self._delete(), timeout=15)
+    def delete(self, *, exchange: bool = True) -> None:
+        """Delete the queue, and the exchange too (not one that others use: the demo's)."""
+        run(self._delete(exchange), timeout=15)
 
-    async def _delete(self) -> None:
+    def delete_queue(self) -> None:
+        self.delete(exchange=False)
+
+    async def _delete(self, exchange: bool) -> None:
         import aio_pika
 
         connection = await aio_pika.connect(RABBITMQ_URL)
         async with connection:
             channel = await connection.channel()
             await channel.queue_delete(self.queue)
-            await channel.exchange_delete(self.exchange)
+            if exchange:
+                await channel.exchange_delete(self.exchange)
 
 
 @dataclass

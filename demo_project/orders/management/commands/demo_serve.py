@@ -19,6 +19,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from demo_project.supervisor import Child, Supervisor
+from django_cqrs.relays import all_relays
 
 MANAGE_PY = Path(__file__).resolve().parents[4] / "manage.py"
 HOST = "127.0.0.1"
@@ -49,7 +50,24 @@ class Command(BaseCommand):
             )
         self.stdout.write(f"The demo is stopped ({signal.Signals(stopped_by).name}).")
 
+    def relays_line(self) -> str:
+        """Which relays run (the demo relays to each broker that answered)."""
+        running = {cls.relay_name: cls.options for cls in all_relays()}
+        if not running:
+            return (
+                "  Relays: none (no broker answered on 127.0.0.1:5672 or 127.0.0.1:4222, or "
+                "DEMO_RELAYS=0); the demo runs without them."
+            )
+        where = []
+        for name, options in running.items():
+            if options["BACKEND"] == "rabbitmq":
+                where.append(f"{name} -> RabbitMQ exchange {options['EXCHANGE']}")
+            else:
+                where.append(f"{name} -> NATS JetStream stream {options['STREAM']}")
+        return "  Relays: " + "; ".join(where) + " (every demo event; cqrs_status shows them)."
+
     def banner(self, port: int) -> None:
+        self.stdout.write(self.relays_line())
         self.stdout.write(
             self.style.SUCCESS(f"The demo is ready: open http://{HOST}:{port}/") + "\n"
             "  It links to the API (/api/), its docs (/api/docs/), the admin (/admin/, "
