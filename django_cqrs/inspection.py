@@ -41,6 +41,7 @@ from .projections.base import all_projections
 from .projections.registry import RECEIVER_UID_PREFIX
 from .queries import Query
 from .registry import describe
+from .relays.base import Relay, all_relays
 from .sagas.base import CORRELATION, Saga, all_sagas
 from .signals import event_committed, event_recorded
 
@@ -104,6 +105,18 @@ class SagaReader:
 
 
 @dataclasses.dataclass(frozen=True)
+class RelayReader:
+    """A relay that sends the event to a broker (docs/relays.md)."""
+
+    name: str
+    backend: str
+    destination: str
+
+    def describe(self) -> str:
+        return f"relay {self.name} ({self.backend}): to {self.destination}"
+
+
+@dataclasses.dataclass(frozen=True)
 class ReceiverReader:
     """A receiver of ``event_recorded`` or ``event_committed``."""
 
@@ -127,9 +140,18 @@ class EventEntry:
     receivers: tuple[ReceiverReader, ...]
     #: Is it the class the log decodes ``name`` to?
     decoded: bool
+    #: The relays that send it to other services (they read it, but apply nothing here).
+    relays: tuple[RelayReader, ...] = ()
 
     @property
-    def readers(self) -> tuple[ProjectionReader | SagaReader | ReceiverReader, ...]:
+    def readers(
+        self,
+    ) -> tuple[ProjectionReader | SagaReader | ReceiverReader | RelayReader, ...]:
+        return (*self.projections, *self.sagas, *self.receivers, *self.relays)
+
+    @property
+    def local_readers(self) -> tuple[ProjectionReader | SagaReader | ReceiverReader, ...]:
+        """The readers in this service (a relay only passes the event on)."""
         return (*self.projections, *self.sagas, *self.receivers)
 
     def as_dict(self) -> dict[str, Any]:
@@ -141,6 +163,7 @@ class EventEntry:
             "projections": [dataclasses.asdict(reader) for reader in self.projections],
             "sagas": [dataclasses.asdict(reader) for reader in self.sagas],
             "receivers": [dataclasses.asdict(reader) for reader in self.receivers],
+            "relays": [dataclasses.asdict(reader) for reader in self.relays],
         }
 
 
@@ -234,8 +257,9 @@ class Inspection:
 
 
 def _reading_problems(event: EventEntry) -> list[Problem]:
-    if event.history_only and event.readers:
-        readers = "; ".join(reader.describe() for reader in event.readers)
+    if event.history_only and event.local_readers:
+        # A relay may send a history-only event on: other services may well read it.
+        readers = "; ".join(reader.describe() for reader in event.local_readers)
         return [
             Problem(
                 READ_HISTORY_ONLY_EVENT,
@@ -344,7 +368,8 @@ def _messages(bus: Bus, base: type, in_scope: Callable[[type], bool]) -> tuple[M
 
 def _events(in_scope: Callable[[type], bool]) -> tuple[EventEntry, ...]:
     decoded = registered_event_types()
-    projections = [cls for cls in all_projections() if not issubclass(cls, Saga)]
+    projections = [cls for cls in all_projections() if not issubclass(cls, Saga | Relay)]
+    relays = all_relays()
     sagas = all_sagas()
     classes = {*decoded.values(), *(event for cls in all_projections() for event in cls.handlers)}
     entries = []
@@ -379,9 +404,23 @@ def _events(in_scope: Callable[[type], bool]) -> tuple[EventEntry, ...]:
                 sagas=tuple(sorted(saga_readers, key=lambda r: r.name)),
                 receivers=_receivers(event),
                 decoded=decoded.get(event.event_type) is event,
+                relays=tuple(
+                    RelayReader(relay.name, relay.options["BACKEND"], _destination(relay))
+                    for relay in relays
+                    if event in relay.handlers
+                ),
             )
         )
     return tuple(sorted(entries, key=lambda e: (e.name, e.path, not e.decoded)))
+
+
+def _destination(relay: type[Relay]) -> str:
+    options = relay.options
+    if options.get("EXCHANGE"):
+        return f"exchange {options['EXCHANGE']}"
+    if options.get("STREAM"):
+        return f"stream {options['STREAM']}, {options.get('SUBJECT_PREFIX')}.<name>"
+    return str(options["BACKEND"])
 
 
 def _receivers(sender: type[Event] | None) -> tuple[ReceiverReader, ...]:

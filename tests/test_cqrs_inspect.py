@@ -178,6 +178,7 @@ def test_json_is_one_sorted_document_with_every_part_of_the_map() -> None:
             }
         ],
         "receivers": [],
+        "relays": [],
     }
     assert events["orders.GatewayModeSet"]["history_only"] is True
     assert document["receivers_of_every_event"] == [

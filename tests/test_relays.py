@@ -288,3 +288,32 @@ def test_events_matching_nothing_is_a_warning() -> None:
     relays = {"x": {"BACKEND": MEMORY, "EVENTS": ["nope.*"]}}
     with override_settings(DJANGO_CQRS={"RELAYS": relays}):
         assert [m.id for m in check_relays()] == ["django_cqrs.W013"]
+
+
+def test_cqrs_inspect_lists_relays_and_lets_them_send_history_only_events() -> None:
+    from django_cqrs.inspection import inspect_project
+
+    relays = {"out": {"BACKEND": MEMORY, "EVENTS": ["orders.PaymentRequested"]}}
+    with override_settings(DJANGO_CQRS={"RELAYS": relays}):
+        inspection = inspect_project(["orders"])
+        [event] = [e for e in inspection.events if e.name == "orders.PaymentRequested"]
+        assert event.history_only
+        assert [r.name for r in event.relays] == ["relays.out"]
+        assert event.projections == ()  # a relay is not listed as a projection
+        assert not [p for p in inspection.problems() if p.name == "orders.PaymentRequested"]
+
+
+def test_the_admin_dashboard_lists_a_relay_with_its_lag_and_pauses_it(
+    relay: None, admin_client: Any
+) -> None:
+    from tests.test_admin import action_url, dashboard_figures, dashboard_url
+
+    accounts(1, deposits=2)
+    response = admin_client.get(dashboard_url())
+    assert response.status_code == 200
+    figures = dashboard_figures(response.content.decode())
+    assert figures[NAME]["mode"] == "async"
+    assert figures[NAME]["lag_events"] == "3"
+    response = admin_client.post(action_url(NAME, "pause"))
+    assert response.status_code in (200, 302)
+    assert ProjectionState.objects.get(name=NAME).state == "paused"
