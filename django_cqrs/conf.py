@@ -100,6 +100,13 @@ DEFAULTS: dict[str, Any] = {
     # Health endpoint: who sees the figures ("permission": users with the permission
     # django_cqrs.view_projectionstate; "public": everyone). Others get the verdict only.
     "HEALTH_DETAILS": "permission",
+    # Telemetry: record OpenTelemetry spans (with the opentelemetry extra installed).
+    "TRACING": True,
+    # Telemetry: record Prometheus metrics (with the prometheus extra installed).
+    "METRICS": True,
+    # Telemetry: who may scrape django_cqrs.views.metrics ("public": anyone who reaches
+    # it; "permission": users with the permission django_cqrs.view_projectionstate).
+    "METRICS_ACCESS": "public",
     # Relays: named consumers of the log that publish its events to a broker as
     # CloudEvents (docs/relays.md), e.g. {"bus": {"BACKEND": "rabbitmq", "EXCHANGE": "x"}}.
     "RELAYS": {},
@@ -113,6 +120,8 @@ DEFAULTS: dict[str, Any] = {
 
 #: The values ``HEALTH_DETAILS`` takes (check E014).
 HEALTH_DETAILS_CHOICES = ("permission", "public")
+#: The values ``METRICS_ACCESS`` takes (check E003).
+METRICS_ACCESS_CHOICES = ("public", "permission")
 
 # Settings holding dotted paths; they are imported when read.
 IMPORT_STRINGS = {"COMMAND_MIDDLEWARE", "QUERY_MIDDLEWARE"}
