@@ -1,4 +1,5 @@
-"""URLs of the demo project: a landing page, the API, its OpenAPI schema and docs, the admin."""
+"""URLs of the demo project: a landing page, the API, its OpenAPI schema and docs, the admin,
+the Prometheus metrics."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
@@ -7,11 +8,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from demo_project.orders import views
 from demo_project.orders.api import TokenView, router
 from django_cqrs.rest_framework.views import UnknownRouteView
+from django_cqrs.views import metrics
 
 urlpatterns = [
     path("", views.home, name="home"),  # links to everything below
     path("admin/", admin.site.urls),
     path("cqrs/", include("django_cqrs.urls")),
+    path("metrics", metrics, name="metrics"),  # Prometheus (docs/telemetry.md)
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "api/docs/",

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Self
 from django.core.exceptions import ValidationError
 from django.db import connections, models, router, transaction
 
-from . import store
+from . import store, telemetry
 from .context import Save, current_context
 from .events import Event, EventEnvelope
 from .exceptions import AggregateNotFoundError, ConcurrencyError, ConfigurationError
@@ -172,6 +172,11 @@ class Aggregate(models.Model):
             return [], marker
         ctx = current_context()
         metadata = ctx.event_metadata() if ctx is not None else {}
+        # The W3C trace context of the command's span, when tracing records one: relays
+        # send it on with the event, so what a consumer does joins the command's trace.
+        trace = telemetry.trace_headers()
+        if trace:
+            metadata = {**trace, **metadata}
         envelopes = store.append(
             pending,
             aggregate_type=self.aggregate_type(),

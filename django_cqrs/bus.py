@@ -16,11 +16,13 @@ step and returns ``step(message, context) -> value``, like Django's own middlewa
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from django.core.signals import setting_changed
 
+from . import metrics, telemetry
 from .commands import Command
 from .conf import RELOADING_SETTINGS, cqrs_settings
 from .context import DispatchContext, activate, child_context, current_context
@@ -37,6 +39,10 @@ R = TypeVar("R")
 M = TypeVar("M")
 Step = Callable[[Any, DispatchContext], Any]
 MiddlewareFactory = Callable[[Step], Step]
+
+#: Whether dispatches can be observed at all (spans, metrics): False when neither
+#: opentelemetry nor prometheus_client is installed, and a dispatch then does nothing more.
+OBSERVED = telemetry.AVAILABLE or metrics.AVAILABLE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +137,8 @@ class CommandBus(Bus):
         parent = current_context()
         ctx = child_context(command, metadata)
         with activate(ctx):
-            value = self.chain()(command, ctx)
+            step = self.chain()
+            value = observe(step, command, ctx) if OBSERVED else step(command, ctx)
         if parent is not None:
             parent.saves.extend(ctx.saves)
         return CommandResult(
@@ -155,8 +162,42 @@ class QueryBus(Bus):
         """Run ``query`` through the middleware and its handler; return the handler's value."""
         self._check_message(query)
         ctx = child_context(query, metadata)
-        value: R = self.chain()(query, ctx)
+        step = self.chain()
+        value: R = observe(step, query, ctx) if OBSERVED else step(query, ctx)
         return value
+
+
+def observe(step: Step, message: Any, ctx: DispatchContext) -> Any:
+    """Run ``step`` in a ``cqrs.command <name>`` (or ``cqrs.query``) span, counted and
+    timed by the metrics; just run it when both are off (``TRACING``, ``METRICS``)."""
+    tracing, counting = telemetry.enabled(), metrics.enabled()
+    if not (tracing or counting):
+        return step(message, ctx)
+    kind, name = message.kind, ctx.message_type
+    outcome = "error"
+    started = time.perf_counter()
+    try:
+        attributes = {
+            f"cqrs.{kind}": name,
+            "cqrs.message_id": ctx.message_id,
+            "cqrs.causation_id": ctx.causation_id,
+            telemetry.CORRELATION_ID: ctx.correlation_id,
+        }
+        with telemetry.span(f"cqrs.{kind} {name}", attributes) as span:
+            value = step(message, ctx)
+            if tracing and ctx.saves:
+                saved = dict.fromkeys(f"{s.aggregate_type}:{s.aggregate_id}" for s in ctx.saves)
+                span.set_attribute("cqrs.aggregate", list(saved))
+                span.set_attribute("cqrs.events", len(ctx.positions))
+                if ctx.positions:
+                    span.set_attribute("cqrs.position", ctx.positions[-1])
+            if tracing and ctx.attempt > 1:
+                span.set_attribute("cqrs.attempts", ctx.attempt)
+        outcome = "ok"
+    finally:
+        if counting:
+            metrics.observe_dispatch(kind, name, outcome, time.perf_counter() - started)
+    return value
 
 
 command_bus = CommandBus()

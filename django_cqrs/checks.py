@@ -24,6 +24,7 @@ from .conf import (
     HEALTH_DETAILS_CHOICES,
     IMPORT_STRINGS,
     MAX_JSON_DEPTH_LIMIT,
+    METRICS_ACCESS_CHOICES,
     SETTING_NAME,
     cqrs_settings,
     is_seconds_or_none,
@@ -101,6 +102,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         ("CONCURRENCY_RETRIES", int),
         ("REBUILD_BATCH_SIZE", int),
         ("AUTODISCOVER", bool),
+        ("TRACING", bool),
+        ("METRICS", bool),
     ):
         if key in user and not isinstance(user[key], expected):
             messages.append(
@@ -195,6 +198,14 @@ _VALUE_RULES = (
         '"permission" (the default) shows the figures to users with the permission '
         'django_cqrs.view_projectionstate; "public" to everyone.',
         "django_cqrs.E014",
+    ),
+    _ValueRule(
+        "METRICS_ACCESS",
+        lambda value: value in METRICS_ACCESS_CHOICES,
+        "one of " + ", ".join(map(repr, METRICS_ACCESS_CHOICES)),
+        '"public" (the default): anyone who reaches the metrics view (keep it on an internal '
+        'network); "permission": users with the permission django_cqrs.view_projectionstate.',
+        "django_cqrs.E003",
     ),
 )
 

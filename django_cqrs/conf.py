@@ -109,10 +109,19 @@ DEFAULTS: dict[str, Any] = {
     # Relays: seconds a worker's claim on a relay's batch lasts while it publishes; a batch
     # whose worker died is published again by another after this.
     "RELAY_LEASE_SECONDS": 30.0,
+    # Telemetry: record OpenTelemetry spans (with the opentelemetry extra installed).
+    "TRACING": True,
+    # Telemetry: record Prometheus metrics (with the prometheus extra installed).
+    "METRICS": True,
+    # Telemetry: who may scrape django_cqrs.views.metrics ("public": anyone who reaches
+    # it; "permission": users with the permission django_cqrs.view_projectionstate).
+    "METRICS_ACCESS": "public",
 }
 
 #: The values ``HEALTH_DETAILS`` takes (check E014).
 HEALTH_DETAILS_CHOICES = ("permission", "public")
+#: The values ``METRICS_ACCESS`` takes (check E003).
+METRICS_ACCESS_CHOICES = ("public", "permission")
 
 # Settings holding dotted paths; they are imported when read.
 IMPORT_STRINGS = {"COMMAND_MIDDLEWARE", "QUERY_MIDDLEWARE"}

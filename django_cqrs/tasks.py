@@ -21,17 +21,19 @@ next one, so a long backlog is caught up by a chain of tasks that are never kill
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
+from . import telemetry
 from .conf import cqrs_settings
 from .context import detached
 from .db.upserts import set_if_null
@@ -80,17 +82,28 @@ def task(func: F) -> F:
     return cast(F, run)
 
 
+#: The key of ``catch_up_task``'s ``trace`` that carries the queuing command's correlation id.
+TRACE_CORRELATION = "cqrs-correlation-id"
+
+
 @task
-def catch_up_task(name: str) -> int:
+def catch_up_task(name: str, trace: Mapping[str, str] | None = None) -> int:
     """django-q2 task: clear the trigger flag, then catch ``name`` up; return events read.
 
     It stops after :func:`catch_up_budget` seconds and queues the next task, so no task
-    runs into the cluster's ``timeout`` however long the backlog.
+    runs into the cluster's ``timeout`` however long the backlog. ``trace``: the W3C
+    headers of the span that queued it (and its correlation id), so that the task's
+    ``cqrs.catch_up`` span is that span's child.
     """
     ProjectionTrigger.objects.using(cqrs_settings.DATABASE).filter(name=name).update(queued_at=None)
-    return follow_up(
-        name, run_catch_up(name, deadline=_deadline(), wait_held_back=HELD_BACK_WAIT_SECONDS)
-    )
+    attributes = {
+        "cqrs.projection": name,
+        telemetry.CORRELATION_ID: (trace or {}).get(TRACE_CORRELATION),
+    }
+    with telemetry.use_trace_headers(trace), telemetry.span("cqrs.catch_up", attributes) as span:
+        outcome = run_catch_up(name, deadline=_deadline(), wait_held_back=HELD_BACK_WAIT_SECONDS)
+        span.set_attribute("cqrs.events_read", outcome.read)
+        return follow_up(name, outcome)
 
 
 @task
@@ -218,13 +231,37 @@ def queue_inside_transaction() -> bool:
     )
 
 
+def trace_context() -> dict[str, str]:
+    """What a task queued now carries to continue the current trace: the current span's
+    W3C headers and correlation id; ``{}`` without a span (or without tracing)."""
+    trace = telemetry.trace_headers()
+    if trace:
+        correlation = telemetry.current_correlation_id()
+        if correlation:
+            trace[TRACE_CORRELATION] = correlation
+    return trace
+
+
+#: The trace a catch-up queued after a commit continues: the one current when its event
+#: was recorded (None: the one current when it is queued).
+_queued_trace: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "django_cqrs_queued_trace", default=None
+)
+
+
 def enqueue(name: str) -> None:
-    """Queue a catch-up task for ``name``."""
+    """Queue a catch-up task for ``name``; it continues the current trace."""
     # django_q's modules load its models: imported here, once apps are ready and only
     # where async projections run (django_q may be absent from INSTALLED_APPS).
     from django_q.tasks import async_task
 
-    async_task(CATCH_UP_TASK, name, task_name=f"cqrs-catch-up {name}"[:100], group="django_cqrs")
+    trace = _queued_trace.get()
+    if trace is None:
+        trace = trace_context()
+    kwargs: dict[str, Any] = {"trace": dict(trace)} if trace else {}
+    async_task(
+        CATCH_UP_TASK, name, task_name=f"cqrs-catch-up {name}"[:100], group="django_cqrs", **kwargs
+    )
 
 
 def request_catch_up(name: str) -> bool:
@@ -280,17 +317,22 @@ def on_event_recorded(
         for name in names:
             request_catch_up(name)
     else:
+        # The task continues the trace of the command, whatever is current at the commit.
+        trace = trace_context()
         for name in names:
-            transaction.on_commit(functools.partial(_request_robust, name), using=using)
+            transaction.on_commit(functools.partial(_request_robust, name, trace), using=using)
 
 
-def _request_robust(name: str) -> None:
+def _request_robust(name: str, trace: Mapping[str, str] | None = None) -> None:
     # After commit, a broker outage must not turn the committed command into an error;
     # the periodic schedule catches up.
+    token = _queued_trace.set(trace)
     try:
         request_catch_up(name)
     except Exception:
         logger.exception("Could not queue a catch-up for %s; the schedule will catch up", name)
+    finally:
+        _queued_trace.reset(token)
 
 
 def schedule_retry(name: str, when: dt.datetime) -> None:

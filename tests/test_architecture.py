@@ -27,6 +27,8 @@ ROOMS = {
     "rest_framework_dataclasses": ("django_cqrs.rest_framework",),
     "django_q": ("django_cqrs.tasks",),
     "django.contrib.admin": ("django_cqrs.admin", "django_cqrs.apps"),
+    "opentelemetry": ("django_cqrs.telemetry",),
+    "prometheus_client": ("django_cqrs.metrics",),
     # The core does not lean on its own integrations either.
     "django_cqrs.rest_framework": ("django_cqrs.rest_framework",),
     "django_cqrs.admin": ("django_cqrs.admin", "django_cqrs.apps"),
@@ -261,6 +263,8 @@ def _append(path: Path, code: str) -> None:
             "only django_cqrs.tasks",
         ),
         ("bus.py", "from django.contrib import admin", "only django_cqrs.admin"),
+        ("bus.py", "from opentelemetry import trace", "only django_cqrs.telemetry may"),
+        ("views.py", "import prometheus_client", "only django_cqrs.metrics may"),
         ("management/commands/cqrs_status.py", "import drf_spectacular", "rest_framework may"),
         (
             "management/commands/cqrs_status.py",

@@ -26,9 +26,14 @@ from django_cqrs.projections.health import health_report
 from django_cqrs.projections.status import projection_status
 from django_cqrs.relays import all_relays, get_relay
 from tests.relay_fakes import MemoryPublisher
+from tests import test_telemetry
 from tests.testapp.commands import Deposit, OpenAccount
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+# The in-memory span exporter of test_telemetry.
+recorder = test_telemetry.recorder
+spans = test_telemetry.spans
 
 MEMORY = "tests.relay_fakes.MemoryPublisher"
 NAME = "relays.feed"
@@ -317,3 +322,30 @@ def test_the_admin_dashboard_lists_a_relay_with_its_lag_and_pauses_it(
     response = admin_client.post(action_url(NAME, "pause"))
     assert response.status_code in (200, 302)
     assert ProjectionState.objects.get(name=NAME).state == "paused"
+
+
+def test_a_relay_batch_is_a_span_and_its_messages_carry_the_commands_trace(
+    relay: None, spans: Any
+) -> None:
+    accounts(1, deposits=1)
+    command = spans.named(f"cqrs.command {OpenAccount.message_name()}")[0]
+    catch_up(NAME)
+    [publish] = spans.named("cqrs.relay feed")
+    assert publish.attributes["cqrs.relay"] == "feed"
+    assert publish.attributes["cqrs.events"] == 2
+    # The command's trace context was stored with its event and is sent with it.
+    opened = MemoryPublisher.sent[0]
+    traceparent = opened.attributes["traceparent"]
+    assert traceparent.split("-")[1] == f"{command.context.trace_id:032x}"
+    assert opened.headers["traceparent"] == traceparent
+
+
+def test_relays_are_counted_and_their_lag_scraped(relay: None, client: Any) -> None:
+    from tests.test_metrics import scrape, value
+
+    accounts(1, deposits=2)
+    assert value(scrape(client), "cqrs_relay_lag_events", relay="feed") == 3
+    catch_up(NAME)
+    samples = scrape(client)
+    assert value(samples, "cqrs_relay_lag_events", relay="feed") == 0
+    assert value(samples, "cqrs_relay_published_total", relay="feed") >= 3

@@ -40,6 +40,7 @@ import django
 django.setup()
 from decimal import Decimal
 from django.core.management import call_command, get_commands
+from django.core.management.base import CommandError
 from django_cqrs import command_bus
 from tests.testapp.commands import Deposit, OpenAccount
 
@@ -66,6 +67,10 @@ run("cqrs_skip", TOTALS, str(late))
 run("cqrs_rebuild", "--all", "--no-progress")
 run("cqrs_inspect")
 run("cqrs_inspect", "--json")
+try:  # no relay is configured (the core has no broker client): a clear error
+    run("cqrs_replay", "none", "--from", "1")
+except CommandError as exc:
+    out["cqrs_replay"] = [str(exc)]
 ours = sorted(n for n, app in get_commands().items() if app == "django_cqrs")
 print(json.dumps({"commands": ours, "ran": out,
                   "drf_loaded": [m for m in sys.modules if m.split(".")[0] in BLOCKED]}))
@@ -104,6 +109,7 @@ def test_the_core_migrates_and_runs_every_cqrs_command_without_drf(tmp_path: Pat
     assert isinstance(ran, dict)
     # Every command of the core app ran (a new one must be added to the script).
     assert report["commands"] == sorted(name for name in ran if name.startswith("cqrs_"))
+    assert ran["cqrs_replay"] == ["No relay is named 'none'. Relays: none"]
     assert "testapp.AccountTotalsProjection: 2 events read." in ran["cqrs_catchup"][0]
     assert "skipped position" in ran["cqrs_skip"][0]
     assert "Rebuilt testapp.AccountTotalsProjection" in ran["cqrs_rebuild"][0]

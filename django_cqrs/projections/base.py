@@ -52,6 +52,9 @@ class Projection:
     read_models: ClassVar[Sequence[type[models.Model]]] = ()
     #: "sync": applied inside the command's transaction. "async": by django-q2 tasks.
     mode: ClassVar[str] = SYNC
+    #: What kind of consumer of the log this is, for reports (the metrics' ``kind``
+    #: label): "projection"; a ``Saga`` is a "saga", a relay a "relay".
+    kind: ClassVar[str] = "projection"
     #: Abstract projections are bases for others and are never run.
     abstract: ClassVar[bool] = True
     #: Event class -> name of the method handling it.

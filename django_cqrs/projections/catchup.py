@@ -40,7 +40,7 @@ from typing import Any
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from .. import store
+from .. import metrics, store, telemetry
 from ..conf import cqrs_settings
 from ..db.errors import is_lock_timeout
 from ..db.log import LogPoint
@@ -89,6 +89,8 @@ class BatchOutcome:
     reason: str = ""
     #: When to look again (a relay's batch leased by another worker: when the lease ends).
     retry_at: dt.datetime | None = None
+    #: The checkpoint's position before the batch (None: no batch ran, or not said).
+    start: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +137,7 @@ def run_batch(
             using=using,
         )
         move_checkpoint(cls, batch.start, batch.end, batch.rows, using=using)
-        return BatchOutcome(len(batch.rows), batch.end.position, False)
+        return BatchOutcome(len(batch.rows), batch.end.position, False, start=batch.start.position)
 
 
 def read_batch(
@@ -225,6 +227,25 @@ def batch_runner(cls: type[Projection]) -> BatchRunner:
     return run_batch
 
 
+def observed_batch(runner: BatchRunner, cls: type[Projection], **kwargs: Any) -> BatchOutcome:
+    """``runner(cls, **kwargs)`` in a ``cqrs.projection.batch`` span, the events it read
+    counted (``cqrs_projection_batch_events``); just the batch when both are off."""
+    if not (telemetry.enabled() or metrics.enabled()):
+        return runner(cls, **kwargs)
+    attributes = {"cqrs.projection": cls.name, "cqrs.projection.kind": cls.kind}
+    with telemetry.span("cqrs.projection.batch", attributes) as span:
+        outcome = runner(cls, **kwargs)
+        span.set_attribute("cqrs.events_read", outcome.read)
+        span.set_attribute("cqrs.checkpoint.to", outcome.position)
+        ran = not outcome.reason  # a batch was read (not "caught up", "paused", ...)
+        start = outcome.start if outcome.start is not None or ran else outcome.position
+        span.set_attribute("cqrs.checkpoint.from", start)
+        span.set_attribute("cqrs.batch.reason", outcome.reason or None)
+    if ran:
+        metrics.observe_projection_batch(cls.name, outcome.read)
+    return outcome
+
+
 def run_catch_up(
     projection: str | type[Projection],
     *,
@@ -263,7 +284,7 @@ def run_catch_up(
             return CatchUp(total, retry_at, more=True)
         ran = True
         try:
-            outcome = runner(cls, batch_size=batch_size)
+            outcome = observed_batch(runner, cls, batch_size=batch_size)
         except _CheckpointMoved:
             logger.warning("%s: checkpoint moved by another worker; batch rolled back", cls.name)
             continue
@@ -347,7 +368,7 @@ def record_failure(
     try:
         failing = LogPoint(exc.transaction_id, exc.position)
         runner = batch_runner(cls)
-        while not runner(cls, batch_size=batch_size, before=failing).done:
+        while not observed_batch(runner, cls, batch_size=batch_size, before=failing).done:
             pass
     except (ProjectionApplyError, _CheckpointMoved):
         return None  # an earlier event failed now (or a worker moved on): the next turn

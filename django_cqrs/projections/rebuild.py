@@ -49,7 +49,7 @@ from contextlib import contextmanager
 from django.db import DatabaseError, models, transaction
 from django.utils import timezone
 
-from .. import store
+from .. import store, telemetry
 from ..conf import cqrs_settings
 from ..db.errors import is_lock_timeout
 from ..db.log import START, LogPoint
@@ -202,7 +202,10 @@ def rebuild(
             "(a saga dispatches commands), and replaying it would do that again"
         )
     try:
-        return _rebuild(cls, batch_size=batch_size, progress=progress, restart=restart)
+        with telemetry.span("cqrs.rebuild", {"cqrs.projection": cls.name}) as span:
+            applied = _rebuild(cls, batch_size=batch_size, progress=progress, restart=restart)
+            span.set_attribute("cqrs.events_applied", applied)
+        return applied
     except RebuildWriteError:
         _discard(cls, cqrs_settings.DATABASE)
         raise

@@ -63,7 +63,7 @@ from ..projections.catchup import (
 from ..projections.checkpoints import ensure_state, lock_state
 from ..projections.registry import ASYNC
 from ..store import EventRow, point_of
-from .cloudevents import CONTENT_TYPE, cloudevent, event_source, structured
+from .cloudevents import CONTENT_TYPE, TRACE_KEYS, cloudevent, event_source, structured
 from .loop import run
 
 logger = logging.getLogger("django_cqrs")
@@ -134,7 +134,7 @@ class Relay(Projection):
 
     abstract = True
     mode = ASYNC
-    kind: ClassVar[str] = "relay"
+    kind = "relay"
     #: Its effects are messages already sent: there is nothing to rebuild (replay instead).
     rebuildable = False
     #: A broker that is down is waited for, not given up on: only events that cannot be
@@ -158,9 +158,7 @@ class Relay(Projection):
     def message(cls, row: EventRow, source: str) -> Message:
         """The broker message of a stored event (raises when it cannot be decoded)."""
         attributes = cloudevent(row, source=source)
-        headers = {
-            key: attributes[key] for key in ("traceparent", "tracestate") if key in attributes
-        }
+        headers = {key: attributes[key] for key in TRACE_KEYS if key in attributes}
         return Message(
             id=attributes["id"],
             type=attributes["type"],
@@ -388,6 +386,7 @@ def _publish(cls: type[Relay], batch: Batch, owner: str, using: str) -> BatchOut
                 error = RelayError(f"{cls.name}: the broker did not take the batch: {exc}")
                 raise _failure(cls, first, error, retryable=True) from exc
         metrics.observe_relay_batch(cls.relay_name, len(messages), time.monotonic() - started)
+        metrics.relay_published(cls.relay_name, len(messages))
     if end != batch.start:
         with transaction.atomic(using=using):
             move_checkpoint(
@@ -397,7 +396,7 @@ def _publish(cls: type[Relay], batch: Batch, owner: str, using: str) -> BatchOut
         _end_lease(cls, owner, using)
     if failure is not None:
         raise failure
-    return BatchOutcome(len(sent), end.position, False)
+    return BatchOutcome(len(sent), end.position, False, start=batch.start.position)
 
 
 def _end_lease(cls: type[Relay], owner: str, using: str) -> None:

@@ -54,7 +54,7 @@ from typing import Any, ClassVar, TypeVar
 from django.db import models, transaction
 from django.utils import timezone
 
-from .. import store
+from .. import store, telemetry
 from ..bus import command_bus
 from ..conf import cqrs_settings
 from ..db.transactions import lock_rows
@@ -214,6 +214,7 @@ class Saga(Projection):
 
     abstract = True
     mode = ASYNC
+    kind = "saga"
     #: A poison event parks its instance; the saga goes on with the others.
     on_failure = "skip"
     #: Never rebuilt: replaying would send the commands again.
@@ -427,14 +428,22 @@ class Saga(Projection):
         A refusal is the domain's (any ``CQRSError``); lock timeouts and transaction
         conflicts are the database's and are raised: the event is retried.
         """
-        try:
-            return command_bus.dispatch(
-                command, metadata=self.command_metadata(step, metadata)
-            ), None
-        except (LockTimeoutError, TransactionConflictError):
-            raise
-        except CQRSError as exc:
-            return None, exc
+        meta = self.command_metadata(step, metadata)
+        attributes = {
+            "cqrs.saga": self.saga_class.name,
+            "cqrs.saga.instance": self.current().key,
+            "cqrs.saga.step": step,
+            "cqrs.command": type(command).message_name(),
+            telemetry.CORRELATION_ID: meta.get("correlation_id"),
+        }
+        with telemetry.span("cqrs.saga.step", attributes) as span:
+            try:
+                return command_bus.dispatch(command, metadata=meta), None
+            except (LockTimeoutError, TransactionConflictError):
+                raise
+            except CQRSError as exc:
+                span.record_exception(exc)
+                return None, exc
 
     def command_metadata(self, step: str, extra: dict[str, Any] | None) -> dict[str, Any]:
         """Correlation carried on, the instance as causation, the step's idempotency key."""
