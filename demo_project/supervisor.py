@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -133,6 +134,20 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals.append(signum)
+
+
+def answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Does something accept TCP connections at ``host:port`` (a broker, say)?"""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def rabbitmq_answers(host: str = "127.0.0.1", port: int = 5672) -> bool:
+    """Does RabbitMQ (or anything) answer where the demo's downstream service expects it?"""
+    return answers(host, port)
 
 
 def _send(kill: Callable[[int, int], None], pid: int, signum: int) -> None:

@@ -42,6 +42,8 @@ from .events import (
     versions_without_upcaster,
 )
 from .exceptions import ConfigurationError, CQRSError
+from .inbox.config import inbox_problems, missing_package
+from .inbox.registry import registrations as inbox_registrations
 from .models import StoredEvent
 from .projections import ASYNC, all_projections
 from .projections.status import Activity
@@ -715,6 +717,62 @@ def check_query_guard(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
                     "= True) or SQLite, or connect to this database as a role that cannot "
                     "write, then silence django_cqrs.W008.",
                     id="django_cqrs.W008",
+                )
+            )
+    return messages
+
+
+@register(Tags.compatibility)
+def check_inboxes(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E030 a malformed INBOXES entry, E031 a backend whose package is missing, W030 an
+    ``@inbox_handler(inbox=...)`` naming no configured inbox."""
+    user = getattr(settings, SETTING_NAME, {})
+    if not isinstance(user, dict):
+        return []  # E003
+    inboxes = user.get("INBOXES", {})
+    if not isinstance(inboxes, dict):
+        return [
+            Error(
+                f"{SETTING_NAME}['INBOXES'] must be a dict of named inboxes, got {inboxes!r}.",
+                hint='For example {"orders": {"BACKEND": "rabbitmq", "EXCHANGE": '
+                '"demo.events", "QUEUE": "billing.orders"}} (docs/inbox.md).',
+                id="django_cqrs.E030",
+            )
+        ]
+    messages: list[CheckMessage] = []
+    for name, value in inboxes.items():
+        for problem in inbox_problems(name, value):
+            messages.append(
+                Error(
+                    problem + ".",
+                    hint="A rabbitmq inbox takes URL, EXCHANGE, QUEUE, BINDINGS, PREFETCH; a "
+                    "nats inbox SERVERS, STREAM, DURABLE, SUBJECTS, ACK_WAIT, BATCH; both "
+                    "MAX_ATTEMPTS, RETRY_BACKOFF, RETRY_BACKOFF_MAX (docs/settings.md#inboxes).",
+                    id="django_cqrs.E030",
+                )
+            )
+        backend = value.get("BACKEND") if isinstance(value, dict) else None
+        package = missing_package(backend) if isinstance(backend, str) else None
+        if package is not None:
+            messages.append(
+                Error(
+                    f"{SETTING_NAME}['INBOXES'][{name!r}] is a {backend} inbox, and the "
+                    f"package {package!r} is not installed.",
+                    hint=f"pip install 'django-cqrs-toolkit[{backend}]'.",
+                    id="django_cqrs.E031",
+                )
+            )
+    for registration in inbox_registrations():
+        if registration.inbox is not None and registration.inbox not in inboxes:
+            messages.append(
+                Warning(
+                    f"The inbox handler {describe(registration.handler)} of "
+                    f"{registration.pattern!r} is for the inbox {registration.inbox!r}, which "
+                    f"is not in {SETTING_NAME}['INBOXES']: it never runs.",
+                    hint="Fix the inbox= name, or configure that inbox "
+                    f"(configured: {', '.join(map(repr, inboxes)) or 'none'}).",
+                    obj=registration.handler,
+                    id="django_cqrs.W030",
                 )
             )
     return messages

@@ -49,9 +49,9 @@ DEFAULTS: dict[str, Any] = {
     # PostgreSQL: seconds a statement on DATABASE's connections waits for a lock (then
     # LockTimeoutError); set per connection when it opens. None: the server's lock_timeout.
     "LOCK_TIMEOUT": 10.0,
-    # Import `<app>.handlers` and `<app>.projections` of every installed app in ready().
+    # Import these modules of every installed app in ready() (`<app>.handlers`, ...).
     "AUTODISCOVER": True,
-    "AUTODISCOVER_MODULES": ["handlers", "projections", "sagas"],
+    "AUTODISCOVER_MODULES": ["handlers", "projections", "sagas", "inbox"],
     # Events read per batch by rebuilds.
     "REBUILD_BATCH_SIZE": 2000,
     # Database alias that holds the event log (the aggregates' alias is used to append).
@@ -116,6 +116,10 @@ DEFAULTS: dict[str, Any] = {
     # Telemetry: who may scrape django_cqrs.views.metrics ("public": anyone who reaches
     # it; "permission": users with the permission django_cqrs.view_projectionstate).
     "METRICS_ACCESS": "public",
+    # Inboxes: named subscriptions to other services' events on a broker, applied once by
+    # ``cqrs_consume <name>`` (docs/inbox.md), e.g. {"orders": {"BACKEND": "rabbitmq",
+    # "EXCHANGE": "demo.events", "QUEUE": "billing.orders"}}.
+    "INBOXES": {},
 }
 
 #: The values ``HEALTH_DETAILS`` takes (check E014).

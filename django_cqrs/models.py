@@ -284,3 +284,52 @@ class SagaDeadline(models.Model):
     @property
     def pending(self) -> bool:
         return self.fired_at is None and self.cancelled_at is None
+
+
+class InboxMessage(models.Model):
+    """A message an inbox received from another service's broker: applied once.
+
+    ``(source, message_id)`` is the CloudEvent's identity; the row is inserted in the
+    transaction that runs the message's handlers, so a message delivered again finds it
+    and is skipped. A message whose handlers keep failing, or that is not a valid
+    CloudEvent, stays here as ``failed`` with its body (``cqrs_inbox`` shows and retries
+    it); one that failed and waits for its next attempt is ``retrying``.
+    """
+
+    class State(models.TextChoices):
+        HANDLED = "handled", "handled"
+        RETRYING = "retrying", "retrying"
+        FAILED = "failed", "failed"
+
+    inbox = models.CharField(max_length=100, db_index=True)
+    source = models.CharField(max_length=255)
+    message_id = models.CharField(max_length=255)
+    type = models.CharField(max_length=255, blank=True, default="")
+    subject = models.CharField(max_length=255, blank=True, default="")
+    state = models.CharField(max_length=20, choices=State.choices, default=State.HANDLED)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    #: The message as received, kept while it is not handled (to retry it from here).
+    body = models.TextField(blank=True, default="")
+    received_at = models.DateTimeField(default=timezone.now)
+    handled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "django_cqrs_inbox_message"
+        ordering = ["-received_at", "-id"]
+        verbose_name = "inbox message"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "message_id"], name="django_cqrs_inbox_unique_message"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["inbox", "received_at"],
+                name="django_cqrs_inbox_unhandled",
+                condition=~models.Q(state="handled"),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.inbox}: {self.type or '?'} {self.source} {self.message_id} ({self.state})"

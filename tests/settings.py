@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "django_cqrs",
     "django_cqrs.rest_framework",
     "demo_project.orders",
+    "demo_project.downstream",  # the demo's second service (settings_downstream)
     "tests.testapp",
     "tests.tutorial",
 ]

@@ -141,6 +141,9 @@ class FakeSupervisor:
 def supervisor(monkeypatch: pytest.MonkeyPatch) -> list[FakeSupervisor]:
     FakeSupervisor.instances = []
     monkeypatch.setattr(demo_serve, "Supervisor", FakeSupervisor)
+    # The demo's second service starts only where RabbitMQ answers: not in these tests
+    # (tests/test_demo_downstream.py has its own).
+    monkeypatch.setattr(demo_serve, "rabbitmq_answers", lambda: False)
     return FakeSupervisor.instances
 
 

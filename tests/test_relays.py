@@ -25,8 +25,8 @@ from django_cqrs.projections.catchup import catch_up, run_catch_up, set_paused
 from django_cqrs.projections.health import health_report
 from django_cqrs.projections.status import projection_status
 from django_cqrs.relays import all_relays, get_relay
-from tests.relay_fakes import MemoryPublisher
 from tests import test_telemetry
+from tests.relay_fakes import MemoryPublisher
 from tests.testapp.commands import Deposit, OpenAccount
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -26,7 +26,9 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = """
 import importlib.abc, io, json, sys
 
-BLOCKED = ("rest_framework", "drf_spectacular", "rest_framework_dataclasses")
+BLOCKED = ("rest_framework", "drf_spectacular", "rest_framework_dataclasses",
+           # the rabbitmq and nats extras: the inbox's core and its commands run without
+           "aio_pika", "aiormq", "nats", "cloudevents")
 
 class NoDRF(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
@@ -71,6 +73,11 @@ try:  # no relay is configured (the core has no broker client): a clear error
     run("cqrs_replay", "none", "--from", "1")
 except CommandError as exc:
     out["cqrs_replay"] = [str(exc)]
+run("cqrs_inbox")
+try:
+    run("cqrs_consume", "nowhere")
+except Exception as exc:  # CommandError: no such inbox
+    out["cqrs_consume"] = [str(exc)]
 ours = sorted(n for n, app in get_commands().items() if app == "django_cqrs")
 print(json.dumps({"commands": ours, "ran": out,
                   "drf_loaded": [m for m in sys.modules if m.split(".")[0] in BLOCKED]}))
@@ -120,6 +127,8 @@ def test_the_core_migrates_and_runs_every_cqrs_command_without_drf(tmp_path: Pat
     )
     events = {event["name"]: event for event in json.loads(ran["cqrs_inspect"][1])["events"]}
     assert events["testapp.Deposited"]["projections"]
+    assert ran["cqrs_inbox"] == ["No inbox messages.\n"]
+    assert "No inbox named 'nowhere'" in ran["cqrs_consume"][0]
 
 
 CORE_ONLY_PYTHON = os.environ.get("CQRS_CORE_ONLY_PYTHON", "")
