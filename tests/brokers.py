@@ -17,7 +17,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from django_cqrs.relays.loop import run
+
+def run(coro: Any, *, timeout: float) -> Any:
+    """Run a coroutine to its end on a loop of its own (these settings-free helpers are
+    imported by settings modules too, before Django is set up)."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
 
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")

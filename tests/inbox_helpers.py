@@ -9,40 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
-import pytest
+from tests.brokers import NATS_URL, RABBITMQ_URL
 
-RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
-NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
-
-
-def answers(url: str, default_port: int) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname, parts.port or default_port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-requires_rabbitmq = pytest.mark.skipif(
-    not answers(RABBITMQ_URL, 5672),
-    reason=f"needs RabbitMQ: nothing answers at {urlsplit(RABBITMQ_URL).netloc.split('@')[-1]} "
-    "(set RABBITMQ_URL)",
-)
-requires_nats = pytest.mark.skipif(
-    not answers(NATS_URL, 4222),
-    reason=f"needs NATS with JetStream: nothing answers at {urlsplit(NATS_URL).netloc} "
-    "(set NATS_URL)",
-)
 
 
 def cloud_event(

@@ -16,13 +16,13 @@ from django.test import override_settings
 from django_cqrs.inbox import IncomingEvent, inbox_handler
 from django_cqrs.inbox.registry import unregister
 from django_cqrs.models import InboxMessage
+from tests.brokers import requires_nats
 from tests.inbox_helpers import (
     cloud_event,
     nats_call,
     nats_inbox,
     nats_publish,
     nats_stream,
-    requires_nats,
     unique,
 )
 

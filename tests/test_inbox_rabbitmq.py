@@ -22,6 +22,7 @@ from django.test import override_settings
 from django_cqrs.inbox import IncomingEvent, inbox_handler
 from django_cqrs.inbox.registry import unregister
 from django_cqrs.models import InboxMessage
+from tests.brokers import requires_rabbitmq
 from tests.inbox_helpers import (
     body,
     cloud_event,
@@ -30,7 +31,6 @@ from tests.inbox_helpers import (
     rabbit_publish,
     rabbit_queue_depth,
     rabbit_topology,
-    requires_rabbitmq,
 )
 
 pytestmark = [pytest.mark.rabbitmq, requires_rabbitmq, pytest.mark.django_db(transaction=True)]

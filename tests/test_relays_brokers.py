@@ -7,18 +7,22 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from io import StringIO
 from typing import Any
 
 import pytest
 from cloudevents.conversion import from_json
 from cloudevents.http import CloudEvent
+from django.core.management import call_command
 from django.test import override_settings
 
 from django_cqrs import command_bus
-from django_cqrs.models import ParkedEvent, ProjectionState, StoredEvent
+from django_cqrs.inbox import IncomingEvent, inbox_handler
+from django_cqrs.inbox.registry import unregister as unregister_inbox_handler
+from django_cqrs.models import InboxMessage, ParkedEvent, ProjectionState, StoredEvent
 from django_cqrs.projections.catchup import catch_up, run_catch_up
 from django_cqrs.relays import replay
 from tests import test_async_workers
@@ -216,9 +220,11 @@ def wait_until(check: Callable[[], bool], cluster: Cluster, timeout: float, what
 @pytest.mark.xdist_group("horizon")
 @requires_rabbitmq
 @requires_nats
-def test_a_5000_command_run_arrives_whole_at_both_brokers(
+def test_a_5000_command_run_arrives_whole_at_both_brokers_and_an_inbox_applies_it_once(
     make_cluster: Callable[..., Cluster], rabbit: RabbitQueue, stream: NatsStream
 ) -> None:
+    inbox_queue = RabbitQueue(exchange=rabbit.exchange)
+    inbox_queue.declare()  # the other service's queue, bound before anything is sent
     cluster = make_cluster(CQRS_QCLUSTER_RELAYS=relays_env(rabbit, stream))
     cluster.start()
     # 5,000 commands in another process: its commits queue the relays' catch-ups.
@@ -239,7 +245,39 @@ def test_a_5000_command_run_arrives_whole_at_both_brokers(
         lambda: caught_up("relays.bus") and caught_up("relays.js"), cluster, 120, "not relayed"
     )
     cluster.stop()
-    assert_all_arrived_in_order(rabbit.drain())
+    # Everything sent a second time (an operator's replay; what a worker killed before its
+    # checkpoint does): the inbox of another service applies each event once.
+    relays = json.loads(relays_env(rabbit, stream))
+    inboxes = {
+        "e2e": {
+            "BACKEND": "rabbitmq",
+            "URL": RABBITMQ_URL,
+            "EXCHANGE": rabbit.exchange,
+            "QUEUE": inbox_queue.queue,
+            "PREFETCH": 200,
+        }
+    }
+    with override_settings(DJANGO_CQRS={**settings_with(**relays), "INBOXES": inboxes}):
+        replay("bus", StoredEvent.objects.order_by("position")[0].position)
+        assert catch_up("relays.bus") == 5000
+        applied: Counter[str] = Counter()
+
+        def count(event: IncomingEvent) -> None:
+            applied[event.id] += 1
+
+        inbox_handler("testapp.*", inbox="e2e")(count)
+        try:
+            call_command("cqrs_consume", "e2e", "--idle-timeout", "5", stdout=StringIO())
+        finally:
+            unregister_inbox_handler(count)
+            inbox_queue.delete_queue()
+    assert len(applied) == 5000
+    assert set(applied.values()) == {1}
+    assert set(applied) == set(stored_ids())
+    assert InboxMessage.objects.filter(state="handled").count() == 5000
+    received = rabbit.drain()
+    assert len(received) == 10_000  # every event twice, each time with the same id
+    assert_all_arrived_in_order(received)
     assert_all_arrived_in_order(stream.drain())
 
 
