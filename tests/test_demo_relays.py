@@ -92,3 +92,41 @@ def test_the_demo_relays_every_event_to_both_brokers(tmp_path: Path) -> None:
         assert stream_messages() - before == len(names)
     finally:
         queue.delete_queue()
+
+
+@requires_rabbitmq
+def test_the_second_service_fills_its_read_model_from_the_demos_relay(tmp_path: Path) -> None:
+    database, downstream = tmp_path / "demo.sqlite3", tmp_path / "downstream.sqlite3"
+    queue = RabbitQueue(exchange="demo.events", queue=f"test.downstream.{os.getpid()}")
+    env = {"DOWNSTREAM_SQLITE_PATH": str(downstream), "DOWNSTREAM_QUEUE": queue.queue}
+    other = ["--settings", "demo_project.settings_downstream"]
+    try:
+        demo(database, "migrate", "--noinput", *other, **env)
+        # Its consumer declares and binds its queue: what the relay sends from now on stays.
+        demo(database, "cqrs_consume", "orders", "--idle-timeout", "1", *other, **env)
+        demo(database, "migrate", "--noinput")
+        demo(database, "seed_demo", "--orders", "6")
+        demo(database, "cqrs_catchup", "relays.rabbitmq")
+        demo(database, "cqrs_consume", "orders", "--idle-timeout", "3", *other, **env)
+        count = (
+            "from django_cqrs.models import StoredEvent; print('PLACED', StoredEvent.objects"
+            ".filter(event_type='orders.OrderPlaced').count())"
+        )
+        placed = demo(database, "shell", "-c", count)
+        feed = demo(
+            database,
+            "shell",
+            "-c",
+            "from demo_project.downstream.models import OrderFeedEntry; "
+            "print('PLACED', OrderFeedEntry.objects.filter(event_type='OrderPlaced').count())",
+            *other,
+            **env,
+        )
+
+        def number(out: str) -> int:
+            return int(next(line for line in out.splitlines() if line.startswith("PLACED"))[7:])
+
+        assert number(placed) >= 6
+        assert number(feed) == number(placed)
+    finally:
+        queue.delete_queue()
