@@ -72,11 +72,13 @@ def apply_rows(
         try:
             event, envelope = _decode(projection, row, replaying, handled)
         except Exception as exc:
-            raise _failure(projection, row, exc, retryable=_newer_than_code(row)) from exc
+            raise apply_error(projection, row, exc, retryable=_newer_than_code(row)) from exc
         try:
             projection.apply(event, envelope)
         except Exception as exc:
-            raise _failure(projection, row, exc, retryable=True, transient=_transient(exc)) from exc
+            raise apply_error(
+                projection, row, exc, retryable=True, transient=_transient(exc)
+            ) from exc
     return last
 
 
@@ -105,7 +107,7 @@ def apply_batch(
         if _transient(exc):
             raise
         if len(rows) == 1:
-            raise _failure(projection, rows[0], exc, retryable=True) from exc
+            raise apply_error(projection, rows[0], exc, retryable=True) from exc
         _locate_write_failure(make, rows, replaying=replaying, skip=skip, using=using)
         raise  # no event fails alone: the batch's error as it is
     return last
@@ -140,7 +142,7 @@ def _locate_write_failure(
         except Exception as exc:
             if _transient(exc):
                 raise
-            raise _failure(projection, row, exc, retryable=True) from exc
+            raise apply_error(projection, row, exc, retryable=True) from exc
 
 
 def _field_values(rows: list[EventRow], field: str) -> list[Hashable]:
@@ -185,8 +187,8 @@ def _newer_than_code(row: EventRow) -> bool:
         return False
 
 
-def _failure(
-    projection: Projection,
+def apply_error(
+    projection: Projection | type[Projection],
     row: EventRow,
     exc: Exception,
     *,

@@ -50,9 +50,10 @@ from .. import metrics, telemetry
 from ..conf import cqrs_settings
 from ..db.log import LogPoint
 from ..events import Event, event_names, registered_event_types
-from ..exceptions import ConfigurationError, ProjectionApplyError, ProjectionError
+from ..exceptions import ConfigurationError, ProjectionError
 from ..models import ProjectionState
 from ..projections.base import Projection, projections
+from ..projections.batches import apply_error
 from ..projections.catchup import (
     Batch,
     BatchOutcome,
@@ -362,7 +363,7 @@ def _publish(cls: type[Relay], batch: Batch, owner: str, using: str) -> BatchOut
         try:
             messages.append(cls.message(row, source))
         except Exception as exc:
-            failure = _failure(cls, row, exc, retryable=False)
+            failure = apply_error(cls, row, exc, retryable=False)
             failure.__cause__ = exc
             end = batch.rows[i - 1].point if i else batch.start
             break
@@ -384,7 +385,7 @@ def _publish(cls: type[Relay], batch: Batch, owner: str, using: str) -> BatchOut
                 discard(cls.relay_name, made)
                 first = sent[0] if sent else batch.rows[0]
                 error = RelayError(f"{cls.name}: the broker did not take the batch: {exc}")
-                raise _failure(cls, first, error, retryable=True) from exc
+                raise apply_error(cls, first, error, retryable=True) from exc
         metrics.observe_relay_batch(cls.relay_name, len(messages), time.monotonic() - started)
         metrics.relay_published(cls.relay_name, len(messages))
     if end != batch.start:
@@ -404,20 +405,6 @@ def _end_lease(cls: type[Relay], owner: str, using: str) -> None:
         ProjectionState.objects.using(using).filter(name=cls.name, lease_owner=owner).update(
             lease_owner="", lease_until=None
         )
-
-
-def _failure(
-    cls: type[Relay], row: EventRow, exc: Exception, *, retryable: bool
-) -> ProjectionApplyError:
-    return ProjectionApplyError(
-        f"{cls.name} failed on {row.event_type} at position {row.position}: "
-        f"{type(exc).__name__}: {exc}",
-        projection=cls.name,
-        position=row.position,
-        event_type=row.event_type,
-        transaction_id=row.transaction_id,
-        retryable=retryable,
-    )
 
 
 batch_runners[Relay] = run_relay_batch
@@ -469,17 +456,3 @@ def check_configuration() -> list[str]:
     for name, config in relays.items():
         problems.extend(options_of(str(name), config)[1])
     return problems
-
-
-__all__ = [
-    "BACKENDS",
-    "Message",
-    "Publisher",
-    "Relay",
-    "RelayError",
-    "all_relays",
-    "configure",
-    "get_relay",
-    "replay",
-    "run_relay_batch",
-]
