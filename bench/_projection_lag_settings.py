@@ -8,7 +8,9 @@ bench._projection_lag_settings``), configured through the environment:
   bench);
 - ``CQRS_BENCH_LAG_REDIS_URL``: the Redis broker (``redis://127.0.0.1:6379/<db>``);
 - ``CQRS_BENCH_LAG_CLUSTER``: the cluster name (unique per run: the Redis keys);
-- ``CQRS_BENCH_LAG_WORKERS``: worker processes per cluster (default 2).
+- ``CQRS_BENCH_LAG_WORKERS``: worker processes per cluster (default 2);
+- ``CQRS_BENCH_RELAYS`` (JSON, bench/relay.py): ``DJANGO_CQRS["RELAYS"]``, and
+  ``CQRS_BENCH_EVENT_SOURCE`` its ``EVENT_SOURCE`` (default: no relays, as before).
 
 Everything else is the demo's set-up (bench/_common.py's ``configure_django``), with
 django_cqrs' defaults (``DJANGO_CQRS = {}``).
@@ -16,6 +18,7 @@ django_cqrs' defaults (``DJANGO_CQRS = {}``).
 
 from __future__ import annotations
 
+import json
 import os
 
 import dj_database_url
@@ -47,6 +50,9 @@ Q_CLUSTER = {
     "log_level": "WARNING",  # not a line per enqueued and processed task
 }
 DJANGO_CQRS: dict[str, object] = {}
+if os.environ.get("CQRS_BENCH_RELAYS"):
+    DJANGO_CQRS["RELAYS"] = json.loads(os.environ["CQRS_BENCH_RELAYS"])
+    DJANGO_CQRS["EVENT_SOURCE"] = os.environ.get("CQRS_BENCH_EVENT_SOURCE", "/bench")
 
 #: Seconds a checkout waits for the payment (the demo's setting; bench/sagas.py sets it).
 DEMO_PAYMENT_TIMEOUT = float(os.environ.get("DEMO_PAYMENT_TIMEOUT", "30"))
