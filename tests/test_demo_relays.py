@@ -12,6 +12,9 @@ from tests.brokers import NATS_URL, RabbitQueue, requires_nats, requires_rabbitm
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The demo's exchange and stream are one per machine: these tests take turns with them.
+pytestmark = pytest.mark.xdist_group("demo_brokers")
+
 
 def demo(database: Path, *args: str, **env: str) -> str:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "DJANGO_"))}
