@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.brokers import NATS_URL, RabbitQueue, requires_nats, requires_rabbitmq
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -48,15 +48,9 @@ class RabbitMQPublisher:
         if self.exchange is not None and connection is not None and not connection.is_closed:
             return self.exchange
         await self.close()
-        try:
-            self.connection = await aio_pika.connect(
-                self.options["URL"], timeout=float(self.options["CONNECT_TIMEOUT"])
-            )
-        except Exception as exc:
-            # Raised without its traceback: its frames hold the half-made connection, which
-            # must be collected here, on the loop (aio-pika closes it from __del__ then),
-            # not in the worker's thread that reads the error.
-            raise ConnectionError(f"{type(exc).__name__}: {exc}") from None
+        self.connection = await aio_pika.connect(
+            self.options["URL"], timeout=float(self.options["CONNECT_TIMEOUT"])
+        )
         self.channel = await self.connection.channel(publisher_confirms=True)
         name = self.options["EXCHANGE"]
         if self.options["DECLARE"]:
