@@ -10,7 +10,9 @@ bench._projection_lag_settings``), configured through the environment:
 - ``CQRS_BENCH_LAG_CLUSTER``: the cluster name (unique per run: the Redis keys);
 - ``CQRS_BENCH_LAG_WORKERS``: worker processes per cluster (default 2);
 - ``CQRS_BENCH_RELAYS`` (JSON, bench/relay.py): ``DJANGO_CQRS["RELAYS"]``, and
-  ``CQRS_BENCH_EVENT_SOURCE`` its ``EVENT_SOURCE`` (default: no relays, as before).
+  ``CQRS_BENCH_EVENT_SOURCE`` its ``EVENT_SOURCE`` (default: no relays, as before);
+- ``CQRS_BENCH_MODULES``: the modules autodiscovered, comma-separated (bench/relay.py
+  ``--without-sagas``: ``handlers,projections``; default: django_cqrs' own).
 
 Everything else is the demo's set-up (bench/_common.py's ``configure_django``), with
 django_cqrs' defaults (``DJANGO_CQRS = {}``).
@@ -50,6 +52,8 @@ Q_CLUSTER = {
     "log_level": "WARNING",  # not a line per enqueued and processed task
 }
 DJANGO_CQRS: dict[str, object] = {}
+if os.environ.get("CQRS_BENCH_MODULES"):  # bench/relay.py --without-sagas
+    DJANGO_CQRS["AUTODISCOVER_MODULES"] = os.environ["CQRS_BENCH_MODULES"].split(",")
 if os.environ.get("CQRS_BENCH_RELAYS"):
     DJANGO_CQRS["RELAYS"] = json.loads(os.environ["CQRS_BENCH_RELAYS"])
     DJANGO_CQRS["EVENT_SOURCE"] = os.environ.get("CQRS_BENCH_EVENT_SOURCE", "/bench")

@@ -142,6 +142,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     group.add_argument("--seconds", type=float, default=20.0, help="Seconds of commands (20).")
     group.add_argument("--threads", type=int, default=4, help="Dispatching threads (4).")
     group.add_argument("--workers", type=int, default=2, help="qcluster workers (2).")
+    group.add_argument(
+        "--without-sagas",
+        action="store_true",
+        help="Leave the demo's checkout saga out (its long batch transactions hold every "
+        "reader of the log back): the relays' own latency.",
+    )
     group.add_argument("--customers", type=int, default=100)
     group.add_argument("--products", type=int, default=40)
     group.add_argument(
@@ -952,6 +958,8 @@ def run_latency(args: argparse.Namespace) -> dict[str, Any]:
     }
     names = [f"relays.{name}" for name in relays]
     os.environ["CQRS_BENCH_RELAYS"] = json.dumps(relays)
+    if args.without_sagas:
+        os.environ["CQRS_BENCH_MODULES"] = "handlers,projections"
     os.environ["CQRS_BENCH_EVENT_SOURCE"] = SOURCE
     os.environ.setdefault("DEMO_PAYMENT_TIMEOUT", "600")  # a backlog is no reason to time out
     args.lag_workers = args.workers

@@ -349,3 +349,17 @@ def test_relays_are_counted_and_their_lag_scraped(relay: None, client: Any) -> N
     samples = scrape(client)
     assert value(samples, "cqrs_relay_lag_events", relay="feed") == 0
     assert value(samples, "cqrs_relay_published_total", relay="feed") >= 3
+
+
+def test_a_worker_that_finds_the_relay_leased_waits_for_the_lease_then_sends(
+    relay: None,
+) -> None:
+    [account] = accounts(1, deposits=1)
+    catch_up(NAME)
+    command_bus.dispatch(Deposit(account_id=account, amount=Decimal(5)))
+    # Another worker publishes (its lease ends in 0.3 s): this catch-up's trigger is spent,
+    # so it waits for the lease rather than leave the new event to the periodic schedule.
+    until = timezone.now() + dt.timedelta(seconds=0.3)
+    ProjectionState.objects.filter(name=NAME).update(lease_owner="other:1", lease_until=until)
+    assert run_catch_up(NAME, wait_held_back=5.0).read == 1
+    assert checkpoint() == head()

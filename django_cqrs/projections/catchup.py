@@ -65,6 +65,11 @@ State = ProjectionState.State
 
 #: A batch found committed events it may not read yet (an older transaction is open).
 HELD_BACK = "held back"
+#: Another worker holds this consumer's lease (a relay publishing a batch, outside any
+#: transaction): it goes on until nothing is left, or its lease runs out.
+LEASED = "leased"
+#: What a catch-up waits for (polling, up to ``wait_held_back``) rather than stop.
+WAITED_FOR = (HELD_BACK, LEASED)
 #: Seconds until the next catch-up when events are held back.
 HELD_BACK_RETRY_SECONDS = 1.0
 #: How often a catch-up that waits for held-back events looks again: first, at most.
@@ -266,7 +271,9 @@ def run_catch_up(
     records events while it runs) are waited for here, polling, for up to
     ``wait_held_back`` seconds (within ``deadline``): such a transaction usually ends in
     milliseconds, and a retry queued for later would wait for the task queue's scheduler.
-    Past that wait, the outcome's ``retry_at`` asks for another catch-up soon.
+    Past that wait, the outcome's ``retry_at`` asks for another catch-up soon. A relay
+    leased by another worker is waited for the same way: the events committed while that
+    worker publishes are this catch-up's to send, and its trigger is spent.
     """
     cls = resolve(projection)
     if cls.mode != ASYNC:
@@ -308,7 +315,7 @@ def run_catch_up(
         total += outcome.read
         batches += 1
         transient = 0
-        if outcome.reason == HELD_BACK and wait_held_back > 0:
+        if outcome.reason in WAITED_FOR and wait_held_back > 0:
             now = time.monotonic()
             held_until = held_until or now + wait_held_back
             if deadline is not None:
@@ -319,9 +326,9 @@ def run_catch_up(
                 continue
         if outcome.retry_at is not None:
             retry_at = min(retry_at, outcome.retry_at) if retry_at else outcome.retry_at
-        if outcome.reason != HELD_BACK:
+        if outcome.reason not in WAITED_FOR:
             held_until, pause = None, HELD_BACK_POLL_SECONDS
-        else:
+        elif outcome.reason == HELD_BACK:
             soon = timezone.now() + dt.timedelta(seconds=HELD_BACK_RETRY_SECONDS)
             retry_at = min(retry_at, soon) if retry_at else soon
         if outcome.done:

@@ -55,6 +55,7 @@ from ..models import ProjectionState
 from ..projections.base import Projection, projections
 from ..projections.batches import apply_error
 from ..projections.catchup import (
+    LEASED,
     Batch,
     BatchOutcome,
     batch_runners,
@@ -71,8 +72,6 @@ logger = logging.getLogger("django_cqrs")
 
 #: Where a relay's name puts it among the projections: ``relays.<name>``.
 NAME_PREFIX = "relays."
-#: A batch of this relay is being published by another worker (its lease holds).
-BUSY = "busy"
 
 #: The backends by the name ``BACKEND`` takes; any other value is the dotted path of a
 #: :class:`Publisher` class.
@@ -336,7 +335,7 @@ def run_relay_batch(
         state = lock_state(cls.name, using)
         now = timezone.now()
         if state.lease_owner and state.lease_until and state.lease_until > now:
-            return BatchOutcome(0, state.position, True, BUSY, retry_at=state.lease_until)
+            return BatchOutcome(0, state.position, True, LEASED, retry_at=state.lease_until)
         batch = read_batch(cls, state, batch_size=batch_size, before=before, using=using)
         if isinstance(batch, BatchOutcome):
             return batch
