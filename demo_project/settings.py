@@ -148,6 +148,10 @@ def _answers(url: str, default_port: int) -> bool:
 DEMO_RABBITMQ_URL = os.environ.get("DEMO_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 DEMO_NATS_URL = os.environ.get("DEMO_NATS_URL", "nats://127.0.0.1:4222")
 _RELAYS_ON = os.environ.get("DEMO_RELAYS", "1") != "0"
+#: Where the demo's relays send (the tests give each run names of its own).
+DEMO_EXCHANGE = os.environ.get("DEMO_EXCHANGE", "demo.events")
+DEMO_STREAM = os.environ.get("DEMO_STREAM", "DEMO_EVENTS")
+DEMO_SUBJECT_PREFIX = os.environ.get("DEMO_SUBJECT_PREFIX", "demo.events")
 
 #: Every demo event to each broker that answers: RabbitMQ's topic exchange demo.events
 #: (routing key = the stored event name) and the JetStream stream DEMO_EVENTS (subjects
@@ -157,15 +161,15 @@ if _RELAYS_ON and _answers(DEMO_RABBITMQ_URL, 5672):
     DEMO_RELAYS["rabbitmq"] = {
         "BACKEND": "rabbitmq",
         "URL": DEMO_RABBITMQ_URL,
-        "EXCHANGE": "demo.events",
+        "EXCHANGE": DEMO_EXCHANGE,
         "EXCHANGE_TYPE": "topic",
     }
 if _RELAYS_ON and _answers(DEMO_NATS_URL, 4222):
     DEMO_RELAYS["nats"] = {
         "BACKEND": "nats",
         "SERVERS": [DEMO_NATS_URL],
-        "STREAM": "DEMO_EVENTS",
-        "SUBJECT_PREFIX": "demo.events",
+        "STREAM": DEMO_STREAM,
+        "SUBJECT_PREFIX": DEMO_SUBJECT_PREFIX,
     }
 
 DJANGO_CQRS: dict[str, object] = {"RELAYS": DEMO_RELAYS, "EVENT_SOURCE": "/demo_project"}

@@ -6,11 +6,12 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.brokers import NATS_URL, RabbitQueue, requires_nats, requires_rabbitmq
+from tests.brokers import NATS_URL, NatsStream, RabbitQueue, requires_nats, requires_rabbitmq
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,13 +52,13 @@ def test_without_brokers_the_demo_says_it_runs_no_relay(tmp_path: Path) -> None:
     demo(tmp_path / "demo.sqlite3", "check", **closed)
 
 
-def stream_messages() -> int:
+def stream_messages(stream: str) -> int:
     async def count() -> int:
         import nats
 
         client = await nats.connect(NATS_URL)
         try:
-            info = await client.jetstream().stream_info("DEMO_EVENTS")
+            info = await client.jetstream().stream_info(stream)
             return int(info.state.messages)
         except Exception:
             return 0
@@ -67,57 +68,82 @@ def stream_messages() -> int:
     return asyncio.run(count())
 
 
+def test_the_demos_relays_send_to_demo_events_and_demo_events_stream(tmp_path: Path) -> None:
+    names = demo(
+        tmp_path / "demo.sqlite3",
+        "shell",
+        "-c",
+        "from django.conf import settings as s; print('NAMES', s.DEMO_EXCHANGE, s.DEMO_STREAM, "
+        "s.DEMO_SUBJECT_PREFIX)",
+    )
+    assert "NAMES demo.events DEMO_EVENTS demo.events" in names
+
+
 @requires_rabbitmq
 @requires_nats
 def test_the_demo_relays_every_event_to_both_brokers(tmp_path: Path) -> None:
     database = tmp_path / "demo.sqlite3"
-    queue = RabbitQueue(exchange="demo.events")
+    # Names of this run's own: other tests run the demo (its qcluster relays too).
+    tag = uuid.uuid4().hex[:10]
+    env = {
+        "DEMO_EXCHANGE": f"test.demo.{tag}",
+        "DEMO_STREAM": f"TEST_DEMO_{tag.upper()}",
+        "DEMO_SUBJECT_PREFIX": f"test.demo.{tag}",
+    }
+    queue = RabbitQueue(exchange=env["DEMO_EXCHANGE"])
     queue.declare()
+    stream = NatsStream(stream=env["DEMO_STREAM"], prefix=env["DEMO_SUBJECT_PREFIX"])
     try:
-        out = demo(database, "shell", "-c", BANNER)
-        assert "rabbitmq -> RabbitMQ exchange demo.events" in out
-        assert "nats -> NATS JetStream stream DEMO_EVENTS" in out
-        demo(database, "migrate", "--noinput")
-        demo(database, "seed_demo", "--orders", "5")
-        before = stream_messages()
-        demo(database, "cqrs_catchup", "relays.rabbitmq")
-        demo(database, "cqrs_catchup", "relays.nats")
+        out = demo(database, "shell", "-c", BANNER, **env)
+        assert f"rabbitmq -> RabbitMQ exchange {env['DEMO_EXCHANGE']}" in out
+        assert f"nats -> NATS JetStream stream {env['DEMO_STREAM']}" in out
+        demo(database, "migrate", "--noinput", **env)
+        demo(database, "seed_demo", "--orders", "5", **env)
+        demo(database, "cqrs_catchup", "relays.rabbitmq", **env)
+        demo(database, "cqrs_catchup", "relays.nats", **env)
         stored = demo(
             database,
             "shell",
             "-c",
             "from django_cqrs.models import StoredEvent; "
             "print('STORED', *StoredEvent.objects.values_list('event_type', flat=True))",
+            **env,
         )
         names = next(line for line in stored.splitlines() if line.startswith("STORED")).split()[1:]
         received = queue.drain()
         assert sorted(m.subject for m in received) == sorted(names)  # routing key = the name
         assert {m.body["source"] for m in received} == {"/demo_project"}
-        # The stream is the demo's, kept between runs: this run added one message per event.
-        assert stream_messages() - before == len(names)
+        assert stream_messages(env["DEMO_STREAM"]) == len(names)
     finally:
-        queue.delete_queue()
+        queue.delete()
+        stream.delete()
 
 
 @requires_rabbitmq
 def test_the_second_service_fills_its_read_model_from_the_demos_relay(tmp_path: Path) -> None:
     database, downstream = tmp_path / "demo.sqlite3", tmp_path / "downstream.sqlite3"
-    queue = RabbitQueue(exchange="demo.events", queue=f"test.downstream.{os.getpid()}")
-    env = {"DOWNSTREAM_SQLITE_PATH": str(downstream), "DOWNSTREAM_QUEUE": queue.queue}
+    tag = uuid.uuid4().hex[:10]
+    queue = RabbitQueue(exchange=f"test.demo.{tag}", queue=f"test.downstream.{tag}")
+    env = {
+        "DOWNSTREAM_SQLITE_PATH": str(downstream),
+        "DOWNSTREAM_QUEUE": queue.queue,
+        "DOWNSTREAM_EXCHANGE": queue.exchange,
+        "DEMO_EXCHANGE": queue.exchange,
+    }
     other = ["--settings", "demo_project.settings_downstream"]
     try:
         demo(database, "migrate", "--noinput", *other, **env)
         # Its consumer declares and binds its queue: what the relay sends from now on stays.
         demo(database, "cqrs_consume", "orders", "--idle-timeout", "1", *other, **env)
-        demo(database, "migrate", "--noinput")
-        demo(database, "seed_demo", "--orders", "6")
-        demo(database, "cqrs_catchup", "relays.rabbitmq")
+        demo(database, "migrate", "--noinput", **env)
+        demo(database, "seed_demo", "--orders", "6", **env)
+        demo(database, "cqrs_catchup", "relays.rabbitmq", **env)
         demo(database, "cqrs_consume", "orders", "--idle-timeout", "3", *other, **env)
         count = (
             "from django_cqrs.models import StoredEvent; print('PLACED', StoredEvent.objects"
             ".filter(event_type='orders.OrderPlaced').count())"
         )
-        placed = demo(database, "shell", "-c", count)
+        placed = demo(database, "shell", "-c", count, **env)
         feed = demo(
             database,
             "shell",
@@ -134,4 +160,4 @@ def test_the_second_service_fills_its_read_model_from_the_demos_relay(tmp_path: 
         assert number(placed) >= 6
         assert number(feed) == number(placed)
     finally:
-        queue.delete_queue()
+        queue.delete()
