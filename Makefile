@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) manage.py demo_serve --port $(PORT)
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

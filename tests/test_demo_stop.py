@@ -34,10 +34,15 @@ STOP_WITHIN = 10.0  # seconds, from the signal to the last process gone
 START_WITHIN = 60.0
 MARKER = "CQRS_DEMO_STOP_TEST"
 
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/self/environ").exists() or shutil.which("make") is None,
-    reason="needs Linux's /proc (to find every descendant) and make",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not Path("/proc/self/environ").exists() or shutil.which("make") is None,
+        reason="needs Linux's /proc (to find every descendant) and make",
+    ),
+    # Each demo serves on its port and the next (the second service): one demo at a time,
+    # with the other tests that run the demo.
+    pytest.mark.xdist_group("demo_brokers"),
+]
 
 
 def free_port() -> int:

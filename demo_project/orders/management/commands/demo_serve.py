@@ -24,7 +24,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from demo_project.supervisor import Child, Supervisor, answers, rabbitmq_answers
+from demo_project.supervisor import Child, Supervisor, rabbitmq_answers
 from django_cqrs.relays import all_relays
 
 MANAGE_PY = Path(__file__).resolve().parents[4] / "manage.py"
@@ -97,7 +97,7 @@ class Command(BaseCommand):
         supervisor.start(
             "downstream inbox consumer", [*manage, "cqrs_consume", "orders", *settings]
         )
-        if answers(HOST, port):
+        if bind_error(port) is not None:
             self.stdout.write(f"Port {port} is in use: the downstream web server is skipped.")
             return
         supervisor.start(
@@ -125,17 +125,25 @@ def parse_port(port: str) -> int:
     """The port as a number, if it is one and nothing listens on it yet."""
     if not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
         raise CommandError(f"PORT must be a number from 1 to 65535, not {port!r}.")
+    error = bind_error(int(port))
+    if error is not None:
+        raise CommandError(
+            f"Port {port} on {HOST} is in use ({error.strerror}): stop what listens there, "
+            "or choose another port (PORT=8001 make demo)."
+        )
+    return int(port)
+
+
+def bind_error(port: int) -> OSError | None:
+    """Why the development server could not listen on ``port`` now (None: it could)."""
     with socket.socket() as sock:
         # The development server sets SO_REUSEADDR too: only a listening socket is in use.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((HOST, int(port)))
+            sock.bind((HOST, port))
         except OSError as exc:
-            raise CommandError(
-                f"Port {port} on {HOST} is in use ({exc.strerror}): stop what listens there, "
-                "or choose another port (PORT=8001 make demo)."
-            ) from None
-    return int(port)
+            return exc
+    return None
 
 
 def accepts_connections(port: int) -> bool:
