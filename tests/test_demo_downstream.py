@@ -154,7 +154,7 @@ def test_demo_serve_migrates_and_starts_the_downstream_service_with_rabbitmq(
     from demo_project.orders.management.commands import demo_serve
 
     monkeypatch.setattr(demo_serve, "rabbitmq_answers", lambda: True)
-    monkeypatch.setattr(demo_serve, "answers", lambda host, port: False)  # port 8001 free
+    monkeypatch.setattr(demo_serve, "bind_error", lambda port: None)  # port 8001 free
     ran: list[list[str]] = []
     monkeypatch.setattr(
         demo_serve.subprocess,
