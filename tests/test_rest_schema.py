@@ -12,9 +12,9 @@ from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
 # Imported (and rewritten by pytest) at collection, before any test starts a thread:
-# CPython 3.11.7 builds ASTs with one recursion counter for all threads (gh-106905), so
-# compiling this large package while a broker client's loop thread imports modules of
-# its own failed once in CI with "AST constructor recursion depth mismatch".
+# compiled later, while a broker client's loop thread imported modules of its own, this
+# large package failed once in CI with CPython 3.11.7's "SystemError: AST constructor
+# recursion depth mismatch" (an interpreter error, not the test's).
 with contextlib.suppress(ImportError):  # without schemathesis, the fixture skips
     import schemathesis.specs.openapi.schemas  # noqa: F401
 
