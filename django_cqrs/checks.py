@@ -50,7 +50,7 @@ from .projections.status import Activity
 from .queries import Query
 from .read_models import ReadModel
 from .registry import Registry, describe
-from .relays.base import all_relays, check_configuration, matching_events
+from .relays.base import all_relays, check_configuration
 from .serialization import check_supported
 from .tasks import BATCH_ROOM_SECONDS, catch_up_budget
 
@@ -444,7 +444,7 @@ def check_relays(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         for problem in problems
     ]
     for cls in all_relays():
-        if not matching_events(cls.options):
+        if not cls.handlers:
             messages.append(
                 Warning(
                     f"Relay {cls.relay_name!r}: EVENTS {cls.options['EVENTS']!r} match no "

@@ -49,7 +49,7 @@ from django.utils.module_loading import import_string
 from .. import metrics, telemetry
 from ..conf import cqrs_settings
 from ..db.log import LogPoint
-from ..events import Event, event_names, registered_event_types
+from ..events import Event, registered_event_types
 from ..exceptions import ConfigurationError, ProjectionError
 from ..models import ProjectionState
 from ..projections.base import Projection, projections
@@ -148,13 +148,6 @@ class Relay(Projection):
     publisher_class: ClassVar[type[Publisher]]
 
     @classmethod
-    def handled_event_types(cls) -> list[str]:
-        """The stored names (aliases too) of the registered events its ``EVENTS`` match."""
-        return sorted(
-            {name for event in matching_events(cls.options) for name in event_names(event)}
-        )
-
-    @classmethod
     def message(cls, row: EventRow, source: str) -> Message:
         """The broker message of a stored event (raises when it cannot be decoded)."""
         attributes = cloudevent(row, source=source)
@@ -182,7 +175,7 @@ def matching_events(options: Mapping[str, Any]) -> list[type[Event]]:
 
 
 def options_of(name: str, config: Any) -> tuple[dict[str, Any], list[str]]:
-    """A relay's options with defaults filled in, and what is wrong with them (check E017)."""
+    """A relay's options with defaults filled in, and what is wrong with them (check E020)."""
     if not isinstance(config, Mapping):
         return {}, [f"RELAYS[{name!r}] must be a dict of options, not {type(config).__name__}"]
     problems: list[str] = []
@@ -236,7 +229,7 @@ def configure() -> list[type[Relay]]:
     """(Re)make the relay classes from ``DJANGO_CQRS["RELAYS"]`` and register them.
 
     Called when the app is ready and when the setting changes; a relay whose settings are
-    wrong is left out (the system check ``django_cqrs.E017`` says why).
+    wrong is left out (the system check ``django_cqrs.E020`` says why).
     """
     for cls in _configured.values():
         projections.unregister(cls)
@@ -267,6 +260,8 @@ def configure() -> list[type[Relay]]:
                 "retry_backoff_max": float(options["RETRY_BACKOFF_MAX"]),
             },
         )
+        # The events it sends, matched once: what the trigger and each batch read
+        # (Projection.handled_event_types, aliases included).
         cls.handlers = {event: "message" for event in matching_events(options)}
         _configured[str(name)] = cls
     return list(_configured.values())
