@@ -8,12 +8,13 @@ django-q2 cluster): WAL journal, a busy timeout and immediate transactions.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from demo_project.supervisor import answers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -136,12 +137,7 @@ Q_CLUSTER = {
 def _answers(url: str, default_port: int) -> bool:
     """Whether a broker listens at ``url`` (asked once, when the settings load)."""
     parts = urlsplit(url)
-    address = (parts.hostname or "127.0.0.1", parts.port or default_port)
-    try:
-        with socket.create_connection(address, 0.5):
-            return True
-    except OSError:
-        return False
+    return answers(parts.hostname or "127.0.0.1", parts.port or default_port)
 
 
 #: The demo's brokers (docs/relays.md); DEMO_RELAYS=0 turns both relays off.
