@@ -11,7 +11,7 @@ COPY on PostgreSQL; untimed), then times, for each broker, in an order that alte
 from round to round (relay, plain, naive / naive, plain, relay; brokers swapped too):
 
 - **relay**: ``catch_up("relays.<name>")``, the relay as a worker runs it: those events,
-  ``BATCH_SIZE`` (default 500) per batch, each decoded and made a CloudEvent, published
+  ``BATCH_SIZE`` (default 1,000) per batch, each decoded and made a CloudEvent, published
   with publisher confirms (RabbitMQ) / acks (JetStream) awaited per batch, checkpoint moved;
 - **plain**: hand-written code doing the same work: the same rows read with the ORM in
   keyset batches of the same size, a CloudEvent dict per row json-encoded (the same bytes:
@@ -75,7 +75,9 @@ T = TypeVar("T")
 BROKERS = ("rabbitmq", "nats")
 LABEL = {"rabbitmq": "RabbitMQ", "nats": "NATS JetStream"}
 RELAY_OF = {"rabbitmq": "rmq", "nats": "js"}  # the relays' names in DJANGO_CQRS["RELAYS"]
-VARIANTS = ("relay", "plain", "naive")
+#: Every variant, in the order a round runs them (reversed every other round); each
+#: broker runs those of its ``variants``.
+VARIANTS = ("relay", "plain", "aio-pika", "naive")
 SOURCE = "/bench"
 #: Acks a JetStream connection awaits at once: the relay's (django_cqrs.relays.jetstream
 #: MAX_PENDING; checked once Django is set up).
@@ -117,7 +119,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"),
     )
     parser.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
-    parser.add_argument("--batch-size", type=int, default=500, help="Relay BATCH_SIZE (500).")
+    parser.add_argument(
+        "--batch-size", type=int, default=1000, help="Relay BATCH_SIZE (1,000, its default)."
+    )
     group = parser.add_argument_group("throughput")
     group.add_argument("--events", type=int, default=20_000, help="Events per round (20,000).")
     group.add_argument("--rounds", type=int, default=6, help="Rounds (6).")
@@ -216,17 +220,77 @@ def check_reachable(args: argparse.Namespace) -> None:
 # -- brokers: destinations, plain and naive publishers ----------------------------------
 
 
+class PikaBatches:
+    """Plain pika: an AsyncioConnection on the running loop, a confirming channel, a batch
+    written and its confirms (``multiple`` acks) counted down to the batch's last tag."""
+
+    def __init__(self, url: str, exchange: str) -> None:
+        self.url, self.exchange = url, exchange
+        self.tag = 0
+        self.confirmed = 0
+        self.waiting: tuple[int, asyncio.Future[None]] | None = None
+
+    async def open(self) -> None:
+        import pika
+        from pika.adapters.asyncio_connection import AsyncioConnection
+
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[Any] = loop.create_future()
+        self.connection = AsyncioConnection(
+            pika.URLParameters(self.url),
+            on_open_callback=opened.set_result,
+            on_open_error_callback=lambda _, exc: opened.set_exception(exc),
+            custom_ioloop=loop,
+        )
+        await opened
+        channel: asyncio.Future[Any] = loop.create_future()
+        self.connection.channel(on_open_callback=channel.set_result)
+        self.channel = await channel
+        selected: asyncio.Future[Any] = loop.create_future()
+        self.channel.confirm_delivery(self.on_confirm, callback=selected.set_result)
+        await selected
+
+    def on_confirm(self, frame: Any) -> None:
+        if type(frame.method).__name__ == "Nack":
+            raise SystemExit(f"{self.exchange}: the broker refused a message")
+        self.confirmed = frame.method.delivery_tag  # in order: one queue
+        if self.waiting is not None and self.confirmed >= self.waiting[0]:
+            self.waiting[1].set_result(None)
+            self.waiting = None
+
+    async def publish(self, messages: list[tuple[str, bytes, Any]]) -> None:
+        for routing_key, body, properties in messages:
+            self.channel.basic_publish(self.exchange, routing_key, body, properties)
+        self.tag += len(messages)
+        if self.confirmed < self.tag:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.waiting = (self.tag, done)
+            await done
+
+    async def close(self) -> None:
+        self.connection.close()
+
+
 class Rabbit:
-    """Per variant an exchange and a durable queue bound to it (``#``)."""
+    """Per variant an exchange and a durable queue bound to it (``#``).
+
+    plain is pika's asyncio connection (the relay's client) with the batch's confirms
+    counted off by delivery tag; aio-pika is the same batch on the other asyncio client,
+    a publish awaited per message and gathered; naive is pika's BlockingConnection on a
+    confirming channel (``basic_publish`` returns once the broker confirmed).
+    """
+
+    variants = ("relay", "plain", "aio-pika", "naive")
 
     def __init__(self, url: str, tag: str) -> None:
         self.url = url
-        self.names = {v: f"cqrs_bench.relay.{tag}.{v}" for v in VARIANTS}
+        self.names = {v: f"cqrs_bench.relay.{tag}.{v}" for v in self.variants}
         self.admin: Any = None
         self.channel: Any = None
-        self.publishers: dict[str, Any] = {}  # variant -> exchange on a confirming channel
+        self.publishers: dict[str, Any] = {}  # variant -> exchange / channel
         self.connections: list[Any] = []
         self.version = "?"
+        self.plain: PikaBatches | None = None
 
     def relay_options(self, batch_size: int, events: Sequence[str] = ("*",)) -> dict[str, Any]:
         return {
@@ -237,8 +301,9 @@ class Rabbit:
             "EVENTS": list(events),
         }
 
-    async def setup(self, variants: Sequence[str] = VARIANTS) -> None:
+    async def setup(self, variants: Sequence[str] | None = None) -> None:
         import aio_pika
+        import pika
 
         self.admin = await aio_pika.connect(self.url)
         with contextlib.suppress(Exception):
@@ -246,18 +311,26 @@ class Rabbit:
             version = props["version"]
             self.version = version.decode() if isinstance(version, bytes) else str(version)
         self.channel = await self.admin.channel()
-        for variant in variants:
+        for variant in variants or self.variants:
             name = self.names[variant]
             exchange = await self.channel.declare_exchange(
                 name, aio_pika.ExchangeType.TOPIC, durable=True
             )
             queue = await self.channel.declare_queue(name, durable=True)
             await queue.bind(exchange, "#")
-            if variant != "relay":
+            if variant == "plain":
+                self.plain = PikaBatches(self.url, name)
+                await self.plain.open()
+            elif variant == "aio-pika":
                 connection = await aio_pika.connect(self.url)
                 self.connections.append(connection)
                 channel = await connection.channel(publisher_confirms=True)
                 self.publishers[variant] = await channel.get_exchange(name)
+            elif variant == "naive":
+                blocking = pika.BlockingConnection(pika.URLParameters(self.url))
+                self.naive_connection = blocking
+                self.publishers[variant] = blocking.channel()
+                self.publishers[variant].confirm_delivery()
 
     async def count(self, variant: str) -> int:
         queue = await self.channel.declare_queue(self.names[variant], durable=True, passive=True)
@@ -277,6 +350,17 @@ class Rabbit:
         return out
 
     @staticmethod
+    def properties(attrs: dict[str, Any]) -> Any:
+        import pika
+
+        return pika.BasicProperties(
+            content_type="application/cloudevents+json; charset=utf-8",
+            message_id=attrs["id"],
+            type=attrs["type"],
+            delivery_mode=2,
+        )
+
+    @staticmethod
     def message(body: bytes, attrs: dict[str, Any]) -> Any:
         import aio_pika
 
@@ -288,9 +372,16 @@ class Rabbit:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
 
-    async def publish_batch(self, items: list[tuple[bytes, dict[str, Any]]]) -> None:
-        """Plain: every message of the batch published, the confirms awaited together."""
-        exchange = self.publishers["plain"]
+    async def publish_batch(
+        self, items: list[tuple[bytes, dict[str, Any]]], variant: str = "plain"
+    ) -> None:
+        """Every message of the batch published, the confirms awaited together."""
+        if variant == "plain":
+            assert self.plain is not None
+            messages = [(attrs["type"], body, self.properties(attrs)) for body, attrs in items]
+            await self.plain.publish(messages)
+            return
+        exchange = self.publishers[variant]
         await asyncio.gather(
             *(
                 exchange.publish(self.message(body, attrs), routing_key=attrs["type"])
@@ -299,15 +390,22 @@ class Rabbit:
         )
 
     async def publish_each(self, items: list[tuple[bytes, dict[str, Any]]]) -> None:
-        """Naive: one message, wait for its confirm, the next."""
-        exchange = self.publishers["naive"]
+        """Naive: one message, wait for its confirm, the next (blocks this loop: nothing
+        else runs on it meanwhile)."""
+        channel = self.publishers["naive"]
         for body, attrs in items:
-            await exchange.publish(self.message(body, attrs), routing_key=attrs["type"])
+            channel.basic_publish(self.names["naive"], attrs["type"], body, self.properties(attrs))
 
     async def teardown(self) -> None:
         for connection in self.connections:
             with contextlib.suppress(Exception):
                 await connection.close()
+        if self.plain is not None:
+            with contextlib.suppress(Exception):
+                await self.plain.close()
+        if getattr(self, "naive_connection", None) is not None:
+            with contextlib.suppress(Exception):
+                self.naive_connection.close()
         if self.channel is not None:
             for name in self.names.values():
                 with contextlib.suppress(Exception):
@@ -321,10 +419,12 @@ class Rabbit:
 class JetStream:
     """Per variant a stream ``<prefix>.>``."""
 
+    variants = ("relay", "plain", "naive")
+
     def __init__(self, url: str, tag: str) -> None:
         self.url = url
-        self.streams = {v: f"CQRS_BENCH_RELAY_{tag.upper()}_{v.upper()}" for v in VARIANTS}
-        self.prefixes = {v: f"cqrs_bench.relay.{tag}.{v}" for v in VARIANTS}
+        self.streams = {v: f"CQRS_BENCH_RELAY_{tag.upper()}_{v.upper()}" for v in self.variants}
+        self.prefixes = {v: f"cqrs_bench.relay.{tag}.{v}" for v in self.variants}
         self.admin: Any = None
         self.js: Any = None
         self.clients: dict[str, Any] = {}  # variant -> JetStreamContext
@@ -341,14 +441,14 @@ class JetStream:
             "EVENTS": list(events),
         }
 
-    async def setup(self, variants: Sequence[str] = VARIANTS) -> None:
+    async def setup(self, variants: Sequence[str] | None = None) -> None:
         import nats
 
         self.admin = await nats.connect(self.url)
         with contextlib.suppress(Exception):
             self.version = str(self.admin._server_info["version"])
         self.js = self.admin.jetstream()
-        for variant in variants:
+        for variant in variants or self.variants:
             await self.js.add_stream(
                 name=self.streams[variant], subjects=[f"{self.prefixes[variant]}.>"]
             )
@@ -386,11 +486,13 @@ class JetStream:
         }
         return f"{self.prefixes[variant]}.{attrs['type']}", headers
 
-    async def publish_batch(self, items: list[tuple[bytes, dict[str, Any]]]) -> None:
-        js, stream = self.clients["plain"], self.streams["plain"]
+    async def publish_batch(
+        self, items: list[tuple[bytes, dict[str, Any]]], variant: str = "plain"
+    ) -> None:
+        js, stream = self.clients[variant], self.streams[variant]
         acks = []
         for body, attrs in items:
-            subject, headers = self._args("plain", attrs)
+            subject, headers = self._args(variant, attrs)
             acks.append(await js.publish_async(subject, body, stream=stream, headers=headers))
         await asyncio.gather(*acks)
 
@@ -456,11 +558,11 @@ def plain_batches(start: int, end: int, size: int) -> Iterator[list[tuple[Any, .
         position = rows[-1][0]
 
 
-def plain_run(loop: Loop, side: Any, start: int, end: int, size: int) -> int:
+def plain_run(loop: Loop, side: Any, start: int, end: int, size: int, variant: str) -> int:
     sent = 0
     for rows in plain_batches(start, end, size):
         items = [plain_message(row, SOURCE) for row in rows]
-        loop.run(side.publish_batch(items))
+        loop.run(side.publish_batch(items, variant))
         sent += len(items)
     return sent
 
@@ -585,8 +687,12 @@ def run_throughput(args: argparse.Namespace) -> dict[str, Any]:
         RELAY_OF[broker]: side.relay_options(args.batch_size) for broker, side in sides.items()
     }
     size = args.batch_size
-    rates: dict[str, dict[str, list[float]]] = {b: {v: [] for v in VARIANTS} for b in sides}
-    ratios: dict[str, dict[str, list[float]]] = {b: {"plain": [], "naive": []} for b in sides}
+    rates: dict[str, dict[str, list[float]]] = {
+        b: {v: [] for v in side.variants} for b, side in sides.items()
+    }
+    ratios: dict[str, dict[str, list[float]]] = {
+        b: {v: [] for v in side.variants if v != "relay"} for b, side in sides.items()
+    }
     profile: dict[str, Any] = {}
     try:
         for side in sides.values():
@@ -600,8 +706,8 @@ def run_throughput(args: argparse.Namespace) -> dict[str, Any]:
                 if variant == "relay":
                     sent = catch_up(f"relays.{RELAY_OF[broker]}")
                     expected = end - start
-                elif variant == "plain":
-                    sent = plain_run(loop, side, start, end, size)
+                elif variant != "naive":
+                    sent = plain_run(loop, side, start, end, size, variant)
                     expected = end - start
                 else:
                     sent = naive_run(loop, side, start, naive_end, size)
@@ -613,7 +719,7 @@ def run_throughput(args: argparse.Namespace) -> dict[str, Any]:
 
             def check_and_purge(start: int, end: int, naive_end: int) -> None:
                 for broker, side in sides.items():
-                    for variant in VARIANTS:
+                    for variant in side.variants:
                         if variant == "naive" and naive_end == start:
                             continue
                         want = (naive_end if variant == "naive" else end) - start
@@ -627,15 +733,19 @@ def run_throughput(args: argparse.Namespace) -> dict[str, Any]:
             # Warm-up: connections, caches; the three variants' bodies compared.
             start, end = fill(args.warmup_events, args.seed, args.open_orders)
             naive_end = start + min(args.warmup_events, max(args.naive_events, 1))
-            for broker in sides:
-                for variant in VARIANTS:
+            for broker, side in sides.items():
+                for variant in side.variants:
                     timed(broker, variant, start, end, naive_end)
             for broker, side in sides.items():
                 relay_bodies = sorted(loop.run(side.bodies("relay")))
-                plain_bodies = sorted(loop.run(side.bodies("plain")))
+                if len(relay_bodies) != end - start:
+                    raise SystemExit(f"{LABEL[broker]}: the relay sent {len(relay_bodies)}")
+                for variant in side.variants:
+                    if variant in ("relay", "naive"):
+                        continue
+                    if sorted(loop.run(side.bodies(variant))) != relay_bodies:
+                        raise SystemExit(f"{LABEL[broker]}: relay and {variant} bodies differ")
                 naive_bodies = sorted(loop.run(side.bodies("naive")))
-                if relay_bodies != plain_bodies or len(relay_bodies) != end - start:
-                    raise SystemExit(f"{LABEL[broker]}: relay and plain bodies differ")
                 if not set(naive_bodies) <= set(relay_bodies) or not naive_bodies:
                     raise SystemExit(f"{LABEL[broker]}: naive bodies differ from the relay's")
                 loop.run(side.purge())
@@ -648,17 +758,18 @@ def run_throughput(args: argparse.Namespace) -> dict[str, Any]:
             for r in range(args.rounds):
                 start, end = fill(args.events, args.seed + 1 + r, args.open_orders)
                 naive_end = start + min(args.events, args.naive_events)
-                variants = [v for v in VARIANTS if v != "naive" or args.naive_events > 0]
-                order = variants if r % 2 == 0 else variants[::-1]
                 brokers = list(sides) if r % 2 == 0 else list(sides)[::-1]
                 line = []
                 for broker in brokers:
+                    variants = [
+                        v for v in sides[broker].variants if v != "naive" or args.naive_events > 0
+                    ]
+                    order = variants if r % 2 == 0 else variants[::-1]
                     got = {v: timed(broker, v, start, end, naive_end) for v in order}
                     for variant, rate in got.items():
                         rates[broker][variant].append(rate)
-                    ratios[broker]["plain"].append(got["relay"] / got["plain"])
-                    if "naive" in got:
-                        ratios[broker]["naive"].append(got["relay"] / got["naive"])
+                        if variant != "relay":
+                            ratios[broker][variant].append(got["relay"] / rate)
                     line.append(f"{broker} " + " ".join(f"{v} {got[v]:,.0f}/s" for v in order))
                 check_and_purge(start, end, naive_end)
                 print(f"round {r + 1}/{args.rounds}: " + "; ".join(line), flush=True)
@@ -756,7 +867,7 @@ def throughput_report(results: list[dict[str, Any]]) -> str:
     for r in results:
         for broker, label in r["brokers"].items():
             for variant in VARIANTS:
-                values = r["rates"][broker][variant]
+                values = r["rates"][broker].get(variant)
                 if not values:
                     continue
                 events = r["naive_events"] if variant == "naive" else r["events"]

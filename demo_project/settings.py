@@ -195,5 +195,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"django_cqrs": {"handlers": ["console"], "level": "INFO"}},
+    "loggers": {
+        "django_cqrs": {"handlers": ["console"], "level": "INFO"},
+        # pika logs every failed connection attempt at ERROR, several lines each; the
+        # relays and the inbox log the reason themselves (docs/relays.md, "Operate").
+        "pika": {"level": "CRITICAL"},
+    },
 }

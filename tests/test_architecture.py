@@ -27,8 +27,7 @@ ROOMS = {
     "rest_framework_dataclasses": ("django_cqrs.rest_framework",),
     "django_q": ("django_cqrs.tasks",),
     # Broker clients and the CloudEvents SDK: the inbox and the relays (docs/architecture.md).
-    "aio_pika": ("django_cqrs.inbox", "django_cqrs.relays"),
-    "aiormq": ("django_cqrs.inbox", "django_cqrs.relays"),
+    "pika": ("django_cqrs.inbox", "django_cqrs.relays"),
     "nats": ("django_cqrs.inbox", "django_cqrs.relays"),
     "cloudevents": ("django_cqrs.inbox", "django_cqrs.relays"),
     "django.contrib.admin": ("django_cqrs.admin", "django_cqrs.apps"),
@@ -276,7 +275,7 @@ def _append(path: Path, code: str) -> None:
             "from django_cqrs.rest_framework.idempotency import purge_expired",
             "only django_cqrs.rest_framework may",
         ),
-        ("bus.py", "import aio_pika", "only django_cqrs.inbox, django_cqrs.relays may"),
+        ("bus.py", "import pika", "only django_cqrs.inbox, django_cqrs.relays may"),
         ("management/commands/cqrs_consume.py", "import nats", "django_cqrs.relays may"),
         ("checks.py", "from cloudevents.http import from_json", "django_cqrs.relays may"),
         ("inbox/apply.py", "from .consumer import Consumer", "(layer 5) from layer 4"),

@@ -136,6 +136,31 @@ def test_rabbitmq_receives_every_event_as_a_valid_cloudevent(rabbit: RabbitQueue
     assert event["source"] == "/tests"
 
 
+@requires_rabbitmq
+@pytest.mark.parametrize(
+    ("relay", "why"),
+    [
+        ({"URL": "amqp://guest:guest@127.0.0.1:1/"}, "ConnectionRefusedError"),
+        ({"URL": RABBITMQ_URL.replace("guest@", "not-the-password@")}, "ACCESS_REFUSED"),
+        ({"DECLARE": False, "EXCHANGE": "test.no.such.exchange"}, "NOT_FOUND - no exchange"),
+    ],
+    ids=["port-closed", "wrong-password", "no-exchange"],
+)
+def test_a_broker_that_refuses_the_relay_is_named_in_its_state(
+    rabbit: RabbitQueue, relay: dict[str, Any], why: str
+) -> None:
+    """The relay's last error says what the broker (or the network) answered, and
+    nothing moves (pika wraps a refused connection three deep, the outer one empty)."""
+    options = {**rabbit_relay(rabbit), **relay}
+    with override_settings(DJANGO_CQRS=settings_with(bus=options)):
+        run_commands(accounts=1, deposits=2)
+        assert run_catch_up("relays.bus").retry_at is not None
+    state = ProjectionState.objects.get(name="relays.bus")
+    assert why in state.last_error, state.last_error
+    assert state.position == 0
+    assert rabbit.drain() == []
+
+
 @requires_nats
 def test_nats_receives_every_event_and_drops_resends_within_its_window(
     stream: NatsStream,

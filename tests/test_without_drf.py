@@ -28,7 +28,7 @@ import importlib.abc, io, json, sys
 
 BLOCKED = ("rest_framework", "drf_spectacular", "rest_framework_dataclasses",
            # the rabbitmq and nats extras: the inbox's core and its commands run without
-           "aio_pika", "aiormq", "nats", "cloudevents")
+           "pika", "nats", "cloudevents")
 
 class NoDRF(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):

@@ -50,7 +50,7 @@ BACKENDS: dict[str, dict[str, Any]] = {
 }
 
 #: The package each backend needs (the ``rabbitmq`` and ``nats`` extras).
-PACKAGES = {"rabbitmq": "aio_pika", "nats": "nats"}
+PACKAGES = {"rabbitmq": "pika", "nats": "nats"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -86,7 +86,7 @@ COMMON_OPTIONS: dict[str, Any] = {
     # Stored event names, or fnmatch patterns of them ("orders.*"), to send.
     "EVENTS": ["*"],
     # Events read and published per batch.
-    "BATCH_SIZE": 500,
+    "BATCH_SIZE": 1000,
     # After parking an event it cannot encode: "stop" (keep each aggregate's order) or
     # "skip" it and go on.
     "ON_FAILURE": "stop",

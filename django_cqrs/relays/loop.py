@@ -3,7 +3,7 @@
     from django_cqrs.relays.loop import run
     run(publisher.publish(messages), timeout=10.0)   # from synchronous code: a worker's task
 
-django-q2 runs tasks in synchronous worker processes; the broker clients (aio-pika,
+django-q2 runs tasks in synchronous worker processes; the broker clients (pika,
 nats-py) are asyncio libraries whose connections live on a loop. The loop here outlives
 each call, so a worker keeps its connections from one batch to the next. A forked
 process (django-q2 forks its workers) starts a loop of its own on first use.
