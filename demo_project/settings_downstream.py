@@ -101,7 +101,7 @@ LOGGING = {
     "loggers": {
         "django_cqrs": {"handlers": ["console"], "level": "WARNING"},
         # pika logs every failed connection attempt at ERROR, several lines each; the
-        # relays and the inbox log the reason themselves (docs/relays.md, "Operate").
+        # relays and the inbox log the reason themselves (docs/relays.md, "Operating").
         "pika": {"level": "CRITICAL"},
     },
 }
