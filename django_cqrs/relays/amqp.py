@@ -55,12 +55,12 @@ class AMQPChannel:
 
     async def open(self) -> None:
         """Connect and open the channel (``AMQPClosed`` when either fails or times out)."""
-        loop = asyncio.get_running_loop()
-        opened = self._future()
         try:
             parameters = pika.URLParameters(self.url)
         except Exception as exc:  # pika raises ValueError, AMQPError... for a bad URL
             raise AMQPClosed(f"the URL is not an AMQP URL: {exc}") from None
+        loop = asyncio.get_running_loop()
+        opened = self._future()
         parameters.connection_attempts = 1
         parameters.socket_timeout = self.timeout
         parameters.stack_timeout = self.timeout
@@ -84,11 +84,11 @@ class AMQPChannel:
         self.channel.add_on_close_callback(lambda _, exc: self._lost(exc))
 
     def _future(self) -> asyncio.Future[Any]:
+        """A future to wait on that fails when the connection or the channel closes."""
         if self.closed is not None:
             raise self.closed
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.add(future)
-        future.add_done_callback(self._waiting.discard)
+        self.watch(future)
         return future
 
     def _lost(self, exc: BaseException) -> None:
